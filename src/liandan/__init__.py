@@ -1,0 +1,49 @@
+"""liandan (炼丹): a PyTorch deep-learning workbench.
+
+One recipe describes data, model, loss and optimizer; liandan trains it, watches and diagnoses
+the run, inspects and compresses the model, and exports it. The public API is importable
+lazily, so ``import liandan`` stays light::
+
+    import liandan
+    run = liandan.train("digits-lenet", overrides=["train.epochs=5"])
+    run.summary["final"]["test"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "train": "liandan.train.api",
+    "resume": "liandan.train.api",
+    "load_run": "liandan.train.api",
+    "Run": "liandan.train.api",
+    "evaluate": ("liandan.train.api", "evaluate_run"),
+    "predict": "liandan.predict",
+    "load_recipe": "liandan.recipe",
+    "Recipe": "liandan.recipe",
+    "build_data": "liandan.data.pipeline",
+    "build_model": "liandan.train.setup",
+    "create_model": ("liandan.api_models", "create_model"),
+    "save_model": "liandan.serialize",
+    "load_model": "liandan.serialize",
+    "LiandanError": "liandan.errors",
+    "lr_find": "liandan.optim.lr_finder",
+    "summary": ("liandan.inspect", "summary"),
+    "diagnose": ("liandan.doctor", "diagnose"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'liandan' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from liandan.cli import main
+
+main()

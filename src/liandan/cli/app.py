@@ -1,0 +1,35 @@
+"""The typer application object that every CLI module adds its verbs to."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="liandan",
+    help="liandan (炼丹): train a model from one recipe, diagnose the run, inspect and ship the model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def print_json(doc: Any) -> None:
+    """Print one JSON document on stdout (the contract of every ``--json`` flag)."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__fspath__"):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def parse_sets(sets: list[str] | None) -> list[str]:
+    return list(sets or [])

@@ -1,0 +1,95 @@
+"""Verbs that train and use models: demo, train, resume, evaluate, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from liandan.cli.app import app, print_json
+
+SET_HELP = "Override a recipe value: --set optim.lr=3e-4 (repeatable)."
+
+
+@app.command()
+def demo(out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>).")) -> None:
+    """Train the default preset (digits-lenet) with the doctor on, and print where the run is."""
+    import liandan
+
+    run = liandan.train("digits-lenet", out=out)
+    test = run.summary["final"].get("test", {})
+    typer.echo(f"test accuracy: {test.get('accuracy', float('nan')):.4f}")
+    report = run.dir / "report.html"
+    typer.echo(f"run directory: {run.dir}")
+    if report.exists():
+        typer.echo(f"report: {report}")
+
+
+@app.command()
+def train(
+    recipe: str = typer.Argument("digits-lenet", help="Recipe file or preset name (liandan list presets)."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    json_: bool = typer.Option(False, "--json", help="Print summary.json on stdout."),
+) -> None:
+    """Train a model from a recipe; writes a run directory."""
+    import liandan
+
+    run = liandan.train(recipe, overrides=set_ or None, out=out, quiet=quiet)
+    if json_:
+        print_json({"dir": str(run.dir), **run.summary})
+    else:
+        typer.echo(str(run.dir))
+    raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."),
+           quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Continue a run from its newest complete checkpoint."""
+    import liandan
+
+    run = liandan.resume(run_dir, quiet=quiet)
+    typer.echo(str(run.dir))
+    raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Evaluate a trained run on one split."""
+    import liandan
+
+    res = liandan.evaluate(run_dir, split=split)
+    if json_:
+        print_json({"split": split, **res})
+    else:
+        for k, v in res.items():
+            typer.echo(f"{split}.{k} = {v:.6g}" if isinstance(v, float) else f"{split}.{k} = {v}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Run directory, or a whole-model .pt file (needs --trust)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, .npy/.csv files, or comma-separated feature values."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling a whole-model file (runs its code)."),
+    top: int = typer.Option(3, "--top", help="Classes to show per input."),
+) -> None:
+    """Predict with a trained run (or a saved whole model) on files or literal feature vectors."""
+    import liandan
+
+    preds = liandan.predict(model, inputs, trust=trust, top=top)
+    if json_:
+        print_json({"predictions": preds})
+        return
+    for p in preds:
+        if "classes" in p:
+            best = ", ".join(f"{c['label']} {c['prob']:.3f}" for c in p["classes"])
+            typer.echo(f"{p['input']}: {best}")
+        else:
+            typer.echo(f"{p['input']}: {p['value']}")

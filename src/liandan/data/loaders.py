@@ -1,0 +1,157 @@
+"""Batching. In-memory tensors are batched by index slicing (no per-sample collate, which is
+what makes torch's default DataLoader slow on small tensors); file-backed datasets go through
+torch's DataLoader.
+
+The data order is a pure function of (seed, epoch): epoch ``e`` shuffles with a generator
+seeded from both, and each batch's augmentation draws from a generator seeded from
+(seed, epoch, batch). A run resumed mid-epoch therefore sees exactly the batches the
+uninterrupted run saw, without replaying the skipped ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def epoch_generator(seed: int, epoch: int, batch: int = -1) -> torch.Generator:
+    # Large odd multipliers keep (seed, epoch, batch) triples from colliding.
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 10_007 + batch + 1) % (2**63))
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    return torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+
+
+class TensorBatches:
+    """Batches of in-memory ``(x, y)`` tensors by slicing a per-epoch permutation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, augment: Augment | None = None, drop_last: bool = False) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.seed, self.augment, self.drop_last = shuffle, seed, augment, drop_last
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def __len__(self) -> int:
+        n, b = len(self.y), self.batch_size
+        return n // b if self.drop_last and n >= b else -(-n // b)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Batches of ``epoch`` from batch index ``start`` on."""
+        n, b = len(self.y), self.batch_size
+        if not self.shuffle and self.augment is None:  # plain slices are views: no copy at all
+            for i in range(start, len(self)):
+                yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
+            return
+        order = epoch_order(n, self.seed, epoch, self.shuffle)
+        for i in range(start, len(self)):
+            idx = order[i * b : (i + 1) * b]
+            xb = self.x[idx]
+            if self.augment is not None:
+                xb = self.augment(xb, epoch_generator(self.seed, epoch, i))
+            yield xb, self.y[idx]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+class _EpochSampler(Sampler[int]):
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch, self.skip = n, seed, shuffle, 0, 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle)[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.skip
+
+
+class LoaderBatches:
+    """File-backed batches through torch's DataLoader, with the same (seed, epoch) order."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 augment: Augment | None = None, num_workers: int = 0, drop_last: bool = False) -> None:
+        self.dataset, self.batch_size, self.augment, self.seed = dataset, batch_size, augment, seed
+        self.drop_last = drop_last
+        self.sampler = _EpochSampler(len(dataset), seed, shuffle)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=num_workers, drop_last=drop_last)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last and n >= b else -(-n // b)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        self.sampler.epoch, self.sampler.skip = epoch, start * self.batch_size
+        for i, (xb, yb) in enumerate(self.loader, start):
+            if self.augment is not None:
+                xb = self.augment(xb, epoch_generator(self.seed, epoch, i))
+            yield xb, yb
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+# --- augmentation (train split only) ---------------------------------------------------------
+
+
+def parse_augment(specs: list[str], image: bool) -> Augment | None:
+    """``["hflip", "crop:4", "noise:0.05"]`` -> one function applied to a batch."""
+    from liandan.errors import LiandanError
+
+    steps: list[Augment] = []
+    for spec in specs:
+        name, _, arg = spec.partition(":")
+        try:
+            val = float(arg) if arg else None
+        except ValueError:
+            raise LiandanError(f"data.augment: {spec!r}: argument must be a number") from None
+        if name in ("hflip", "vflip", "crop") and not image:
+            raise LiandanError(f"data.augment: {name!r} needs image data (N, C, H, W)")
+        if name == "hflip":
+            steps.append(lambda x, g: _flip(x, g, -1))
+        elif name == "vflip":
+            steps.append(lambda x, g: _flip(x, g, -2))
+        elif name == "crop":
+            steps.append(lambda x, g, p=int(val or 4): _random_crop(x, g, p))
+        elif name == "noise":
+            steps.append(lambda x, g, s=val or 0.05: x + s * torch.randn(x.shape, generator=g))
+        else:
+            raise LiandanError(f"data.augment: unknown {name!r}; available: hflip, vflip, crop:PAD, noise:STD")
+    if not steps:
+        return None
+
+    def apply(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        for s in steps:
+            x = s(x, g)
+        return x
+
+    return apply
+
+
+def _flip(x: torch.Tensor, g: torch.Generator, dim: int) -> torch.Tensor:
+    mask = torch.rand(len(x), generator=g) < 0.5
+    return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x.flip(dim), x)
+
+
+def _random_crop(x: torch.Tensor, g: torch.Generator, pad: int) -> torch.Tensor:
+    """Zero-pad by ``pad`` and crop back at a random offset per sample (one gather, no loop)."""
+    b, _, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]  # (B, H, 1)
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]  # (B, 1, W)
+    return xp[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)

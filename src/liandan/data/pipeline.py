@@ -1,0 +1,199 @@
+"""From a recipe's ``data:`` section to train/val/test batches and the facts a model needs.
+
+Splits are seeded and stratified for classification; normalisation statistics come from the
+training split only (using val/test statistics would leak them into training); augmentation
+touches the training split only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from liandan.data.base import Source, check_source
+from liandan.data.loaders import LoaderBatches, TensorBatches, parse_augment
+from liandan.errors import LiandanError
+from liandan.recipe import DataConfig
+
+
+@dataclass
+class DataInfo:
+    """What the model and the run directory need to know about the data (saved as data.json)."""
+
+    source: str
+    task: str
+    num_classes: int  # classes, or regression targets
+    input_shape: tuple[int, ...]
+    class_names: list[str] | None = None
+    x_mean: list[float] | None = None  # per channel (images) or per feature
+    x_std: list[float] | None = None
+    y_mean: list[float] | None = None  # regression targets are standardised too
+    y_std: list[float] | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataInfo:
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+    # normalisation as functions, so predict/evaluate/ood apply exactly what training applied
+    def normalize_x(self, x: torch.Tensor) -> torch.Tensor:
+        if self.x_mean is None:
+            return x
+        shape = (-1, 1, 1) if self.is_image else (-1,)
+        mean = torch.tensor(self.x_mean, dtype=x.dtype).view(shape)
+        std = torch.tensor(self.x_std, dtype=x.dtype).view(shape)
+        return (x - mean) / std
+
+    def denormalize_y(self, y: torch.Tensor) -> torch.Tensor:
+        if self.y_mean is None:
+            return y
+        return y * torch.tensor(self.y_std, dtype=y.dtype) + torch.tensor(self.y_mean, dtype=y.dtype)
+
+
+@dataclass
+class DataModule:
+    info: DataInfo
+    train: TensorBatches | LoaderBatches
+    val: TensorBatches | LoaderBatches | None
+    test: TensorBatches | LoaderBatches | None
+    source: Source
+    indices: dict[str, np.ndarray]
+
+    def split(self, name: str) -> TensorBatches | LoaderBatches:
+        b = {"train": self.train, "val": self.val, "test": self.test}.get(name)
+        if b is None:
+            have = [k for k in ("train", "val", "test") if getattr(self, k) is not None]
+            raise LiandanError(f"no {name!r} split in this run; available: {', '.join(have)}")
+        return b
+
+    def eval_batches(self, name: str) -> TensorBatches | LoaderBatches:
+        """The split in a fixed order without augmentation (for evaluation of any split)."""
+        b = self.split(name)
+        if isinstance(b, TensorBatches):
+            return TensorBatches(b.x, b.y, max(b.batch_size, 256))
+        return LoaderBatches(b.dataset, max(b.batch_size, 256))
+
+
+def load_source(name: str, options: dict[str, Any], seed: int) -> Source:
+    from liandan.registry import DATA
+
+    entry = DATA.get(name)
+    opts = entry.validate(options, where="data")
+    if "seed" in entry.options() and "seed" not in opts:
+        opts["seed"] = seed
+    src = entry.fn(**opts)
+    check_source(src, name)
+    return src
+
+
+def split_indices(src: Source, fractions: list[float], seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    n = len(src)
+    fr = list(fractions) + [0.0] * (3 - len(fractions))
+    strat = src.y.numpy() if src.task == "classify" else None
+    if strat is not None and np.bincount(strat).min(initial=n) < 3:
+        strat = None  # a class with < 3 samples cannot be spread over three splits
+
+    def cut(idx: np.ndarray, frac: float, labels: np.ndarray | None):
+        k = int(round(frac * len(idx))) if frac > 0 else 0
+        if k == 0:
+            return idx, idx[:0]
+        k = min(max(k, 1), len(idx) - 1)
+        try:
+            a, b = train_test_split(idx, test_size=k, random_state=seed, stratify=labels)
+        except ValueError:  # too few samples per class to stratify
+            a, b = train_test_split(idx, test_size=k, random_state=seed)
+        return np.sort(a), np.sort(b)
+
+    if src.fixed_splits:  # the files define test; carve val from their train part
+        train, test = src.fixed_splits["train"], src.fixed_splits.get("test", np.array([], int))
+        val_frac = fr[1] / max(fr[0] + fr[1], 1e-9)
+        train, val = cut(train, val_frac, strat[train] if strat is not None else None)
+        return {"train": train, "val": val, "test": test}
+    idx = np.arange(n)
+    rest, test = cut(idx, fr[2], strat)
+    val_frac = fr[1] / max(fr[0] + fr[1], 1e-9)
+    train, val = cut(rest, val_frac, strat[rest] if strat is not None else None)
+    return {"train": train, "val": val, "test": test}
+
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = [0, 2, 3] if x.dim() == 4 else [0] if x.dim() == 2 else list(range(x.dim() - 1))
+    mean, std = x.mean(dims), x.std(dims)
+    return mean, torch.where(std < 1e-6, torch.ones_like(std), std)  # constant features stay as they are
+
+
+def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule:
+    """Load the source, split, normalise with training statistics, and batch."""
+    src = load_source(cfg.source, cfg.options, seed)
+    if task == "regress" and src.task == "classify":
+        src.y, src.task, src.num_classes = src.y.float()[:, None], "regress", None
+    elif task == "classify" and src.task == "regress":
+        raise LiandanError(f"data {cfg.source!r} has continuous targets; it cannot be used with task: classify")
+    idx = split_indices(src, cfg.split, seed)
+    if len(idx["train"]) == 0:
+        raise LiandanError("data.split leaves no training samples")
+    y = src.y
+    out_dim = src.num_classes if src.task == "classify" else (y.shape[1] if y.dim() > 1 else 1)
+    info = DataInfo(source=cfg.source, task=src.task, num_classes=int(out_dim or 0),
+                    input_shape=src.sample_shape, class_names=src.class_names,
+                    sizes={k: int(len(v)) for k, v in idx.items()})
+    if src.task == "regress" and y.dim() == 1:
+        y = y[:, None]
+    if src.task == "regress" and cfg.normalize:
+        ym, ys = _stats(y[idx["train"]])
+        info.y_mean, info.y_std = ym.tolist(), ys.tolist()
+        y = (y - ym) / ys
+    augment = parse_augment(cfg.augment, image=len(info.input_shape) == 3)
+    eval_bs = cfg.eval_batch_size or 4 * cfg.batch_size
+    if src.x is not None:
+        x = src.x
+        if cfg.normalize:
+            mean, std = _stats(x[idx["train"]])
+            info.x_mean, info.x_std = mean.tolist(), std.tolist()
+            x = info.normalize_x(x)
+        x = x.contiguous()
+
+        def make(name: str, train: bool):
+            i = torch.as_tensor(idx[name])
+            if len(i) == 0:
+                return None
+            return TensorBatches(x[i], y[i], cfg.batch_size if train else eval_bs, shuffle=train, seed=seed,
+                                 augment=augment if train else None)
+    else:
+        from torch.utils.data import Subset
+
+        ds = src.dataset
+        if cfg.normalize:
+            train_x = torch.stack([ds[int(i)][0] for i in idx["train"]])
+            mean, std = _stats(train_x)
+            info.x_mean, info.x_std = mean.tolist(), std.tolist()
+            ds.transform = info.normalize_x
+
+        def make(name: str, train: bool):
+            if len(idx[name]) == 0:
+                return None
+            return LoaderBatches(Subset(ds, idx[name].tolist()), cfg.batch_size if train else eval_bs,
+                                 shuffle=train, seed=seed, augment=augment if train else None,
+                                 num_workers=cfg.num_workers)
+
+    return DataModule(info, make("train", True), make("val", False), make("test", False), src, idx)

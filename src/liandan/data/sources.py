@@ -1,0 +1,93 @@
+"""Built-in data sources: scikit-learn's shipped sets and small synthetic problems.
+
+Every module of this package that defines sources is imported here, so the registry sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from liandan.data.base import Source, classification, regression
+from liandan.registry import register_data
+
+
+@register_data("digits", tags=("image",))
+def digits(size: int = 8) -> Source:
+    """8×8 handwritten digits (1,797 images, 10 classes), shipped with scikit-learn; ``size`` upsamples."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
+    if size != 8:  # bilinear upsampling, e.g. to LeNet-5's native 32×32
+        import torch
+
+        x = torch.nn.functional.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear",
+                                            align_corners=False).numpy()
+    return classification(x, d.target, [str(i) for i in range(10)])
+
+
+def _sklearn_table(loader: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str] | None]:
+    import sklearn.datasets as ds
+
+    d = getattr(ds, loader)()
+    names = getattr(d, "target_names", None)
+    names = [str(n) for n in names] if names is not None else None
+    return d.data.astype(np.float32), d.target, list(d.feature_names), names
+
+
+@register_data("iris", tags=("tabular",))
+def iris() -> Source:
+    """Iris flowers: 150 samples, 4 features, 3 classes (scikit-learn)."""
+    x, y, feats, names = _sklearn_table("load_iris")
+    return classification(x, y, [str(n) for n in names], feature_names=feats)
+
+
+@register_data("wine", tags=("tabular",))
+def wine() -> Source:
+    """Wine cultivars: 178 samples, 13 chemical features, 3 classes (scikit-learn)."""
+    x, y, feats, names = _sklearn_table("load_wine")
+    return classification(x, y, [str(n) for n in names], feature_names=feats)
+
+
+@register_data("breast_cancer", tags=("tabular",))
+def breast_cancer() -> Source:
+    """Breast cancer diagnosis: 569 samples, 30 features, 2 classes (scikit-learn)."""
+    x, y, feats, names = _sklearn_table("load_breast_cancer")
+    return classification(x, y, [str(n) for n in names], feature_names=feats)
+
+
+@register_data("diabetes", tags=("tabular",))
+def diabetes() -> Source:
+    """Diabetes progression: 442 samples, 10 features, one regression target (scikit-learn)."""
+    x, y, feats, _ = _sklearn_table("load_diabetes")
+    return regression(x, y.astype(np.float32)[:, None], feature_names=feats)
+
+
+@register_data("spirals", tags=("tabular", "synthetic"))
+def spirals(n: int = 1500, classes: int = 3, noise: float = 0.2, turns: float = 1.0, seed: int = 0) -> Source:
+    """Interleaved 2-D spirals (cs231n's toy problem): not linearly separable."""
+    rng = np.random.default_rng(seed)
+    per = n // classes
+    xs, ys = [], []
+    for k in range(classes):
+        r = np.linspace(0.05, 1.0, per)
+        t = np.linspace(k * 2 * math.pi / classes, k * 2 * math.pi / classes + 2 * math.pi * turns, per)
+        t = t + rng.normal(0, noise, per)
+        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
+        ys.append(np.full(per, k))
+    return classification(np.concatenate(xs).astype(np.float32), np.concatenate(ys))
+
+
+@register_data("blobs", tags=("tabular", "synthetic"))
+def blobs(n: int = 1000, classes: int = 4, features: int = 2, spread: float = 1.0, seed: int = 0) -> Source:
+    """Gaussian blobs: an easy, linearly separable sanity check."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=n, centers=classes, n_features=features, cluster_std=spread, random_state=seed)
+    return classification(x.astype(np.float32), y)
+
+
+# Sources defined in sibling modules register on import.
+from liandan.data import files, shapes  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""The training doctor: probes, rules, knowledge base, findings, repair."""

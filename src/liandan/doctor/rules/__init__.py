@@ -1,0 +1,1 @@
+"""Doctor rules, one module per problem, each registered with ``@register_rule``."""

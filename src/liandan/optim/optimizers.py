@@ -1,0 +1,94 @@
+"""Optimizers, registered with ``@register_optimizer``: the notes' SGD, momentum, RMSProp,
+Adagrad, Adam, AdamW and AdaBelief.
+
+By default weight decay skips biases and normalisation parameters (1-D tensors): decaying a
+BatchNorm scale or a bias towards zero constrains the model without reducing overfitting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from liandan.optim.adabelief import AdaBelief
+from liandan.registry import OPTIMIZERS, register_optimizer
+
+Params = Iterable[dict]
+
+
+@register_optimizer("sgd")
+def sgd(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
+        dampening: float = 0.0) -> torch.optim.Optimizer:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
+                           weight_decay=weight_decay)
+
+
+@register_optimizer("momentum")
+def momentum(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+             nesterov: bool = False) -> torch.optim.Optimizer:
+    """SGD with heavy-ball momentum 0.9 (Polyak 1964): velocity smooths noisy gradients."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+@register_optimizer("nesterov")
+def nesterov(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (Sutskever et al. 2013): the gradient is taken at the look-ahead point."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+
+
+@register_optimizer("rmsprop")
+def rmsprop(params: Params, lr: float, weight_decay: float = 0.0, alpha: float = 0.99, eps: float = 1e-8,
+            momentum: float = 0.0, centered: bool = False) -> torch.optim.Optimizer:
+    """RMSProp (Hinton 2012): divide by a running RMS of recent gradients."""
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                               weight_decay=weight_decay)
+
+
+@register_optimizer("adagrad")
+def adagrad(params: Params, lr: float, weight_decay: float = 0.0, eps: float = 1e-10) -> torch.optim.Optimizer:
+    """Adagrad (Duchi et al. 2011): per-parameter rates shrink with the sum of squared gradients."""
+    return torch.optim.Adagrad(params, lr=lr, eps=eps, weight_decay=weight_decay)
+
+
+@register_optimizer("adam")
+def adam(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015): momentum + RMSProp with bias correction; L2 decay inside the gradient."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+@register_optimizer("adamw")
+def adamw(params: Params, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+          eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient."""
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+@register_optimizer("adabelief")
+def adabelief(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-16, amsgrad: bool = False, decoupled: bool = True) -> torch.optim.Optimizer:
+    """AdaBelief (Zhuang et al. 2020): step size from the belief (g − m)² instead of g²."""
+    return AdaBelief(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                     decoupled=decoupled)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: bool = False) -> list[dict]:
+    """Two groups: weights with decay, and biases/norm parameters (ndim ≤ 1) without."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_bias_and_norm or not weight_decay:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, options: dict,
+                    decay_bias_and_norm: bool = False) -> torch.optim.Optimizer:
+    entry = OPTIMIZERS.get(name)
+    opts = entry.validate(options, where="optim")
+    groups = param_groups(model, weight_decay, decay_bias_and_norm)
+    return entry.fn(groups, lr=lr, weight_decay=weight_decay, **opts)

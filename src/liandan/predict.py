@@ -1,0 +1,80 @@
+"""Prediction on user inputs: image files, .npy / .csv arrays, or literal feature vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from liandan.errors import LiandanError
+
+
+def _read_input(text: str, shape: tuple[int, ...] | None) -> list[tuple[str, np.ndarray]]:
+    p = Path(text)
+    if p.is_file():
+        suf = p.suffix.lower()
+        if suf == ".npy":
+            a = np.load(p, allow_pickle=False).astype(np.float32)
+            rows = a[None] if shape is not None and a.shape == tuple(shape) else a
+            return [(f"{p}[{i}]", r) for i, r in enumerate(rows)]
+        if suf == ".csv":
+            a = np.loadtxt(p, delimiter=",", dtype=np.float32, ndmin=2)
+            return [(f"{p}[{i}]", r) for i, r in enumerate(a)]
+        from PIL import Image
+
+        try:
+            with Image.open(p) as im:
+                mode = "L" if shape and shape[0] == 1 else "RGB"
+                im = im.convert(mode)
+                if shape and len(shape) == 3 and im.size != (shape[2], shape[1]):
+                    im = im.resize((shape[2], shape[1]))
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except OSError:
+            raise LiandanError(f"cannot read {p}: not an image, .npy or .csv file") from None
+        return [(str(p), a[None] if a.ndim == 2 else a.transpose(2, 0, 1))]
+    try:
+        return [(text, np.array([float(v) for v in text.split(",")], np.float32))]
+    except ValueError:
+        raise LiandanError(f"input {text!r} is neither a file nor comma-separated numbers") from None
+
+
+def predict(model_or_run: str | Path, inputs: list[str], trust: bool = False, top: int = 3) -> list[dict[str, Any]]:
+    """Predict each input; classification gives the top classes with probabilities."""
+    from liandan.serialize import load_model
+    from liandan.train.api import load_run
+
+    path = Path(model_or_run)
+    info = None
+    if path.is_dir():
+        run = load_run(path)
+        model, info = run.model, run.info
+    else:
+        model = load_model(path, trust=trust)
+    shape = tuple(info.input_shape) if info else None
+    items = [item for text in inputs for item in _read_input(text, shape)]
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for name, arr in items:
+            x = torch.from_numpy(np.ascontiguousarray(arr)).float()
+            if shape is not None and x.numel() != int(np.prod(shape)):
+                raise LiandanError(f"input {name}: {x.numel()} values, the model takes shape {shape}")
+            if shape is not None:
+                x = x.reshape(shape)
+            if info is not None:
+                x = info.normalize_x(x)
+            y = model(x[None])[0]
+            if info is None or info.task == "classify":
+                probs = torch.softmax(y.float(), -1)
+                k = min(top, probs.numel())
+                val, idx = probs.topk(k)
+                names = info.class_names if info and info.class_names else None
+                out.append({"input": name, "classes": [
+                    {"label": names[i] if names else str(i), "index": int(i), "prob": float(v)}
+                    for v, i in zip(val.tolist(), idx.tolist(), strict=True)]})
+            else:
+                v = info.denormalize_y(y.float())
+                out.append({"input": name, "value": [round(float(t), 6) for t in v.flatten()]})
+    return out

@@ -1,0 +1,280 @@
+"""The recipe: one YAML file describing data, model, loss, optimizer, schedule and training.
+
+Validated by pydantic: unknown keys, wrong types and unknown registry names are errors that
+name the key and list the allowed values. Registry options (``model: {name: mlp, hidden: ...}``)
+sit beside the name and are checked against the builder's signature. Code past this module
+reads the typed :class:`Recipe`, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from liandan.errors import LiandanError, did_you_mean
+
+PRESET_DIR = "presets"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Options(BaseModel):
+    """A section naming a registry entry; extra keys are that entry's options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class DataConfig(_Options):
+    source: str = Field(description="data source name (liandan list data)")
+    split: list[float] = Field([0.8, 0.1, 0.1], description="train/val/test fractions (stratified, seeded)")
+    batch_size: int = Field(64, gt=0, description="samples per batch")
+    augment: list[str] = Field([], description="train-only augmentations: hflip, vflip, crop:PAD, noise:STD")
+    normalize: bool = Field(True, description="standardise inputs with training-split statistics")
+    eval_batch_size: int | None = Field(None, gt=0, description="batch size for val/test (default: 4×batch_size)")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for file-backed sources")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        s = self.split
+        if len(s) not in (2, 3) or any(f < 0 for f in s) or abs(sum(s) - 1.0) > 1e-6 or s[0] <= 0:
+            raise ValueError(f"split must be 2 or 3 non-negative fractions summing to 1, got {s}")
+        return self
+
+
+class ModelConfig(_Options):
+    name: str = Field(description="model name (liandan list models)")
+    init: str = Field("default", description="weight init: default, zeros, constant, normal, uniform, "
+                      "xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, orthogonal")
+    init_std: float = Field(0.01, gt=0, description="std (normal) or bound (uniform) for init")
+    init_value: float = Field(0.1, description="value for constant init")
+
+
+class LossConfig(_Options):
+    name: str | None = Field(None, description="loss name (default from the task: cross_entropy or mse)")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights (sum |w|), added to the loss")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights (sum w²), added to the loss")
+
+
+class OptimConfig(_Options):
+    name: str = Field("adamw", description="optimizer name (liandan list optimizers)")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="weight decay")
+    decay_bias_and_norm: bool = Field(False, description="also decay biases and norm parameters")
+
+
+class ScheduleConfig(_Options):
+    name: str = Field("constant", description="LR schedule name (liandan list schedules)")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps before the schedule")
+
+
+class EarlyStoppingConfig(_Section):
+    monitor: str = Field("val.loss", description="metric to watch, e.g. val.loss or val.accuracy")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="min for losses/errors, max for scores")
+    patience: int = Field(5, ge=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as improvement")
+    restore_best: bool = Field(True, description="load the best weights when training ends")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, ge=0, description="passes over the training split")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32, bf16 autocast, fp16 (CUDA)")
+    grad_clip: float | None = Field(None, gt=0, description="clip gradients to this global L2 norm")
+    grad_clip_value: float | None = Field(None, gt=0, description="clip each gradient element to ±value")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when a metric stops improving")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: epochs only)")
+    keep_checkpoints: int = Field(2, ge=1, description="step checkpoints to keep")
+    max_bad_steps: int = Field(10, ge=1, description="consecutive non-finite steps before status diverged")
+    log_every: int = Field(10, ge=1, description="write a train row to metrics.csv every N steps")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: chosen by model size)")
+    tensorboard: bool = Field(True, description="write TensorBoard event files under tb/")
+    compile: bool = Field(False, description="torch.compile the model")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+
+
+class DoctorConfig(_Section):
+    enabled: bool = Field(True, description="watch the run and write doctor.json")
+    auto_fix: bool = Field(False, description="apply the top fix and retrain when a finding appears")
+    max_rounds: int = Field(3, ge=1, description="repair rounds for auto_fix")
+
+
+class Recipe(_Section):
+    name: str = Field("run", description="run name (the run directory is runs/<name>-<timestamp>)")
+    seed: int = Field(0, description="seed for splits, init, data order and dropout")
+    task: Literal["auto", "classify", "regress"] = Field("auto", description="auto: from the data source")
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    doctor: DoctorConfig = Field(default_factory=DoctorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, header: str | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+        return (f"# {header}\n" if header else "") + text
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def preset_names() -> list[str]:
+    root = resources.files("liandan") / PRESET_DIR
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    return (resources.files("liandan") / PRESET_DIR / f"{name}.yaml").read_text()
+
+
+def load_dict(source: str | Path | dict) -> dict[str, Any]:
+    """A recipe file path, a preset name, or a dict -> raw dict (not yet validated)."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    path = Path(source)
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        path = path / "recipe.yaml"
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LiandanError(f"recipe file not found: {path}")
+        text = path.read_text()
+    elif str(source) in preset_names():
+        text = preset_text(str(source))
+    else:
+        names = preset_names()
+        raise LiandanError(
+            f"no recipe file or preset named {str(source)!r}{did_you_mean(str(source), names)}; "
+            f"presets: {', '.join(names)}"
+        )
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise LiandanError(f"{source}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise LiandanError(f"{source}: a recipe is a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides; values are parsed as YAML (``3e-4``, ``[64, 32]``, ``null``)."""
+    if not overrides:
+        return raw
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    for key, value in items:
+        parts = key.split(".")
+        if not all(parts):
+            raise LiandanError(f"override {key!r}: empty key segment")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise LiandanError(f"override {key!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise LiandanError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise LiandanError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML 1.1 reads 3e-4 as a string; try a number first
+        try:
+            parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def validate(raw: dict[str, Any], *, check_registries: bool = True) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise LiandanError(_format_validation_error(e)) from None
+    if check_registries:
+        check_names(recipe)
+    return recipe
+
+
+def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] | dict | None = None) -> Recipe:
+    """Load a recipe from a file, a preset name, a dict or a Recipe, then apply ``overrides``."""
+    if isinstance(source, Recipe):
+        source = source.to_dict()
+    return validate(apply_overrides(load_dict(source), overrides))
+
+
+def _format_validation_error(e: pydantic.ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "recipe"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        section = _section_for(err["loc"][:-1])
+        allowed = sorted(section.model_fields) if section else []
+        hint = did_you_mean(str(err["loc"][-1]), allowed)
+        return f"unknown key {loc!r}{hint}; allowed: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"missing required key {loc!r}"
+    got = err.get("input")
+    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{loc}: {msg.removeprefix('Value error, ')} (got {got_s[:60]})"
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        if args:
+            ann = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def check_names(recipe: Recipe) -> None:
+    """Check registry names and options (imports the registries, hence torch)."""
+    from liandan.models import INFERRED
+    from liandan.models._init import INIT_SCHEMES
+    from liandan.registry import DATA, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+
+    DATA.get(recipe.data.source).validate(recipe.data.options, where="data")
+    MODELS.get(recipe.model.name).validate(recipe.model.options, where="model", inferred=INFERRED)
+    if recipe.model.init not in INIT_SCHEMES:
+        raise LiandanError(f"model.init: unknown init {recipe.model.init!r}; available: {', '.join(INIT_SCHEMES)}")
+    if recipe.loss.name is not None:
+        LOSSES.get(recipe.loss.name).validate(recipe.loss.options, where="loss")
+    OPTIMIZERS.get(recipe.optim.name).validate(recipe.optim.options, where="optim")
+    SCHEDULES.get(recipe.schedule.name).validate(recipe.schedule.options, where="schedule")
+    if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
+        raise LiandanError("train.precision: fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")

@@ -1,0 +1,217 @@
+"""The public training API: ``train``, ``resume``, ``load_run``, ``evaluate_run``.
+
+``liandan train`` and ``liandan resume`` are thin wrappers over these functions.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from liandan.data.pipeline import DataInfo, DataModule, build_data
+from liandan.errors import LiandanError
+from liandan.recipe import Recipe, load_recipe
+from liandan.train import checkpoint as ck
+from liandan.train.callbacks import Callback
+from liandan.train.loop import Trainer, evaluate, write_summary
+from liandan.train.rundir import new_run_dir, read_json, write_json
+from liandan.train.setup import build_loss, build_model, default_threads, pick_device
+
+
+@dataclass
+class Run:
+    """A run directory with its recipe, summary, data facts and (lazily) its trained model."""
+
+    dir: Path
+    recipe: Recipe
+    summary: dict[str, Any]
+    info: DataInfo
+    model: nn.Module | None = None
+    data: DataModule | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _echo(quiet: bool):
+    return (lambda *a, **k: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.device]:
+    """Data, model, loss and device for ``recipe``, checked with one forward pass before training."""
+    seed_everything(recipe.seed)
+    data = build_data(recipe.data, recipe.seed, recipe.task)
+    seed_everything(recipe.seed)  # model init must not depend on how much RNG the data used
+    model = build_model(recipe.model, data.info)
+    loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
+    device = pick_device(recipe.train.device)
+    model.to(device)
+    _dry_run(model, loss_fn, data, device)
+    return data, model, loss_name, loss_fn, device
+
+
+def _dry_run(model: nn.Module, loss_fn, data: DataModule, device: torch.device) -> None:
+    """Fail before any training when the model cannot take the data or the loss the output."""
+    b = data.eval_batches("train")
+    xb, yb = next(iter(b.epoch(0)))
+    xb, yb = xb[:2].to(device), yb[:2].to(device)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(xb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
+                           f"{data.info.source!r}: {msg}") from None
+    finally:
+        model.train(was)
+    if data.info.task == "classify" and out.dim() == 2 and out.shape[1] < data.info.num_classes:
+        raise LiandanError(f"model outputs {out.shape[1]} values but the data has {data.info.num_classes} classes")
+    try:
+        with torch.no_grad():
+            loss_fn(out, yb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"loss cannot compare the model output {tuple(out.shape)} with targets "
+                           f"{tuple(yb.shape)}: {str(e).strip().splitlines()[0]}") from None
+
+
+def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, out: str | Path | None = None,
+          callbacks: list[Callback] | None = None, quiet: bool = False) -> Run:
+    """Train ``recipe`` (a file, preset name, dict or Recipe) and return the finished :class:`Run`."""
+    recipe = load_recipe(recipe, overrides)
+    data, model, loss_name, loss_fn, device = prepare(recipe)
+    run_dir = new_run_dir(recipe.name, out)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
+    write_json(run_dir / "data.json", data.info.to_dict())
+    write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
+    seed_everything(recipe.seed)
+    return _fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
+
+
+def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: bool = False,
+           epochs: int | None = None) -> Run:
+    """Continue ``run_dir`` from its newest complete checkpoint (bit-exact on CPU in fp32)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    recipe = load_recipe(run_dir / "recipe.yaml", {"train.epochs": epochs} if epochs else None)
+    ck.clean_temp(run_dir / "checkpoints")
+    path = ck.newest_checkpoint(run_dir / "checkpoints")
+    data, model, loss_name, loss_fn, device = prepare(recipe)
+    if path is None:  # killed before its first checkpoint: start over in place
+        seed_everything(recipe.seed)
+        for f in ("metrics.csv",):
+            (run_dir / f).unlink(missing_ok=True)
+    return _fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
+
+
+def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
+         resume_path: Path | None, callbacks, quiet: bool) -> Run:
+    echo = _echo(quiet)
+    threads_before = torch.get_num_threads()
+    threads = recipe.train.threads or default_threads(model)
+    torch.set_num_threads(threads)
+    if recipe.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    cbs = list(callbacks or [])
+    if recipe.doctor.enabled:
+        cbs += _doctor_callbacks(recipe)
+    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo)
+    if resume_path is not None:
+        trainer.resume_from(resume_path)
+        echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+    if recipe.train.compile:
+        trainer.model = torch.compile(model)
+    try:
+        status = trainer.fit()
+    except KeyboardInterrupt:
+        write_summary(trainer, {}, {"device": str(device)}) if trainer.status != "failed" else None
+        raise
+    except Exception:
+        write_summary(trainer, {}, {"device": str(device)})
+        raise
+    finally:
+        torch.set_num_threads(threads_before)
+    weights = "last"
+    es = recipe.train.early_stopping
+    best = run_dir / "checkpoints" / "best.safetensors"
+    if es and es.restore_best and best.exists() and status in ("completed", "stopped_early"):
+        ck.load_weights(model, best)
+        weights = "best"
+    final = {}
+    if status in ("completed", "stopped_early"):
+        for split in ("train", "val", "test"):
+            if getattr(data, split) is not None:
+                final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device)
+        ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
+    n_params = sum(p.numel() for p in model.parameters())
+    summary = write_summary(trainer, final, {"weights": "final" if final else weights, "device": str(device),
+                                             "threads": threads, "params": n_params})
+    if "test" in final:
+        m = data.info
+        key = "accuracy" if m.task == "classify" else "r2"
+        echo(f"{status}: test {key} {final['test'][key]:.4f}  ({run_dir})")
+    elif status != "completed":
+        echo(f"{status}: {trainer.stop_reason}  ({run_dir})")
+    return Run(run_dir, recipe, summary, data.info, model, data)
+
+
+def _doctor_callbacks(recipe: Recipe) -> list[Callback]:
+    try:
+        from liandan.doctor.live import doctor_callbacks
+    except ImportError:
+        return []
+    return doctor_callbacks(recipe)
+
+
+def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
+    """Load a finished run: recipe, summary, data facts and the model with its trained weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    info = DataInfo.from_dict(read_json(run_dir / "data.json"))
+    seed_everything(recipe.seed)
+    model = build_model(recipe.model, info)
+    name = weights or summary.get("weights", "last")
+    path = run_dir / "checkpoints" / f"{name}.safetensors"
+    if not path.exists():
+        raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
+    ck.load_weights(model, path)
+    model.eval()
+    return Run(run_dir, recipe, summary, info, model)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", source: str | None = None) -> dict[str, float]:
+    """Loss and metrics of a trained run on one of its splits (rebuilt from the seeded recipe)."""
+    run = load_run(run_dir)
+    recipe = run.recipe
+    if source is not None:
+        recipe = load_recipe(recipe, {"data.source": source})
+    data = build_data(recipe.data, recipe.seed, recipe.task)
+    if source is None and data.info.x_mean != run.info.x_mean:
+        raise LiandanError("the data no longer matches the run (normalisation statistics differ)")
+    _, loss_fn = build_loss(recipe.loss, run.info.task)
+    batches = data.eval_batches(split)
+    if source is not None and data.source.x is not None:  # apply the run's own normalisation
+        from liandan.data.loaders import TensorBatches
+
+        x = run.info.normalize_x(data.source.x)
+        batches = TensorBatches(x, data.source.y, 256)
+    return evaluate(run.model, batches, loss_fn, run.info, torch.device("cpu"))

@@ -1,0 +1,164 @@
+"""Crash-safe checkpoints.
+
+A step checkpoint is a directory ``checkpoints/step-00000123/`` holding ``model.safetensors``
+and ``state.pt`` (optimizer, schedule, scaler, counters, every RNG state). It is written under a
+temporary name, each file fsync'ed, then renamed into place in one atomic ``rename``: a process
+killed at any instant leaves either the previous complete checkpoints or the new one, never a
+half-written newest checkpoint. State files contain only tensors and plain containers, so they
+load with ``torch.load(weights_only=True)`` (no unpickling of arbitrary objects).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from liandan.errors import LiandanError
+
+STEP_PREFIX = "step-"
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp file + fsync + rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage (tied weights): store contiguous clones.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(state_dict_cpu(model), str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
+    if not path.is_file():
+        raise LiandanError(f"weights file not found: {path}")
+    try:
+        sd = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise LiandanError(f"cannot read weights {path}: {e}") from None
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if strict and (missing or unexpected):
+        raise LiandanError(f"weights {path} do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+# --- RNG state (python, numpy, torch CPU and CUDA) as plain tensors and ints ------------------
+
+
+def rng_state() -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["mt"].tolist()), p["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- step checkpoints -----------------------------------------------------------------------
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str, Any], keep: int) -> Path:
+    """Atomically write checkpoint ``step`` and prune older ones down to ``keep``."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"{STEP_PREFIX}{step:08d}"
+    tmp = ckpt_dir / f".tmp-{STEP_PREFIX}{step:08d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(state_dict_cpu(model), str(tmp / "model.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    if final.exists():  # same step written again (e.g. epoch end right after a step checkpoint)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    fsync_dir(ckpt_dir)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first (temp directories are ignored)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX))
+
+
+def clean_temp(ckpt_dir: Path) -> None:
+    """Remove leftovers of checkpoint writes that a killed process did not finish."""
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            if p.name.startswith("."):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
+    load_weights(model, path / "model.safetensors")
+    return torch.load(path / "state.pt", weights_only=True, map_location="cpu")
+
+
+def newest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose files load; a damaged one is skipped, not trusted."""
+    for p in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            torch.load(p / "state.pt", weights_only=True, map_location="cpu")
+            load_file(str(p / "model.safetensors"))
+            return p
+        except Exception:  # noqa: BLE001 (any damage means: try the previous one)
+            continue
+    return None

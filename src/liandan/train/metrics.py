@@ -1,0 +1,75 @@
+"""Metrics accumulated over batches without a host sync per batch.
+
+Classification: accuracy, top-5 accuracy (10+ classes), macro F1 (from a confusion matrix).
+Regression (in the target's original units): MSE, MAE, R².
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def metric_names(task: str, num_classes: int) -> list[str]:
+    if task == "classify":
+        return ["accuracy"] + (["top5_accuracy"] if num_classes >= 10 else []) + ["f1_macro"]
+    return ["mse", "mae", "r2"]
+
+
+HIGHER_IS_BETTER = {"accuracy", "top5_accuracy", "f1_macro", "r2"}
+
+
+class MetricAccumulator:
+    def __init__(self, task: str, num_classes: int, device: torch.device, denormalize=None) -> None:
+        self.task, self.k, self.device, self.denorm = task, num_classes, device, denormalize
+        self.reset()
+
+    def reset(self) -> None:
+        z = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
+        self.loss_sum, self.n = z(), 0
+        if self.task == "classify":
+            self.confusion = torch.zeros(self.k, self.k, dtype=torch.int64, device=self.device)
+            self.top5 = z()
+        else:
+            self.sse, self.sae, self.y_sum, self.y_sq = z(), z(), z(), z()
+
+    @torch.no_grad()
+    def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        b = len(y)
+        self.loss_sum += loss.detach().double() * b
+        self.n += b
+        if self.task == "classify":
+            pred = out.argmax(-1)
+            self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k).view(self.k, self.k)
+            if self.k >= 10:
+                self.top5 += (out.topk(5, -1).indices == y[:, None]).any(-1).sum()
+        else:
+            p, t = out.float(), y.float().view_as(out)
+            if self.denorm is not None:
+                p, t = self.denorm(p), self.denorm(t)
+            self.sse += ((p - t) ** 2).sum()
+            self.sae += (p - t).abs().sum()
+            self.y_sum += t.sum()
+            self.y_sq += (t**2).sum()
+            self._dims = t.numel() // max(b, 1)
+
+    def compute(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        res = {"loss": float(self.loss_sum) / n}
+        if self.task == "classify":
+            cm = self.confusion.double()
+            tp = cm.diag()
+            res["accuracy"] = float(tp.sum() / max(cm.sum(), 1))
+            if self.k >= 10:
+                res["top5_accuracy"] = float(self.top5) / n
+            prec = tp / cm.sum(0).clamp_min(1)
+            rec = tp / cm.sum(1).clamp_min(1)
+            f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec).clamp_min(1e-12), torch.zeros_like(tp))
+            present = (cm.sum(1) + cm.sum(0)) > 0  # macro over classes that occur
+            res["f1_macro"] = float(f1[present].mean()) if present.any() else 0.0
+        else:
+            m = n * getattr(self, "_dims", 1)
+            res["mse"] = float(self.sse) / m
+            res["mae"] = float(self.sae) / m
+            var = float(self.y_sq) / m - (float(self.y_sum) / m) ** 2
+            res["r2"] = 1.0 - res["mse"] / var if var > 0 else 0.0
+        return res

@@ -1,0 +1,73 @@
+"""Builders that turn recipe sections into objects: model, loss, device, threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from liandan.data.pipeline import DataInfo
+from liandan.errors import LiandanError
+from liandan.losses import LossFn, default_loss
+from liandan.recipe import LossConfig, ModelConfig
+
+
+def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
+    """Build the registered model, handing it what the data implies (num_classes, in_channels, input_shape)."""
+    from liandan.models import INFERRED
+    from liandan.models._init import init_weights
+    from liandan.registry import MODELS
+
+    entry = MODELS.get(cfg.name)
+    opts = entry.validate(cfg.options, where="model", inferred=INFERRED)
+    params = entry.options()
+    inferred: dict[str, Any] = {"num_classes": info.num_classes, "in_channels": info.input_shape[0],
+                                "input_shape": tuple(info.input_shape)}
+    for k, v in inferred.items():
+        if k in params and k not in opts:
+            opts[k] = v
+    if info.task == "classify" and "num_classes" in opts and opts["num_classes"] < info.num_classes:
+        raise LiandanError(
+            f"model.num_classes={opts['num_classes']} but the data has {info.num_classes} classes "
+            f"(labels up to {info.num_classes - 1}); drop the option to infer it"
+        )
+    model = entry.fn(**opts)
+    init_weights(model, cfg.init, std=cfg.init_std, value=cfg.init_value)
+    return model
+
+
+def build_loss(cfg: LossConfig, task: str) -> tuple[str, LossFn]:
+    from liandan.registry import LOSSES
+
+    name = cfg.name or default_loss(task)
+    entry = LOSSES.get(name)
+    tasks = entry.extra.get("tasks", ("classify", "regress"))
+    if task not in tasks:
+        raise LiandanError(f"loss {name!r} is for {'/'.join(tasks)} tasks but the data is a {task} task")
+    return name, entry.fn(**entry.validate(cfg.options, where="loss"))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise LiandanError(f"train.device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LiandanError("train.device: cuda requested but no CUDA GPU is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LiandanError("train.device: mps requested but not available")
+    return dev
+
+
+def default_threads(model: nn.Module) -> int:
+    """Small models run faster on one thread: the per-op threading overhead outweighs the
+    parallel work (bench/threads.py measures the crossover on this machine)."""
+    n = sum(p.numel() for p in model.parameters())
+    return 1 if n < 2_000_000 else torch.get_num_threads()
