@@ -13,6 +13,7 @@ from liandan.cli.app import app, print_json
 from liandan.errors import LiandanError
 
 _SHAPE_HELP = "input tensor shape with the batch, e.g. 1,3,224,224 (default: the model's reference input)"
+_DEVICE_HELP = "cpu (measures latency) or meta (counts only: no memory, no arithmetic)"
 _SET_HELP = "model option k=v, e.g. --set num_classes=10 (values parsed as YAML); repeatable"
 
 
@@ -24,7 +25,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     try:
         shape = tuple(int(p) for p in parts if p.strip())
     except ValueError:
-        raise LiandanError(f"--input-shape: expected comma-separated integers like 1,3,224,224; got {text!r}") from None
+        raise LiandanError(
+            f"--input-shape: expected comma-separated integers like 1,3,224,224; got {text!r}") from None
     if not shape or any(s <= 0 for s in shape):
         raise LiandanError(f"--input-shape: dimensions must be positive integers; got {text!r}")
     return shape
@@ -57,7 +59,7 @@ def summary_cmd(
     set_: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     json_out: bool = typer.Option(False, "--json", help="print one JSON document instead of the table"),
     explain: str | None = typer.Option(None, "--explain", help="show the params/MACs formula of this layer"),
-    device: str = typer.Option("cpu", "--device", help="cpu (measures latency) or meta (counts only, no memory)"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Per-layer table, parameters, MACs (FLOPs = 2·MACs), memory and CPU latency of a model."""
     from liandan.inspect import summary

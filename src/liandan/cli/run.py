@@ -93,3 +93,24 @@ def predict(
             typer.echo(f"{p['input']}: {best}")
         else:
             typer.echo(f"{p['input']}: {p['value']}")
+
+
+@app.command("lr-find")
+def lr_find(
+    recipe: str = typer.Argument(..., help="Recipe file or preset name."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for lr_find.csv and lr_find.png."),
+    start_lr: float = typer.Option(1e-7, help="First learning rate of the sweep."),
+    end_lr: float = typer.Option(10.0, help="Last learning rate of the sweep."),
+    steps: int = typer.Option(100, help="Steps in the sweep."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Learning-rate range test: sweep the rate exponentially and suggest one."""
+    import liandan
+
+    res = liandan.lr_find(recipe, overrides=set_ or None, start_lr=start_lr, end_lr=end_lr, num_steps=steps, out=out)
+    doc = {"suggestion": res.suggestion, "csv": res.csv_path, "plot": res.plot_path, "points": len(res.lrs)}
+    if json_:
+        print_json(doc)
+    else:
+        typer.echo(f"suggested learning rate: {res.suggestion:.3g}  (curve: {res.csv_path})")

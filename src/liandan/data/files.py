@@ -56,7 +56,8 @@ def csv(path: str, target: str = "label", task: str = "auto", delimiter: str = "
     ys = [row[ti].strip() for row in body]
     numeric = all(_is_float(v) for v in ys)
     if task == "auto":
-        task = "classify" if not numeric or (all(float(v).is_integer() for v in ys) and len(set(ys)) <= 20) else "regress"
+        few_ints = numeric and all(float(v).is_integer() for v in ys) and len(set(ys)) <= 20
+        task = "classify" if not numeric or few_ints else "regress"
     if task == "regress":
         if not numeric:
             raise LiandanError(f"csv {p}: regression target {target!r} has non-numeric values")

@@ -66,14 +66,15 @@ def explain(name: str, m: nn.Module, in_shape: tuple[int, ...] | None, out_shape
         if f.params is not None:
             lines += [
                 "  params = (k_w·k_h·C_in/groups + bias)·C_out",
-                f"         = ({ks}·{cin}/{g} + {b})·{cout} = {f.params:,}   [counted {params:,} {ok(f.params, params)}]",
+                f"         = ({ks}·{cin}/{g} + {b})·{cout} = {f.params:,}   "
+                f"[counted {params:,} {ok(f.params, params)}]",
             ]
         else:
             lines.append(f"  params = {params:,} (weight is reparametrised: no closed form checked)")
         spatial = out_shape[-len(k):]
         if isinstance(m.padding, tuple):
-            for axis, (hi, ho, kk, s, p, d) in enumerate(zip(in_shape[-len(k):], spatial, k, m.stride, m.padding,
-                                                             m.dilation, strict=True)):
+            axes = zip(in_shape[-len(k):], spatial, k, m.stride, m.padding, m.dilation, strict=True)
+            for axis, (hi, ho, kk, s, p, d) in enumerate(axes):
                 lbl = "HWD"[axis] if len(k) > 1 else "L"
                 lines.append(f"  {lbl}_out = ⌊({lbl}_in + 2·pad − dil·(k−1) − 1)/stride⌋ + 1"
                              f" = ⌊({hi} + 2·{p} − {d}·{kk - 1} − 1)/{s}⌋ + 1 = {ho}")
@@ -101,7 +102,8 @@ def explain(name: str, m: nn.Module, in_shape: tuple[int, ...] | None, out_shape
             f"[FlopCounterMode {macs:,} {ok(f.macs, macs)}]",
         ]
     elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
-        c = getattr(m, "num_features", None) or getattr(m, "num_channels", None) or math.prod(m.normalized_shape)
+        c = (getattr(m, "num_features", None) or getattr(m, "num_channels", None)
+             or math.prod(m.normalized_shape))
         lines.append(f"  params = 2·C (γ scale and β shift) = 2·{c} = {2 * c:,}   [counted {params:,}]"
                      if getattr(m, "weight", None) is not None else f"  params = {params:,} (no affine γ/β)")
         if isinstance(m, nn.modules.batchnorm._BatchNorm):

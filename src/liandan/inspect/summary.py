@@ -148,8 +148,8 @@ def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str,
                 device: str = "cpu") -> tuple[nn.Module, tuple[int, ...]]:
     """Build registered model ``name`` for an input of ``input_shape`` (batch included).
 
-    Without ``input_shape`` the entry's ``ref_input`` (else its ``input_shape`` default, else
-    3×224×224) is used at batch 1. ``in_channels``/``input_shape`` are filled from the input
+    Without ``input_shape``: the ``input_shape`` option if set, else the entry's ``ref_input``,
+    else the builder's ``input_shape`` default, else 3×224×224; at batch 1. ``in_channels``/``input_shape`` are filled from the input
     when the builder declares them and ``options`` do not set them (as the trainer does from data).
     """
     from liandan.models import INFERRED
@@ -159,7 +159,7 @@ def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str,
     opts = entry.validate(dict(options), where="model", inferred=INFERRED)
     params = entry.options()
     if input_shape is None:
-        sample = entry.extra.get("ref_input") or opts.get("input_shape")
+        sample = opts.get("input_shape") or entry.extra.get("ref_input")
         if sample is None and "input_shape" in params and params["input_shape"].default is not params[
                 "input_shape"].empty:
             sample = params["input_shape"].default
@@ -272,7 +272,8 @@ def _measure(model: nn.Module, x: torch.Tensor, label: str, shape: tuple[int, ..
         with torch.no_grad(), counter:
             model(x)
     except RuntimeError as e:
-        raise LiandanError(f"forward of {label} on input {tuple(shape)} failed: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LiandanError(f"forward of {label} on input {tuple(shape)} failed: {first}") from None
     finally:
         for h in handles:
             h.remove()
@@ -280,7 +281,8 @@ def _measure(model: nn.Module, x: torch.Tensor, label: str, shape: tuple[int, ..
     # FlopCounterMode keys modules "<RootClass>.<qualified name>" and counts children inside parents.
     counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     root = type(model).__name__
-    inclusive = {name: counts.get(f"{root}.{name}" if name else root, 0) // 2 for name, _ in model.named_modules()}
+    inclusive = {name: counts.get(f"{root}.{name}" if name else root, 0) // 2
+                 for name, _ in model.named_modules()}
     for name, m in rows.items():
         kids = sum(inclusive.get(f"{name}.{c}" if name else c, 0) for c, _ in m.named_children())
         infos[name].macs = inclusive[name] - kids
@@ -289,7 +291,8 @@ def _measure(model: nn.Module, x: torch.Tensor, label: str, shape: tuple[int, ..
     ranked = sorted(infos, key=lambda n: order.get(n, len(order)))  # modules never called go last
     return Summary(
         model=label, input_shape=list(shape), device=device, layers=[infos[n] for n in ranked],
-        params=sum(p.numel() for p in params), trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
         macs=counter.get_total_flops() // 2,
         param_bytes=sum(p.numel() * p.element_size() for p in params),
         buffer_bytes=sum(b.numel() * b.element_size() for b in buffers),

@@ -34,14 +34,16 @@ B0 = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2
 class MBConv(nn.Module):
     """expand 1×1 → depthwise k×k → SE → project 1×1 (linear), residual with stochastic depth."""
 
-    def __init__(self, c_in: int, expand: int, c_out: int, k: int, stride: int, norm: Norm, drop: float) -> None:
+    def __init__(self, c_in: int, expand: int, c_out: int, k: int, stride: int, norm: Norm,
+                 drop: float) -> None:
         super().__init__()
         hidden = make_divisible(c_in * expand)
         layers: list[nn.Module] = []
         if hidden != c_in:
             layers.append(conv_norm_act(c_in, hidden, 1, norm=norm, act=nn.SiLU))  # (hidden, H, W)
         layers += [
-            conv_norm_act(hidden, hidden, k, stride, groups=hidden, norm=norm, act=nn.SiLU),  # (hidden, H/s, W/s)
+            # depthwise: (hidden, H/s, W/s)
+            conv_norm_act(hidden, hidden, k, stride, groups=hidden, norm=norm, act=nn.SiLU),
             # Unlike MobileNetV3 the squeeze width is a quarter of the block *input*, not of hidden.
             SqueezeExcite(hidden, max(1, c_in // 4), nn.SiLU, nn.Sigmoid),
             conv_norm_act(hidden, c_out, 1, norm=norm, act=None),  # (c_out, H/s, W/s)
@@ -59,8 +61,9 @@ class EfficientNet(nn.Module):
     def __init__(self, stages: list[tuple[int, ...]], num_classes: int, in_channels: int, small: bool,
                  norm: Norm, dropout: float, stochastic_depth: float) -> None:
         super().__init__()
-        layers: list[nn.Module] = [
-            conv_norm_act(in_channels, stages[0][3], 3, 1 if small else 2, norm=norm, act=nn.SiLU)  # (32, 112, 112)
+        stem_stride = 1 if small else 2
+        layers: list[nn.Module] = [  # (32, 112, 112)
+            conv_norm_act(in_channels, stages[0][3], 3, stem_stride, norm=norm, act=nn.SiLU)
         ]
         total = sum(s[5] for s in stages)
         i = 0
@@ -69,7 +72,8 @@ class EfficientNet(nn.Module):
             for j in range(n):
                 # Deeper blocks are dropped more often: p grows linearly from 0 to stochastic_depth.
                 p = stochastic_depth * i / total
-                stage.append(MBConv(c_in if j == 0 else c_out, expand, c_out, k, stride if j == 0 else 1, norm, p))
+                c, s = (c_in, stride) if j == 0 else (c_out, 1)  # the first block of a stage resizes
+                stage.append(MBConv(c, expand, c_out, k, s, norm, p))
                 i += 1
             layers.append(nn.Sequential(*stage))
         last_in = stages[-1][4]

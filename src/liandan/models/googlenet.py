@@ -31,11 +31,14 @@ class Inception(nn.Module):
                  norm: Norm) -> None:
         super().__init__()
         self.branch1 = conv_norm_act(c_in, c1, 1, norm=norm)
-        self.branch2 = nn.Sequential(conv_norm_act(c_in, c3r, 1, norm=norm), conv_norm_act(c3r, c3, 3, norm=norm))
+        self.branch2 = nn.Sequential(
+            conv_norm_act(c_in, c3r, 1, norm=norm), conv_norm_act(c3r, c3, 3, norm=norm))
         # The "5×5" branch is a 3×3 conv: a bug in the original port of the weights that
         # torchvision kept for compatibility; we keep it too so parameters and MACs match.
-        self.branch3 = nn.Sequential(conv_norm_act(c_in, c5r, 1, norm=norm), conv_norm_act(c5r, c5, 3, norm=norm))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), conv_norm_act(c_in, pool_proj, 1, norm=norm))
+        self.branch3 = nn.Sequential(
+            conv_norm_act(c_in, c5r, 1, norm=norm), conv_norm_act(c5r, c5, 3, norm=norm))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, 1, 1, ceil_mode=True), conv_norm_act(c_in, pool_proj, 1, norm=norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, c_in, H, W) -> (B, c1+c3+c5+pool_proj, H, W)
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)

@@ -35,7 +35,7 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("lenet5", ref_params=61_706, ref_gmacs=0.000417, ref_input=(1, 32, 32),
+@register_model("lenet5", ref_params=61_706, ref_gmacs=0.000417, ref_input=(1, 32, 32), ref_num_classes=10,
                 paper="LeCun et al. 1998")
 def lenet5(
     num_classes: int = 10,

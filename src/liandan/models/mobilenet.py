@@ -41,10 +41,13 @@ class MobileNetV1(nn.Module):
     CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
            (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
-    def __init__(self, num_classes: int, in_channels: int, small: bool, norm: Norm, width_mult: float) -> None:
+    def __init__(self, num_classes: int, in_channels: int, small: bool, norm: Norm,
+                 width_mult: float) -> None:
         super().__init__()
         c = make_divisible(32 * width_mult)
-        layers: list[nn.Module] = [conv_norm_act(in_channels, c, 3, 1 if small else 2, norm=norm)]  # (32, 112, 112)
+        layers: list[nn.Module] = [
+            conv_norm_act(in_channels, c, 3, 1 if small else 2, norm=norm)  # (32, 112, 112)
+        ]
         for out, s in self.CFG:
             out = make_divisible(out * width_mult)
             layers.append(nn.Sequential(
@@ -173,7 +176,8 @@ class MobileNetV3(nn.Module):
             exp, out = ch(exp), ch(out)
             act: Act = nn.Hardswish if hs else nn.ReLU
             # SE squeezes to a quarter of the expanded width (rounded to a multiple of 8).
-            layers.append(InvertedResidual(c, exp, out, k, s, norm, act, make_divisible(exp // 4) if se else None))
+            squeeze = make_divisible(exp // 4) if se else None
+            layers.append(InvertedResidual(c, exp, out, k, s, norm, act, squeeze))
             c = out
         last_conv = 6 * c  # 960
         layers.append(conv_norm_act(c, last_conv, 1, norm=norm, act=nn.Hardswish))  # (960, 7, 7)

@@ -117,7 +117,8 @@ class ResNet(nn.Module):
 def _resnet(block: type[BasicBlock | Bottleneck], layers: list[int], name: str, num_classes: int,
             in_channels: int, input_shape: tuple[int, ...], small_input: bool | None, norm: Norm,
             zero_init_residual: bool) -> nn.Module:
-    model = ResNet(block, layers, num_classes, in_channels, small_input_for(small_input, input_shape, name), norm)
+    small = small_input_for(small_input, input_shape, name)
+    model = ResNet(block, layers, num_classes, in_channels, small, norm)
     init_vision(model, linear_std=None)
     if zero_init_residual:
         # Goyal et al. 2017: γ=0 in each block's last norm makes every block start as the

@@ -32,7 +32,12 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
             f"model.num_classes={opts['num_classes']} but the data has {info.num_classes} classes "
             f"(labels up to {info.num_classes - 1}); drop the option to infer it"
         )
-    model = entry.fn(**opts)
+    try:
+        model = entry.fn(**opts)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LiandanError(f"model {cfg.name!r} cannot take inputs of shape {tuple(info.input_shape)} "
+                           f"from {info.source!r}: {msg}") from None
     init_weights(model, cfg.init, std=cfg.init_std, value=cfg.init_value)
     return model
 

@@ -1,0 +1,103 @@
+"""The live doctor: probes plus rules during ``liandan train``.
+
+Findings are printed (``trainer.echo``) as they arise — a non-finite loss at the step it
+happens, exploding gradients at the next probe step, the rest at epoch ends — and the final
+diagnosis of the whole run is written to ``doctor.json`` when the run ends, whatever its status
+(completed, stopped early, diverged, interrupted). With ``doctor.auto_fix: true`` the repair
+loop (:mod:`liandan.doctor.repair`) then retrains with the top fix.
+
+The doctor never takes a run down: an internal error disables it with one line on the log
+(set ``LIANDAN_DOCTOR_STRICT=1`` to raise instead, as the tests do).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from liandan.doctor.engine import run_rules
+from liandan.doctor.findings import Finding, format_finding, write_doctor_json
+from liandan.doctor.probes import Probes
+from liandan.doctor.view import RunView
+from liandan.recipe import Recipe
+from liandan.train.callbacks import Callback
+
+
+def _guard(fn):
+    @functools.wraps(fn)
+    def wrapper(self: DoctorCallback, trainer: Any, *args: Any) -> None:
+        if self.disabled:
+            return
+        try:
+            fn(self, trainer, *args)
+        except Exception as e:
+            if os.environ.get("LIANDAN_DOCTOR_STRICT"):
+                raise
+            self.disabled = True
+            self._remove_hooks()
+            trainer.echo(f"doctor: internal error ({type(e).__name__}: {e}); the doctor is off for this run")
+    return wrapper
+
+
+class DoctorCallback(Probes):
+    """Probes + rules; ``findings`` holds the final diagnosis after the run."""
+
+    def __init__(self, recipe: Recipe, mode: str = "train") -> None:
+        dc = recipe.doctor
+        super().__init__(budget=dc.probe_budget, every=dc.probe_every)
+        self.mode = mode
+        self.disabled = False
+        self.reported: dict[str, Finding] = {}
+        self.findings: list[Finding] = []
+        self.overfit_check: dict[str, Any] | None = None
+
+    def view(self, trainer: Any, phase: str) -> RunView:
+        info = trainer.info
+        return RunView(trainer.recipe, info.task, info.num_classes, tuple(info.input_shape), list(self.records),
+                       class_names=info.class_names, status=trainer.status, phase=phase, mode=self.mode,
+                       overfit_check=self.overfit_check)
+
+    def check(self, trainer: Any, phase: str) -> list[Finding]:
+        found = run_rules(self.view(trainer, phase))
+        for f in found:
+            if f.code not in self.reported:
+                self.reported[f.code] = f
+                trainer.echo(format_finding(f))
+        return found
+
+    on_fit_start = _guard(Probes.on_fit_start)
+    on_batch_start = _guard(Probes.on_batch_start)
+    on_after_backward = _guard(Probes.on_after_backward)
+
+    @_guard
+    def on_step_end(self, trainer: Any, loss: Any, grad_norm: Any, applied: bool) -> None:
+        Probes.on_step_end(self, trainer, loss, grad_norm, applied)
+        if not applied and "nonfinite_loss" not in self.reported:  # report at the step it happens
+            self.flush(trainer)
+            self.check(trainer, "step")
+
+    def on_probe(self, trainer: Any, probe: dict[str, Any]) -> None:
+        self.flush(trainer)
+        self.check(trainer, "step")
+
+    @_guard
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, dict[str, float]]) -> None:
+        Probes.on_epoch_end(self, trainer, metrics)
+        self.check(trainer, "epoch")
+
+    @_guard
+    def on_fit_end(self, trainer: Any) -> None:
+        Probes.on_fit_end(self, trainer)
+        self.findings = self.check(trainer, "end")
+        if self.mode == "train":
+            write_doctor_json(trainer.dir, self.findings, status=trainer.status, steps=trainer.state.step)
+            if trainer.recipe.doctor.auto_fix and self.findings:
+                from liandan.doctor.repair import repair_after_run
+
+                repair_after_run(trainer.dir, trainer.recipe, self.findings, echo=trainer.echo)
+
+
+def doctor_callbacks(recipe: Recipe) -> list[Callback]:
+    """The callbacks ``liandan.train`` adds when ``recipe.doctor.enabled`` (see train/api.py)."""
+    return [DoctorCallback(recipe)]

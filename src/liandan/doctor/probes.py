@@ -1,0 +1,363 @@
+"""Probes: cheap measurements of a running training job, kept as plain records for the rules.
+
+Every step: the loss and the global gradient norm (kept as tensors, turned into floats once an
+epoch, so no extra host sync). Every K steps (a *probe step*, K adaptive so the probes cost
+about ``budget`` of the training time, as Cockpit recommends tracking sparsely: economy every
+16th step costs 1.04×, every step 1.51×, Schneider et al. 2021): per-layer gradient norms,
+weight norms and update/weight ratios (TheDeepChecker's log10(|ΔW|/|W|) in [-4, -1]), and
+activation statistics from forward hooks that exist only during that step: dead ReLU units
+(TheDeepChecker), saturated sigmoid/tanh pre-activations beyond ±5 (DeepDiagnosis), per-layer
+mean/std. On the first batches: input range and per-feature/channel mean/std, label range.
+At the start and every epoch end: identical units (rows of a weight matrix equal up to 1e-6:
+the symmetry of constant init).
+
+Records are dicts; they are also appended to ``doctor_probes.jsonl`` in the run directory so
+``liandan doctor RUN_DIR`` re-diagnoses from exactly what the live doctor saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from liandan.train.callbacks import Callback
+
+PROBE_LOG = "doctor_probes.jsonl"
+# Pre-activation magnitude beyond which the activation's derivative is < ~1 % of its maximum:
+# sigmoid'(5) = 0.0066 (DeepDiagnosis uses ±5); tanh'(x) = 4·sigmoid'(2x), so ±2.5 for tanh.
+SATURATION = {"sigmoid": 5.0, "tanh": 2.5}
+ACTIVATIONS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.GELU: "gelu",
+    nn.SiLU: "silu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax",
+    nn.Hardtanh: "tanh", nn.Softplus: "softplus", nn.SELU: "selu", nn.Mish: "mish",
+}
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
+MAX_LIST = 256  # per-feature vectors longer than this are summarised, not stored
+
+
+def model_facts(model: nn.Module) -> dict[str, Any]:
+    """Static facts the rules cite: weight layers in order, activations, norms, dropout, size."""
+    layers = [{"name": n.removesuffix(".weight"), "shape": list(p.shape)}
+              for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
+    acts = [{"name": n, "kind": ACTIVATIONS[type(m)]} for n, m in model.named_modules() if type(m) in ACTIVATIONS]
+    dropout = [float(m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    return {"layers": layers, "activations": acts, "norms": sum(isinstance(m, NORMS) for m in model.modules()),
+            "dropout": dropout, "params": sum(p.numel() for p in model.parameters()),
+            "model_type": type(model).__name__}
+
+
+def _unit_view(t: torch.Tensor) -> torch.Tensor:
+    """(B, units, -1): channels of a conv map or features of a vector are the units."""
+    return t.reshape(t.shape[0], t.shape[1], -1) if t.dim() >= 2 else t.reshape(-1, 1, 1)
+
+
+@torch.no_grad()
+def activation_stats(kind: str, inp: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
+    o = out.detach().float()
+    st = {"mean": o.mean().item(), "std": o.std().item() if o.numel() > 1 else 0.0}
+    if kind == "relu":
+        u = _unit_view(o)
+        alive = (u > 0).any(dim=2).any(dim=0)  # a unit is dead when it outputs 0 for the whole batch
+        st["dead"] = 1.0 - alive.float().mean().item()
+        st["zero"] = (o <= 0).float().mean().item()
+    elif kind in SATURATION:
+        x = inp.detach().float()
+        st["saturated"] = (x.abs() > SATURATION[kind]).float().mean().item()
+        st["pre_std"] = x.std().item() if x.numel() > 1 else 0.0
+    return st
+
+
+@torch.no_grad()
+def output_stats(out: torch.Tensor) -> dict[str, float]:
+    """Does the output look like logits, probabilities (softmax inside the model) or log-probs?"""
+    o = out.detach().float()
+    st = {"mean": o.mean().item(), "std": o.std().item() if o.numel() > 1 else 0.0,
+          "min": o.min().item(), "max": o.max().item(), "dim": int(o.shape[-1]) if o.dim() > 1 else 1}
+    if o.dim() == 2 and o.shape[1] > 1:
+        st["row_sum_dev"] = (o.sum(1) - 1).abs().max().item()  # 0 for softmax outputs
+        st["logsumexp_dev"] = o.logsumexp(1).abs().max().item()  # 0 for log_softmax outputs
+    return st
+
+
+@torch.no_grad()
+def identical_fraction(w: torch.Tensor, tol: float = 1e-6) -> float:
+    """Fraction of a layer's units whose incoming weights equal another unit's up to ``tol``.
+
+    Rows are projected on a fixed random direction (local generator: the run's RNG is not
+    touched), sorted, and neighbours compared element-wise: O(n log n) instead of all pairs.
+    """
+    rows = w.detach().reshape(w.shape[0], -1).float().cpu()
+    n = rows.shape[0]
+    if n < 2:
+        return 0.0
+    g = torch.Generator().manual_seed(0)
+    proj = rows @ torch.randn(rows.shape[1], generator=g)
+    s = rows[proj.argsort()]
+    same = (s[1:] - s[:-1]).abs().amax(1) <= tol
+    dup = torch.zeros(n, dtype=torch.bool)
+    dup[1:] |= same
+    dup[:-1] |= same
+    return dup.float().mean().item()
+
+
+@torch.no_grad()
+def input_stats(x: torch.Tensor) -> dict[str, Any]:
+    x = x.detach().float()
+    dims = [0, 2, 3] if x.dim() == 4 else [0] if x.dim() == 2 else [d for d in range(x.dim()) if d != 1]
+    if x.dim() == 1:
+        dims = [0]
+    mean, std = x.mean(dims).reshape(-1), x.std(dims).reshape(-1) if x.shape[0] > 1 else torch.zeros(1)
+    return {"mean": mean.tolist(), "std": std.tolist(), "min": x.min().item(), "max": x.max().item()}
+
+
+@torch.no_grad()
+def label_stats(y: torch.Tensor) -> dict[str, Any]:
+    if y.dtype in (torch.int64, torch.int32, torch.long):
+        return {"kind": "class", "min": int(y.min()), "max": int(y.max()), "distinct": int(y.unique().numel())}
+    yf = y.detach().float()
+    return {"kind": "value", "min": yf.min().item(), "max": yf.max().item(), "mean": yf.mean().item(),
+            "std": yf.std().item() if yf.numel() > 1 else 0.0}
+
+
+def summarize_inputs(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Average the per-batch statistics of the first batches into one record."""
+    mean = torch.tensor([b["mean"] for b in batches]).mean(0)
+    std = torch.tensor([b["std"] for b in batches]).mean(0)
+    live = std[std > 1e-8]
+    return {
+        "min": min(b["min"] for b in batches), "max": max(b["max"] for b in batches),
+        "features": len(mean), "abs_mean_max": mean.abs().max().item(),
+        "std_max": std.max().item(), "std_min": live.min().item() if len(live) else 0.0,
+        "std_ratio": (live.max() / live.min()).item() if len(live) else 1.0,
+        "constant_features": int((std <= 1e-8).sum()),
+        "mean": mean.tolist()[:MAX_LIST], "std": std.tolist()[:MAX_LIST],
+    }
+
+
+class Probes(Callback):
+    """Collects the records; :class:`liandan.doctor.live.DoctorCallback` adds the rules on top."""
+
+    def __init__(self, budget: float = 0.02, every: int | None = None, input_batches: int = 3,
+                 log: bool = True) -> None:
+        self.budget, self.every, self.input_batches, self.write_log = budget, every, input_batches, log
+        self.records: list[dict[str, Any]] = []
+        self._pending: list[tuple[int, Any, Any, bool]] = []
+        self._inputs: list[dict[str, Any]] = []
+        self._labels: dict[str, Any] | None = None
+        self._inputs_done = False
+        self._hooks: list[Any] = []
+        self._probe: dict[str, Any] | None = None
+        self._before: list[torch.Tensor] = []
+        self._next = 1
+        self._t_last: float | None = None
+        self._step_time: float | None = None
+        self._written = 0
+        self.path: Path | None = None
+
+    # --- records ------------------------------------------------------------------------------
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+
+    def flush(self, trainer: Any) -> None:
+        """Turn the pending per-step tensors into one ``steps`` record (one sync per epoch)."""
+        if not self._pending:
+            return
+        steps = [p[0] for p in self._pending]
+        loss = torch.stack([p[1].detach().float().reshape(()) for p in self._pending]).tolist()
+        gn = torch.stack([p[2].detach().float().reshape(()) for p in self._pending]).tolist()
+        applied = [p[3] for p in self._pending]
+        self._pending.clear()
+        self.add({"type": "steps", "epoch": trainer.state.epoch, "steps": steps, "loss": loss,
+                  "grad_norm": gn, "applied": applied})
+        self.save()
+
+    def save(self) -> None:
+        if not self.write_log or self.path is None:
+            return
+        with open(self.path, "a") as f:
+            for rec in self.records[self._written:]:
+                f.write(json.dumps(rec) + "\n")
+        self._written = len(self.records)
+
+    # --- callback hooks ---------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self.path = Path(trainer.dir) / PROBE_LOG
+        if trainer.state.step > 0 and self.path.exists():  # resumed: keep what the first part saw
+            self.records = [r for r in read_probe_log(self.path) if r.get("step", 0) <= trainer.state.step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self._written = len(self.records)
+            self._next = trainer.state.step + 1
+            self._inputs_done = True
+        else:
+            self.path.unlink(missing_ok=True)
+            self.add({"type": "meta", **model_facts(trainer.model), "steps_per_epoch": trainer.steps_per_epoch,
+                      "total_steps": trainer.total_steps})
+            self.check_identical(trainer)
+        self._t_last = time.perf_counter()
+
+    def on_batch_start(self, trainer: Any, x: Any, y: Any) -> None:
+        if not self._inputs_done and torch.is_tensor(x) and x.is_floating_point():
+            self._inputs.append(input_stats(x))
+            self._labels = _merge_labels(self._labels, label_stats(y))
+            if len(self._inputs) >= self.input_batches:
+                self._finish_inputs()
+        step = trainer.state.step + 1
+        if step >= self._next and self._probe is None:
+            self._start_probe(trainer, step, y)
+
+    def _start_probe(self, trainer: Any, step: int, y: Any) -> None:
+        t0 = time.perf_counter()
+        self._probe = {"type": "probe", "step": step, "epoch": trainer.state.epoch, "acts": {}, "t": 0.0}
+        if torch.is_tensor(y):
+            self._probe["labels"] = label_stats(y)
+        acts = self._probe["acts"]
+
+        def hook(name: str, kind: str):
+            def fn(_m: nn.Module, inp: tuple, out: Any) -> None:
+                if name in acts or not torch.is_tensor(out) or not inp or not torch.is_tensor(inp[0]):
+                    return
+                t = time.perf_counter()
+                acts[name] = {"kind": kind, **activation_stats(kind, inp[0], out)}
+                self._probe["t"] += time.perf_counter() - t
+            return fn
+
+        for name, m in trainer.model.named_modules():
+            kind = ACTIVATIONS.get(type(m))
+            if kind is not None:
+                self._hooks.append(m.register_forward_hook(hook(name, kind)))
+
+        def out_hook(_m: nn.Module, _inp: tuple, out: Any) -> None:
+            if "output" not in self._probe and torch.is_tensor(out):
+                self._probe["output"] = output_stats(out)
+
+        self._hooks.append(trainer.model.register_forward_hook(out_hook))
+        self._probe["t"] += time.perf_counter() - t0
+
+    def _remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    def on_after_backward(self, trainer: Any) -> None:
+        if self._probe is None:
+            return
+        t0 = time.perf_counter()
+        self._remove_hooks()
+        named = [(n.removesuffix(".weight"), p) for n, p in trainer.model.named_parameters()
+                 if p.dim() >= 2 and p.requires_grad]
+        layers: dict[str, dict[str, float]] = {}
+        with torch.no_grad():
+            ws = [p.detach() for _, p in named]
+            wn = torch.stack(torch._foreach_norm(ws)).tolist() if ws else []
+            for (name, p), w in zip(named, wn, strict=True):
+                g = p.grad
+                if g is None:
+                    layers[name] = {"weight": w, "grad": 0.0, "grad_mean": 0.0, "zero_grad": 1.0}
+                    continue
+                layers[name] = {"weight": w, "grad": g.float().norm().item(), "grad_mean": g.abs().mean().item(),
+                                "zero_grad": (g == 0).float().mean().item()}
+            self._before = [w.clone() for w in ws]
+        self._probe["layers"] = layers
+        self._probe["lr"] = trainer.optimizer.param_groups[0]["lr"]
+        self._probe["t"] += time.perf_counter() - t0
+
+    def on_step_end(self, trainer: Any, loss: Any, grad_norm: Any, applied: bool) -> None:
+        self._pending.append((trainer.state.step, loss, grad_norm, applied))
+        now = time.perf_counter()
+        dt = now - (self._t_last or now)
+        self._t_last = now
+        if self._probe is None:
+            self._step_time = dt if self._step_time is None else 0.9 * self._step_time + 0.1 * dt
+            return
+        t0 = time.perf_counter()
+        probe, self._probe = self._probe, None
+        self._remove_hooks()
+        if applied and self._before and "layers" in probe:
+            named = [n.removesuffix(".weight") for n, p in trainer.model.named_parameters()
+                     if p.dim() >= 2 and p.requires_grad]
+            with torch.no_grad():
+                ws = [p.detach() for p in trainer.model.parameters() if p.dim() >= 2 and p.requires_grad]
+                diffs = torch._foreach_sub(ws, self._before)
+                dn = torch.stack(torch._foreach_norm(diffs)).tolist()
+            for name, d in zip(named, dn, strict=True):
+                rec = probe["layers"].get(name)
+                if rec is not None:
+                    rec["update"] = d / max(rec["weight"], 1e-12)
+        self._before = []
+        probe["loss"] = float(loss)
+        probe["grad_norm"] = float(grad_norm)
+        probe["applied"] = bool(applied)
+        cost = probe.pop("t") + time.perf_counter() - t0
+        self.add(probe)
+        self._schedule(trainer, probe["step"], cost)
+        self.on_probe(trainer, probe)
+
+    def _schedule(self, trainer: Any, step: int, cost: float) -> None:
+        """Next probe: K steps later, K chosen so probes take ``budget`` of the step time."""
+        if self.every:
+            self._next = step + self.every
+            return
+        spe = max(1, trainer.steps_per_epoch)
+        base = self._step_time or max(cost, 1e-4)
+        k = math.ceil(cost / (self.budget * base)) if base > 0 else spe
+        cap = max(2, spe // 4) if trainer.state.epoch == 0 else spe  # dense in the first epoch
+        self._next = step + int(min(max(k, 2), cap))
+
+    def on_probe(self, trainer: Any, probe: dict[str, Any]) -> None:
+        """Called after each probe step's record is complete (the live doctor runs its rules)."""
+
+    def check_identical(self, trainer: Any) -> None:
+        fr = {n.removesuffix(".weight"): identical_fraction(p) for n, p in trainer.model.named_parameters()
+              if p.dim() >= 2 and p.requires_grad and p.shape[0] > 1}
+        self.add({"type": "identical", "step": trainer.state.step, "epoch": trainer.state.epoch,
+                  "layers": {k: v for k, v in fr.items() if v > 0}})
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, dict[str, float]]) -> None:
+        self.flush(trainer)
+        self.check_identical(trainer)
+        self.add({"type": "epoch", "epoch": trainer.state.epoch, "step": trainer.state.step,
+                  "lr": trainer.optimizer.param_groups[0]["lr"],
+                  **{k: dict(v) for k, v in metrics.items()}})
+        self.save()
+
+    def on_fit_end(self, trainer: Any) -> None:
+        self._remove_hooks()
+        self._probe = None
+        self.flush(trainer)
+        self._finish_inputs()  # fewer batches than planned
+        self.save()
+
+    def _finish_inputs(self) -> None:
+        if self._inputs and not self._inputs_done:
+            self.add({"type": "inputs", **summarize_inputs(self._inputs), "labels": self._labels})
+        self._inputs_done = True
+
+
+def _merge_labels(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    if a is None:
+        return b
+    out = dict(a)
+    out["min"], out["max"] = min(a["min"], b["min"]), max(a["max"], b["max"])
+    if "distinct" in a:
+        out["distinct"] = max(a["distinct"], b["distinct"])
+    return out
+
+
+def read_probe_log(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a killed run
+    return out

@@ -1,0 +1,159 @@
+"""Gather what the report shows from a run directory. Every piece is optional: a missing or broken
+file, a model that cannot be loaded or a failing evaluation becomes a note in ``notes``, never an
+exception, so a report can be written for any run, including a crashed one."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Pieces:
+    """Everything the report renders; ``None`` = not available (the reason is in ``notes``)."""
+
+    run_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    recipe_text: str | None = None
+    data: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    doctor: dict[str, Any] | None = None
+    ood: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return doc if isinstance(doc, dict) else None
+
+
+def collect(run_dir: Path, evaluate: bool = True) -> Pieces:
+    """Read the run's files; with ``evaluate``, load the model and evaluate it on the test split."""
+    p = Pieces(run_dir)
+    steps = [
+        ("summary", _summary),
+        ("recipe", _recipe),
+        ("data", _data),
+        ("metrics", _metrics),
+        ("doctor", _doctor),
+        ("ood", _ood),
+    ]
+    if evaluate:
+        steps.append(("evaluation", _evaluation))
+    for name, fn in steps:
+        t0 = time.perf_counter()
+        try:
+            fn(p)
+        except Exception as e:  # noqa: BLE001 - a report shows what it can
+            p.notes[name] = _short(e)
+        p.timings[name] = time.perf_counter() - t0
+    return p
+
+
+def _summary(p: Pieces) -> None:
+    doc = _read_json(p.run_dir / "summary.json")
+    if doc is None:
+        p.notes["summary"] = "no summary.json"
+    p.summary = doc or {}
+
+
+def _recipe(p: Pieces) -> None:
+    path = p.run_dir / "recipe.yaml"
+    if path.is_file():
+        p.recipe_text = path.read_text()
+    else:
+        p.notes["recipe"] = "no recipe.yaml"
+
+
+def _data(p: Pieces) -> None:
+    p.data = _read_json(p.run_dir / "data.json")
+
+
+def _metrics(p: Pieces) -> None:
+    path = p.run_dir / "metrics.csv"
+    if not path.is_file():
+        p.notes["metrics"] = "no metrics.csv"
+        return
+    from liandan.train.rundir import read_metrics
+
+    rows, seen = [], set()
+    for r in read_metrics(path):
+        key = tuple(sorted((k, str(v)) for k, v in r.items()))
+        if key not in seen:  # a resumed run may repeat a row
+            seen.add(key)
+            rows.append(r)
+    p.metrics = rows
+
+
+def _doctor(p: Pieces) -> None:
+    p.doctor = _read_json(p.run_dir / "doctor.json")
+
+
+def _ood(p: Pieces) -> None:
+    doc = _read_json(p.run_dir / "ood.json")
+    if doc:
+        p.ood = [r for r in doc.get("results", []) if isinstance(r, dict) and r.get("methods")]
+
+
+def _evaluation(p: Pieces) -> None:
+    if p.summary.get("status") not in (None, "completed", "stopped_early"):
+        p.notes["evaluation"] = f"not evaluated: the run's status is {p.summary.get('status')!r}"
+        return
+    from liandan.evaluate.metrics import evaluate_loaded
+    from liandan.evaluate.runio import open_run, raw_split
+
+    run, data = open_run(p.run_dir)
+    split = "test" if data.test is not None else "val" if data.val is not None else "train"
+    p.evaluation = evaluate_loaded(run, data, split)
+    try:
+        p.model = _model_summary(run, raw_split(data, split, 1)[0])
+    except Exception as e:  # noqa: BLE001
+        p.notes["model"] = _short(e)
+        p.model = {"name": run.recipe.model.name, "params": sum(t.numel() for t in run.model.parameters())}
+
+
+def _model_summary(run, example) -> dict[str, Any]:
+    """Parameter count, and the inspect pillar's per-layer summary when it is installed."""
+    model = run.model
+    out: dict[str, Any] = {
+        "name": run.recipe.model.name,
+        "params": sum(t.numel() for t in model.parameters()),
+        "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
+    }
+    try:
+        from liandan.inspect import summary
+    except ImportError:
+        return out
+    s = summary(model, example=run.info.normalize_x(example), latency_runs=0)
+    out.update(
+        {
+            "macs": s.macs,
+            "param_bytes": s.param_bytes,
+            "activation_bytes": s.activation_bytes,
+            "layers": [
+                {
+                    "name": i.name,
+                    "type": i.type,
+                    "depth": i.depth,
+                    "output_shape": i.output_shape,
+                    "params": i.params,
+                    "macs": i.macs,
+                }
+                for i in s.layers
+            ],
+        }
+    )
+    return out
