@@ -11,6 +11,8 @@ lazily, so ``import liandan`` stays light::
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import Any
 
@@ -47,3 +49,20 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module), attr)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``liandan.train`` / ``liandan.evaluate`` / ``liandan.predict`` the public functions.
+
+    Importing a submodule (``liandan.train.loop``) makes Python set ``liandan.train`` to the
+    package ``liandan/train/``; the functions must win. Submodules stay importable through
+    ``sys.modules`` as usual.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -85,18 +85,8 @@ def test_write_dot_svg_and_missing_graphviz(tmp_path: Path, monkeypatch: pytest.
         write_graph(g, tmp_path / "g.pdf")
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from liandan.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
-
-def test_cli_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                   monkeypatch: pytest.MonkeyPatch) -> None:
-    rc, out, _ = _cli(["graph", "lenet5", "--out", str(tmp_path / "g.dot"), "--json"], capsys)
+def test_cli_graph(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc, out, _ = cli("graph", "lenet5", "--out", str(tmp_path / "g.dot"), "--json")
     assert rc == 0
     doc = json.loads(out)
     kinds = {n["kind"] for n in doc["nodes"]}
@@ -104,7 +94,6 @@ def test_cli_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert all(n["grad_retained"] == n["leaf"] for n in doc["nodes"])
     assert doc["files"]["dot"] == str(tmp_path / "g.dot") and (tmp_path / "g.dot").exists()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    rc, out, err = _cli(["graph", "resnet18", "--input-shape", "1,3,16,16", "--out", str(tmp_path / "r.svg")],
-                        capsys)
+    rc, out, err = cli("graph", "resnet18", "--input-shape", "1,3,16,16", "--out", str(tmp_path / "r.svg"))
     assert rc == 2 and (tmp_path / "r.dot").exists()
     assert err.startswith("error: Graphviz 'dot' is not installed") and "r.dot" in out

@@ -16,14 +16,6 @@ from liandan.registry import MODELS, Entry
 IMAGE = [e for e in MODELS.entries() if e.extra.get("input_kind", "image") == "image"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("entry", IMAGE, ids=[e.name for e in IMAGE])
 def test_summary_of_every_model_matches_formulas(entry: Entry) -> None:
     opts = {"num_classes": 10} if "num_classes" in entry.options() else {}
@@ -128,18 +120,9 @@ def test_table_and_json_dict() -> None:
     assert d["macs"] == 416_520 and d["flops"] == 833_040 and d["params"] == 61_706
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from liandan.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
-
-def test_cli_summary_json_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _cli(["summary", "resnet18", "--input-shape", "2,3,32,32", "--set", "num_classes=10",
-                       "--set", "norm=group", "--json", "--explain", "conv1"], capsys)
+def test_cli_summary_json_and_explain(cli) -> None:
+    rc, out, _ = cli("summary", "resnet18", "--input-shape", "2,3,32,32", "--set", "num_classes=10",
+                     "--set", "norm=group", "--json", "--explain", "conv1")
     assert rc == 0
     doc = json.loads(out)
     for key in ("params", "trainable_params", "macs", "flops", "param_bytes", "activation_bytes",
@@ -148,8 +131,12 @@ def test_cli_summary_json_and_explain(capsys: pytest.CaptureFixture[str]) -> Non
     assert doc["input_shape"] == [2, 3, 32, 32] and doc["flops"] == 2 * doc["macs"]
     assert doc["layers"][0]["name"] == "conv1" and doc["layers"][1]["type"] == "GroupNorm"
     assert "(3·3·3/1 + 0)·64 = 1,728" in doc["explain"]["text"]
-    rc, out, _ = _cli(["summary", "vgg16", "--device", "meta"], capsys)
+    rc, out, _ = cli("summary", "vgg16", "--device", "meta")
     assert rc == 0 and "138,357,544" in out
+    # a builder's own input_shape option (one sample) sets the input at batch 1
+    rc, out, _ = cli("summary", "mlp", "--set", "num_classes=3", "--set", "input_shape=[64]", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["input_shape"] == [1, 64] and doc["params"] == (64 + 1) * 128 + (128 + 1) * 64 + 65 * 3
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -161,8 +148,11 @@ def test_cli_summary_json_and_explain(capsys: pytest.CaptureFixture[str]) -> Non
     (["summary", "resnet18", "--device", "meta", "--explain", "nope"], "no layer 'nope'"),
     (["summary", "resnet18", "--device", "meta", "--input-shape", "1,4,32,32", "--set", "in_channels=3"],
      "forward of resnet18"),
+    (["summary", "mlp"], "needs option 'num_classes'"),
+    (["summary", "mlp", "--set", "num_classes=3", "--set", "input_shape=[64]", "--input-shape", "2,65"],
+     "disagrees with --input-shape"),
 ])
-def test_cli_user_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = _cli(args, capsys)
+def test_cli_user_errors(args: list[str], message: str, cli) -> None:
+    rc, out, err = cli(*args)
     assert rc == 2 and out == ""
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1

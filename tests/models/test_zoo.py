@@ -34,15 +34,6 @@ def ids(entries: list[Entry]) -> list[str]:
     return [e.name for e in entries]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batches: one thread avoids fighting over the 2 shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("entry", IMAGE, ids=ids(IMAGE))
 def test_forward_backward_and_sgd_lowers_loss(entry: Entry) -> None:
     torch.manual_seed(0)

@@ -29,9 +29,9 @@ def ood(
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Detect out-of-distribution inputs: AUROC, FPR@95 (OOD positive), AUPR-In/Out per method."""
-    import liandan.evaluate.ood as O
+    from liandan.evaluate.ood import ood as run_ood
 
-    res = O.ood(
+    res = run_ood(
         run_dir,
         ood_,
         method,
@@ -49,8 +49,7 @@ def ood(
         f"OOD: {res['ood']['source']} ({res['ood']['n']})"
     )
     typer.echo(
-        f"{'method':<12}{'AUROC':>8}{'FPR@95':>8}{'AUPR-In':>9}{'AUPR-Out':>10}"
-        f"{'ID flagged':>12}{'OOD flagged':>13}"
+        f"{'method':<12}{'AUROC':>8}{'FPR@95':>8}{'AUPR-In':>9}{'AUPR-Out':>10}{'ID flagged':>12}{'OOD flagged':>13}"
     )
     for m, r in res["methods"].items():
         typer.echo(
@@ -66,11 +65,10 @@ def ood(
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="Run directory."),
-    no_eval: bool = typer.Option(
-        False, "--no-eval", help="Skip re-evaluating the model (curves and files only)."
-    ),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip re-evaluating the model (curves and files only)."),
+    macs: bool = typer.Option(False, "--macs", help="Count MACs per layer (as liandan summary; slower)."),
 ) -> None:
     """Write RUN_DIR/report.html (self-contained) and RUN_DIR/figures/*.png; prints the report's path."""
     from liandan.report import write_report
 
-    typer.echo(str(write_report(run_dir, evaluate=not no_eval)))
+    typer.echo(str(write_report(run_dir, evaluate=not no_eval, detailed_model=macs or None)))

@@ -52,6 +52,26 @@ def parse_model_sets(model: str, sets: list[str] | None) -> dict[str, Any]:
     return MODELS.get(model).validate(opts, where="model", inferred=INFERRED)
 
 
+def model_and_shape(model: str, input_shape: str | None, sets: list[str] | None,
+                    ) -> tuple[tuple[int, ...] | None, dict[str, Any]]:
+    """The input shape (batch included) and model options from the CLI flags.
+
+    A builder's own ``input_shape`` option (one sample, e.g. ``--set input_shape=[1,8,8]``) is
+    derived from ``--input-shape`` when that is given; alone, it means batch 1 of that sample.
+    """
+    shape = parse_shape(input_shape)
+    opts = parse_model_sets(model, sets)
+    sample = opts.pop("input_shape", None)
+    if sample is not None:
+        sample = tuple(sample)
+        if shape is None:
+            shape = (1, *sample)
+        elif shape[1:] != sample:
+            raise LiandanError(f"--set input_shape={list(sample)} disagrees with --input-shape "
+                               f"{','.join(map(str, shape))} (which includes the batch)")
+    return shape, opts
+
+
 @app.command("summary")
 def summary_cmd(
     model: str = typer.Argument(..., help="registered model name (see: liandan list models)"),
@@ -66,7 +86,8 @@ def summary_cmd(
 
     if device not in ("cpu", "meta"):
         raise LiandanError(f"--device must be cpu or meta; got {device!r}")
-    s = summary(model, parse_shape(input_shape), device=device, **parse_model_sets(model, set_))
+    shape, opts = model_and_shape(model, input_shape, set_)
+    s = summary(model, shape, device=device, **opts)
     text = s.explain(explain) if explain else None
     if json_out:
         doc = s.to_dict()
@@ -88,7 +109,8 @@ def graph_cmd(
     """Autograd graph of one forward: leaf tensors (inputs, parameters) and non-leaf results (grad_fn)."""
     from liandan.inspect import autograd_graph, write_graph
 
-    g = autograd_graph(model, parse_shape(input_shape), **parse_model_sets(model, set_))
+    shape, opts = model_and_shape(model, input_shape, set_)
+    g = autograd_graph(model, shape, **opts)
     files = write_graph(g, out)
     if json_out:
         print_json({**g.to_dict(), "files": files})

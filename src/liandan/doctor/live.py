@@ -56,7 +56,7 @@ class DoctorCallback(Probes):
         info = trainer.info
         return RunView(trainer.recipe, info.task, info.num_classes, tuple(info.input_shape), list(self.records),
                        class_names=info.class_names, status=trainer.status, phase=phase, mode=self.mode,
-                       overfit_check=self.overfit_check)
+                       overfit_check=self.overfit_check, sizes=dict(info.sizes))
 
     def check(self, trainer: Any, phase: str) -> list[Finding]:
         found = run_rules(self.view(trainer, phase))
@@ -95,7 +95,9 @@ class DoctorCallback(Probes):
             if trainer.recipe.doctor.auto_fix and self.findings:
                 from liandan.doctor.repair import repair_after_run
 
-                repair_after_run(trainer.dir, trainer.recipe, self.findings, echo=trainer.echo)
+                eps = [r for r in self.records if r.get("type") == "epoch" and "val" in r]
+                repair_after_run(trainer.dir, trainer.recipe, self.findings, eps[-1]["val"] if eps else None,
+                                 echo=trainer.echo)
 
 
 def doctor_callbacks(recipe: Recipe) -> list[Callback]:

@@ -49,6 +49,7 @@ class RunView:
     phase: str = "end"
     mode: str = "train"  # "probe": the short run of `liandan doctor RECIPE`
     overfit_check: dict[str, Any] | None = None
+    sizes: dict[str, int] = field(default_factory=dict)  # samples per split (data.json)
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- records by type -------------------------------------------------------------------------
@@ -152,23 +153,26 @@ class RunView:
     def metric(self, split: str, key: str) -> list[float]:
         return [e[split][key] for e in self.epochs if isinstance(e.get(split), dict) and key in e[split]]
 
-    def quality(self) -> float:
-        """How well the run learned, 0 (chance) .. 1 (perfect): the best accuracy over chance
-        (classification) or the best R² (regression), over epochs, val preferred to train.
+    def quality(self, best: bool = False) -> float:
+        """How well the run learned, 0 (chance) .. 1 (perfect): the last epoch's accuracy over
+        chance (classification) or R² (regression), val preferred to train; ``best`` over epochs.
 
         This is the "second signal" that gates symptom rules (AutoTrainer reports VG/EG/DR only
         when training also fails to converge, Zhang et al. ICSE 2021, §2)."""
         split = "val" if any("val" in e for e in self.epochs) else "train"
+        key = "accuracy" if self.task == "classify" else "r2"
+        vals = self.metric(split, key)
+        if not vals:
+            return float("nan")
+        x = max(finite(vals) or [float("nan")]) if best else vals[-1]
+        if x is None or not math.isfinite(x):
+            return 0.0 if self.task == "classify" else -1.0
         if self.task == "classify":
-            acc = finite(self.metric(split, "accuracy")) + finite(self.metric("train", "accuracy"))
-            if not acc:
-                return float("nan")
             chance = 1.0 / max(self.num_classes, 2)
-            return (max(acc) - chance) / (1 - chance)
-        r2 = finite(self.metric(split, "r2"))
-        return max(r2) if r2 else float("nan")
+            return (x - chance) / (1 - chance)
+        return x
 
-    def learns_poorly(self, threshold: float = 0.5) -> bool:
+    def learns_poorly(self, threshold: float = 0.6) -> bool:
         q = self.quality()
         if math.isnan(q):  # no epoch finished: judge by the loss curve
             d = self.loss_drop()
@@ -228,7 +232,7 @@ def view_from_run_dir(run_dir: Path) -> RunView:
         records = records_from_metrics(run_dir, recipe, info)
     return RunView(recipe, info["task"], int(info["num_classes"]), tuple(info["input_shape"]), records,
                    class_names=info.get("class_names"), status=summary.get("status", "unknown"),
-                   extra={"summary": summary, "dir": str(run_dir)})
+                   sizes=dict(info.get("sizes", {})), extra={"summary": summary, "dir": str(run_dir)})
 
 
 def records_from_metrics(run_dir: Path, recipe: Recipe, info: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """Evaluation of trained runs: full metrics (``evaluate_full``) and OOD detection (``ood``).
 
-Submodules import torch; this package's names load lazily so ``import liandan.evaluate`` is cheap.
+Submodules import torch; these names load lazily so ``import liandan.evaluate`` is cheap. The OOD
+entry point is ``liandan.evaluate.ood.ood`` (exported as ``liandan.ood``; not re-exported here,
+where ``ood`` is the submodule).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ _API = {
     "evaluate_full": "liandan.evaluate.metrics",
     "classification_metrics": "liandan.evaluate.metrics",
     "regression_metrics": "liandan.evaluate.metrics",
-    "ood": "liandan.evaluate.ood",
     "OODDetector": "liandan.evaluate.ood",
     "ood_finding": "liandan.evaluate.ood",
     "ood_metrics": "liandan.evaluate.ood_metrics",

@@ -71,9 +71,7 @@ class OODDetector:
         self.temperature = (
             temperature if temperature is not None else (S.ODIN_T if self.method == "odin" else S.ENERGY_T)
         )
-        self.threshold = (
-            threshold if threshold is not None else (MSP_FIXED_THRESHOLD if self.method == "msp" else None)
-        )
+        self.threshold = threshold if threshold is not None else (MSP_FIXED_THRESHOLD if self.method == "msp" else None)
         self.calibrated = False
         self._maha: S.Mahalanobis | None = None
 
@@ -128,9 +126,7 @@ class OODDetector:
         return self.score(x) < self.threshold
 
     @classmethod
-    def from_run(
-        cls, run_dir: str | Path, method: str = "msp", calibrate: bool = True, **kw: Any
-    ) -> OODDetector:
+    def from_run(cls, run_dir: str | Path, method: str = "msp", calibrate: bool = True, **kw: Any) -> OODDetector:
         """A detector for a trained run: fitted on its train split, calibrated on val (or train)."""
         from liandan.evaluate.runio import open_run, raw_split
 

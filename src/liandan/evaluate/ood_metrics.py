@@ -18,9 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _labels_scores(
-    id_scores: np.ndarray, ood_scores: np.ndarray, positive: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _labels_scores(id_scores: np.ndarray, ood_scores: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
     id_s = np.asarray(id_scores, np.float64).ravel()
     ood_s = np.asarray(ood_scores, np.float64).ravel()
     if positive == "ood":  # OOD = 1, ranked by −confidence
@@ -50,9 +48,7 @@ def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))  # a tie is a diagonal step: it counts half
 
 
-def fpr_at_tpr(
-    id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95, positive: str = "ood"
-) -> float:
+def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95, positive: str = "ood") -> float:
     """FPR at the first threshold where TPR ≥ ``tpr``; ``positive`` picks the convention (see module)."""
     labels, scores = _labels_scores(id_scores, ood_scores, positive)
     fpr, tp_rate, _ = roc_points(labels, scores)

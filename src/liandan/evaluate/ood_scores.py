@@ -50,9 +50,7 @@ def odin(
     device = next(model.parameters()).device
     std: torch.Tensor | float = 1.0  # no normalisation: raw and model units agree
     if info.x_std is not None:
-        std = (
-            torch.tensor(info.x_std, dtype=torch.float32).view((1, -1) + (1,) * (x_raw.dim() - 2)).to(device)
-        )
+        std = torch.tensor(info.x_std, dtype=torch.float32).view((1, -1) + (1,) * (x_raw.dim() - 2)).to(device)
     scores = []
     for i in range(0, len(x_raw), batch_size):
         x = info.normalize_x(x_raw[i : i + batch_size]).to(device).requires_grad_(True)

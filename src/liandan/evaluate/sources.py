@@ -54,13 +54,16 @@ def resolve_source(
     if name in SHIFTS:
         x, y = raw_split(data, split, max_samples, seed)
         return apply_shift(name, arg, x, info, seed), y, spec
-    x, y = load_mapped(name, arg, info, seed, max_samples)
-    if y is not None and (
-        info.task != "classify"
-        or y.dtype != torch.int64
-        or (len(y) and int(y.max()) >= max(info.num_classes, 1))
+    x, y, names = load_mapped(name, arg, info, seed, max_samples)
+    same_classes = names is None or info.class_names is None or list(names) == list(info.class_names)
+    if not (
+        info.task == "classify"
+        and y is not None
+        and y.dtype == torch.int64
+        and same_classes
+        and (not len(y) or int(y.max()) < max(info.num_classes, 1))
     ):
-        y = None  # labels that do not mean the run's classes
+        y = None  # labels that do not mean the run's classes: usable as OOD inputs only
     return x, y, spec
 
 
@@ -70,9 +73,7 @@ def resolve_source(
 def apply_shift(name: str, arg: str, x: torch.Tensor, info: DataInfo, seed: int = 0) -> torch.Tensor:
     """``x`` (raw, the run's shape) under the shift ``name`` with severity ``arg``."""
     if name in IMAGE_ONLY and x.dim() != 4:
-        raise LiandanError(
-            f"shift {name!r} needs image data; this run's inputs have shape {tuple(x.shape[1:])}"
-        )
+        raise LiandanError(f"shift {name!r} needs image data; this run's inputs have shape {tuple(x.shape[1:])}")
     if name == "invert":
         if arg:
             raise LiandanError("shift 'invert' takes no argument")
@@ -122,9 +123,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()
     c = x.shape[1]
     out = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(
-        F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
-    )
+    return F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 # --- other data sources -------------------------------------------------------------------------
@@ -144,8 +143,8 @@ def _parse_options(arg: str) -> dict[str, Any]:
 
 def load_mapped(
     name: str, arg: str, info: DataInfo, seed: int = 0, max_samples: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Load data source ``name`` and map its inputs to the run's input shape."""
+) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """Load data source ``name``, map its inputs to the run's input shape; also its labels and class names."""
     from liandan.data.pipeline import load_source
     from liandan.registry import DATA
 
@@ -169,7 +168,7 @@ def load_mapped(
         x = src.x[torch.as_tensor(idx)]
     else:
         x = torch.stack([src.dataset[int(i)][0] for i in idx])
-    return to_shape(x.float(), shape, name), src.y[torch.as_tensor(idx)]
+    return to_shape(x.float(), shape, name), src.y[torch.as_tensor(idx)], src.class_names
 
 
 def to_shape(x: torch.Tensor, shape: tuple[int, ...], name: str = "source") -> torch.Tensor:
@@ -182,8 +181,7 @@ def to_shape(x: torch.Tensor, shape: tuple[int, ...], name: str = "source") -> t
         raise LiandanError(f"{name} has inputs of shape {tuple(x.shape[1:])}; the run takes {tuple(shape)}")
     if x.dim() != 4:
         raise LiandanError(
-            f"{name} is not an image source (shape {tuple(x.shape[1:])}); the run takes images "
-            f"of shape {tuple(shape)}"
+            f"{name} is not an image source (shape {tuple(x.shape[1:])}); the run takes images of shape {tuple(shape)}"
         )
     c = shape[0]
     if x.shape[1] != c:

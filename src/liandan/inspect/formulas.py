@@ -63,9 +63,10 @@ def explain(name: str, m: nn.Module, in_shape: tuple[int, ...] | None, out_shape
         f = formula(m, in_shape, out_shape)
         assert f is not None
         ks = _times(*reversed(k))  # written k_w·k_h as in the reference formula
+        kname = ("k", "k_w·k_h", "k_w·k_h·k_d")[len(k) - 1]
         if f.params is not None:
             lines += [
-                "  params = (k_w·k_h·C_in/groups + bias)·C_out",
+                f"  params = ({kname}·C_in/groups + bias)·C_out",
                 f"         = ({ks}·{cin}/{g} + {b})·{cout} = {f.params:,}   "
                 f"[counted {params:,} {ok(f.params, params)}]",
             ]
@@ -81,7 +82,7 @@ def explain(name: str, m: nn.Module, in_shape: tuple[int, ...] | None, out_shape
         batch = math.prod(out_shape[:-len(k) - 1]) if len(out_shape) > len(k) + 1 else 1
         names = "·".join(["B", *("H_out", "W_out", "D_out")[: len(k)]]) if len(k) > 1 else "B·L_out"
         lines += [
-            f"  MACs = {names}·C_out·k_w·k_h·C_in/groups",
+            f"  MACs = {names}·C_out·{kname}·C_in/groups",
             f"       = {_times(batch, *spatial, cout, ks, cin)}/{g} = {f.macs:,}   "
             f"[FlopCounterMode {macs:,} {ok(f.macs, macs)}]",
         ]

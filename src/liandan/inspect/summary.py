@@ -13,6 +13,7 @@ and no arithmetic, so a 138 M-parameter VGG-16 is summarised in milliseconds (no
 from __future__ import annotations
 
 import copy
+import inspect
 import statistics
 import time
 from collections.abc import Sequence
@@ -126,8 +127,7 @@ class Summary:
             f"{self.model}  input {shape}  ({self.device})",
             f"params:           {self.params:,} ({_mib(self.param_bytes)})  "
             f"trainable {self.trainable_params:,}",
-            f"MACs:             {self.macs:,} ({self.macs / 1e9:.4g} G)  "
-            f"FLOPs = 2·MACs = {self.flops / 1e9:.4g} G",
+            f"MACs:             {self.macs:,} ({_si(self.macs)})  FLOPs = 2·MACs = {_si(self.flops)}",
             f"buffers:          {_mib(self.buffer_bytes)} (e.g. BatchNorm running statistics)",
             f"activations:      {_mib(self.activation_bytes)} (leaf-layer outputs of one forward)",
         ]
@@ -140,8 +140,20 @@ class Summary:
         return self.table()
 
 
+def _si(n: int) -> str:
+    """1814073344 -> '1.814 G' (decimal units, as MAC tables are quoted)."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return str(n)
+
+
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
+    """Bytes in binary units: 512 B, 3.5 KiB, 44.59 MiB, 1.20 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
 
 
 def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str, Any],
@@ -149,8 +161,9 @@ def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str,
     """Build registered model ``name`` for an input of ``input_shape`` (batch included).
 
     Without ``input_shape``: the ``input_shape`` option if set, else the entry's ``ref_input``,
-    else the builder's ``input_shape`` default, else 3×224×224; at batch 1. ``in_channels``/``input_shape`` are filled from the input
-    when the builder declares them and ``options`` do not set them (as the trainer does from data).
+    else the builder's ``input_shape`` default, else 3×224×224; at batch 1. ``in_channels`` and
+    ``input_shape`` are filled from the input when the builder declares them and ``options`` do
+    not set them (as the trainer does from data).
     """
     from liandan.models import INFERRED
     from liandan.registry import MODELS
@@ -159,16 +172,19 @@ def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str,
     opts = entry.validate(dict(options), where="model", inferred=INFERRED)
     params = entry.options()
     if input_shape is None:
-        sample = opts.get("input_shape") or entry.extra.get("ref_input")
-        if sample is None and "input_shape" in params and params["input_shape"].default is not params[
-                "input_shape"].empty:
-            sample = params["input_shape"].default
-        input_shape = (1, *(sample or (3, 224, 224)))
+        default = params["input_shape"].default if "input_shape" in params else None
+        if default is inspect.Parameter.empty:
+            default = None
+        sample = opts.get("input_shape") or entry.extra.get("ref_input") or default or (3, 224, 224)
+        input_shape = (1, *sample)
     shape = tuple(int(s) for s in input_shape)
     if "input_shape" in params and "input_shape" not in opts:
         opts["input_shape"] = shape[1:]
     if "in_channels" in params and "in_channels" not in opts and len(shape) >= 2:
         opts["in_channels"] = shape[1]
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in opts]
+    if missing:  # e.g. num_classes, which training infers from the data
+        raise LiandanError(f"model {name!r} needs option {missing[0]!r}: pass it, e.g. --set {missing[0]}=10")
     with torch.device(device):
         model = entry.fn(**opts)
     return model, shape
@@ -187,8 +203,10 @@ def summary(
     """Summarise a model: per-layer table, parameters, MACs, memory and CPU latency.
 
     ``model_or_name`` is an ``nn.Module`` or a registered model name (built with
-    ``model_options``, e.g. ``num_classes=10``). ``input_shape`` includes the batch dimension
-    (``(1, 3, 224, 224)``); required for a module unless ``example`` (an input tensor) is given.
+    ``model_options``, e.g. ``num_classes=10``; the builder's own ``input_shape``/``in_channels``
+    options are filled from ``input_shape``, as training fills them from the data).
+    ``input_shape`` includes the batch dimension (``(1, 3, 224, 224)``); required for a module
+    unless ``example`` (an input tensor) is given.
     ``device="meta"`` counts without allocating (no latency). ``latency_runs=0`` skips timing.
     """
     if isinstance(model_or_name, str):
@@ -200,7 +218,7 @@ def summary(
         model, label = model_or_name, type(model_or_name).__name__
         if example is None and input_shape is None:
             raise LiandanError("summary of a module needs input_shape (batch included) or an example input")
-        shape = tuple(example.shape) if example is not None else tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
+        shape = tuple(example.shape if example is not None else (int(s) for s in input_shape or ()))
         if device == "meta" and any(not p.is_meta for p in model.parameters()):
             model = copy.deepcopy(model).to("meta")  # never move the caller's model
     dev = torch.device(device)

@@ -26,6 +26,7 @@ class Pieces:
     model: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    detailed_model: bool | None = None
 
 
 def _short(e: BaseException) -> str:
@@ -40,9 +41,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def collect(run_dir: Path, evaluate: bool = True) -> Pieces:
+def collect(run_dir: Path, evaluate: bool = True, detailed_model: bool | None = None) -> Pieces:
     """Read the run's files; with ``evaluate``, load the model and evaluate it on the test split."""
     p = Pieces(run_dir)
+    p.detailed_model = detailed_model
     steps = [
         ("summary", _summary),
         ("recipe", _recipe),
@@ -119,41 +121,82 @@ def _evaluation(p: Pieces) -> None:
     split = "test" if data.test is not None else "val" if data.val is not None else "train"
     p.evaluation = evaluate_loaded(run, data, split)
     try:
-        p.model = _model_summary(run, raw_split(data, split, 1)[0])
+        p.model = _model_summary(run, raw_split(data, split, 1)[0], p.detailed_model)
     except Exception as e:  # noqa: BLE001
         p.notes["model"] = _short(e)
         p.model = {"name": run.recipe.model.name, "params": sum(t.numel() for t in run.model.parameters())}
 
 
-def _model_summary(run, example) -> dict[str, Any]:
-    """Parameter count, and the inspect pillar's per-layer summary when it is installed."""
+def _model_summary(run, example, detailed: bool | None = None) -> dict[str, Any]:
+    """Parameter counts and a per-layer table (output shapes from one forward with hooks).
+
+    The inspect pillar's ``summary`` adds counted MACs, but its FLOP counter imports
+    ``torch._dynamo`` (seconds), so it runs only when ``detailed`` is True, or when None and
+    dynamo is already loaded (then it is cheap).
+    """
+    import sys
+
+    import torch
+
     model = run.model
     out: dict[str, Any] = {
         "name": run.recipe.model.name,
         "params": sum(t.numel() for t in model.parameters()),
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
+        "param_bytes": sum(t.numel() * t.element_size() for t in model.parameters()),
     }
-    try:
-        from liandan.inspect import summary
-    except ImportError:
-        return out
-    s = summary(model, example=run.info.normalize_x(example), latency_runs=0)
-    out.update(
-        {
-            "macs": s.macs,
-            "param_bytes": s.param_bytes,
-            "activation_bytes": s.activation_bytes,
-            "layers": [
+    x = run.info.normalize_x(example)
+    if detailed or (detailed is None and "torch._dynamo" in sys.modules):
+        try:
+            from liandan.inspect import summary
+
+            s = summary(model, example=x, latency_runs=0)
+            out.update(
                 {
-                    "name": i.name,
-                    "type": i.type,
-                    "depth": i.depth,
-                    "output_shape": i.output_shape,
-                    "params": i.params,
-                    "macs": i.macs,
+                    "macs": s.macs,
+                    "activation_bytes": s.activation_bytes,
+                    "layers": [
+                        {
+                            "name": i.name,
+                            "type": i.type,
+                            "depth": i.depth,
+                            "output_shape": i.output_shape,
+                            "params": i.params,
+                            "macs": i.macs,
+                        }
+                        for i in s.layers
+                    ],
                 }
-                for i in s.layers
-            ],
+            )
+            return out
+        except Exception:  # noqa: BLE001 - fall back to the plain table below
+            pass
+    shapes: dict[str, list[int]] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if name and not any(True for _ in mod.children()):
+
+            def hook(_m, _a, o, name=name) -> None:
+                if isinstance(o, torch.Tensor):
+                    shapes[name] = list(o.shape)
+
+            hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    out["layers"] = [
+        {
+            "name": n,
+            "type": type(m).__name__,
+            "depth": n.count(".") + 1,
+            "output_shape": shapes.get(n),
+            "params": sum(t.numel() for t in m.parameters(recurse=False)),
+            "macs": None,
         }
-    )
+        for n, m in model.named_modules()
+        if n and not any(True for _ in m.children())
+    ]
     return out

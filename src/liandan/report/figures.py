@@ -12,25 +12,35 @@ import math
 from typing import Any
 
 DPI = 110
-LAYOUT: str | None = "constrained"
 BASE = {"epoch", "step", "split", "loss", "lr", "grad_norm", "wall_s"}
 TRAIN, VAL, STEP = "#1f77b4", "#d62728", "#9ecae1"
 
 
 def _figure(w: float = 5.6, h: float = 3.4, rows: int = 1, cols: int = 1, **kw: Any):
+    """A figure with fixed margins (in inches): a layout engine would draw every figure twice."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=DPI, layout=LAYOUT)
+    fig = Figure(figsize=(w, h), dpi=DPI)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.2 / w, bottom=0.55 / h, top=1 - 0.35 / h, wspace=0.3, hspace=0.35)
     axes = fig.subplots(rows, cols, squeeze=False, **kw)
     return fig, axes
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
     return buf.getvalue()
+
+
+def _log_y(a) -> None:
+    """Log y axis with plain tick labels (mathtext labels cost more than the whole plot)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    a.set_yscale("log")
+    a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _finite(v: Any) -> bool:
@@ -38,9 +48,7 @@ def _finite(v: Any) -> bool:
 
 
 def _series(rows: list[dict], split: str, key: str, x: str = "step") -> tuple[list, list]:
-    pts = [
-        (r[x], r[key]) for r in rows if r.get("split") == split and _finite(r.get(key)) and _finite(r.get(x))
-    ]
+    pts = [(r[x], r[key]) for r in rows if r.get("split") == split and _finite(r.get(key)) and _finite(r.get(x))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -61,7 +69,7 @@ def loss_curves(rows: list[dict]) -> bytes | None:
             a.plot(xs, ys, ls, color=colour, marker=marker, ms=3, lw=1.2 if marker else 0.8, label=label)
     a.set(xlabel="step", ylabel="loss", title="Loss")
     if all(y > 0 for s in ("step", "train", "val") for y in _series(rows, s, "loss")[1]):
-        a.set_yscale("log")
+        _log_y(a)
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     return _png(fig)
@@ -113,7 +121,7 @@ def grad_norm_curve(rows: list[dict]) -> bytes | None:
     a = ax[0, 0]
     a.plot(xs, ys, color="#9467bd", lw=1.0)
     if all(y > 0 for y in ys):
-        a.set_yscale("log")
+        _log_y(a)
     a.set(xlabel="step", ylabel="‖g‖₂", title="Gradient norm")
     a.grid(alpha=0.3)
     return _png(fig)

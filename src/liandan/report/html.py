@@ -111,9 +111,7 @@ def _overview(p: Pieces) -> str:
     if s.get("stop_reason"):
         html += f"<p>stop reason: {escape(str(s['stop_reason']))}</p>"
     final = s.get("final") or {}
-    names = sorted(
-        {k for d in final.values() if isinstance(d, dict) for k in d}, key=lambda k: (k != "loss", k)
-    )
+    names = sorted({k for d in final.values() if isinstance(d, dict) for k in d}, key=lambda k: (k != "loss", k))
     if names:
         html += "<h3>Final metrics</h3>" + _table(
             ["split", *names],
@@ -186,19 +184,13 @@ def _doctor(p: Pieces) -> str:
         if isinstance(ev, dict) and ev:
             html += "<h3>Evidence</h3>" + _table(["", "value"], [[k, v] for k, v in ev.items()])
         if f.get("causes"):
-            html += (
-                "<h3>Likely causes</h3><ul>"
-                + "".join(f"<li>{escape(str(c))}</li>" for c in f["causes"])
-                + "</ul>"
-            )
+            html += "<h3>Likely causes</h3><ul>" + "".join(f"<li>{escape(str(c))}</li>" for c in f["causes"]) + "</ul>"
         if f.get("fixes"):
             items = []
             for fx in f["fixes"]:
                 fx = fx if isinstance(fx, dict) else {"say": fx}
                 patch = fx.get("patch") or {}
-                sets = " ".join(
-                    f"--set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in patch.items()
-                )
+                sets = " ".join(f"--set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in patch.items())
                 items.append(
                     f"<li>{escape(str(fx.get('say', '')))}"
                     + (f" <code>{escape(sets)}</code>" if sets else "")
@@ -235,9 +227,7 @@ def _ood(p: Pieces, figs: dict[str, bytes]) -> str:
             ]
             for m, v in r["methods"].items()
         ]
-        html += _table(
-            ["method", "AUROC", "FPR@95", "AUPR-In", "AUPR-Out", "ID flagged", "OOD flagged"], rows
-        )
+        html += _table(["method", "AUROC", "FPR@95", "AUPR-In", "AUPR-Out", "ID flagged", "OOD flagged"], rows)
         html += _figs(figs, [f"ood_{i}"])
     return _section("ood", "Out-of-distribution detection", html)
 
@@ -263,9 +253,7 @@ def _model(p: Pieces) -> str:
             ]
             for l in m["layers"][:200]
         ]
-        html += "<details><summary>Layers</summary>" + _table(
-            ["layer", "type", "output", "params", "MACs"], rows
-        )
+        html += "<details><summary>Layers</summary>" + _table(["layer", "type", "output", "params", "MACs"], rows)
         html += "</details>"
     return _section("model", "Model", html)
 
@@ -293,12 +281,8 @@ def render(p: Pieces, figs: dict[str, bytes]) -> str:
         parts.append(_section("recipe", "Recipe", f"<pre>{escape(p.recipe_text)}</pre>"))
     if p.data:
         keep = ["source", "task", "num_classes", "input_shape", "class_names", "sizes"]
-        parts.append(
-            _section("data", "Data", _table(["", "value"], [[k, p.data.get(k)] for k in keep if k in p.data]))
-        )
-    notes = [[k, v] for k, v in p.notes.items()] + [
-        [f"time: {k}", f"{v:.2f} s"] for k, v in p.timings.items()
-    ]
+        parts.append(_section("data", "Data", _table(["", "value"], [[k, p.data.get(k)] for k in keep if k in p.data])))
+    notes = [[k, v] for k, v in p.notes.items()] + [[f"time: {k}", f"{v:.2f} s"] for k, v in p.timings.items()]
     parts.append(_section("notes", "Notes", _table(["piece", "note"], notes)))
     nav = "".join(
         f'<a href="#{i}">{t}</a>'

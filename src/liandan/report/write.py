@@ -54,11 +54,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_report(run_dir: str | Path, evaluate: bool = True) -> Path:
+def write_report(run_dir: str | Path, evaluate: bool = True, detailed_model: bool | None = None) -> Path:
     """Write ``RUN_DIR/report.html`` and ``RUN_DIR/figures/*.png``; returns the page's path.
 
     ``evaluate`` reloads the model to draw the confusion matrix, per-class table and
-    calibration diagram on the test split. Nothing optional raises: a missing piece becomes a
+    calibration diagram on the test split; ``detailed_model`` adds counted MACs per layer
+    (slow on first use: see :func:`.collect._model_summary`). Nothing optional raises: a missing piece becomes a
     note on the page. Only a run directory that does not exist is an error.
     """
     from liandan.report.html import render
@@ -67,7 +68,7 @@ def write_report(run_dir: str | Path, evaluate: bool = True) -> Path:
     if not run_dir.is_dir():
         raise LiandanError(f"{run_dir} is not a directory")
     t0 = time.perf_counter()
-    p = collect(run_dir, evaluate=evaluate)
+    p = collect(run_dir, evaluate=evaluate, detailed_model=detailed_model)
     t1 = time.perf_counter()
     figs = _draw(p)
     p.timings["figures"] = time.perf_counter() - t1

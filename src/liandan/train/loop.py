@@ -75,6 +75,9 @@ class Trainer:
         self._penalty = recipe.loss.l1 or recipe.loss.l2
         self.train_acc = MetricAccumulator(self.info.task, self.info.num_classes, device, self.info.denormalize_y)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # running loss of the current log interval (checkpointed so resumed logs match too)
+        self._log_loss = torch.zeros((), device=device)
+        self._log_n = 0
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -103,6 +106,8 @@ class Trainer:
         if acc:
             for k, v in acc.items():
                 setattr(self.train_acc, k, v.to(self.device) if torch.is_tensor(v) else v)
+        if "log" in st:
+            self._log_loss, self._log_n = st["log"]["loss"].to(self.device), st["log"]["n"]
         ck.set_rng_state(st["rng"])
         self.log.truncate(self.state.csv_rows)
 
@@ -153,8 +158,6 @@ class Trainer:
         n_batches = len(self.data.train)
         bs = self.data.train.batch_size
         last_size = self.data.train.num_samples - (n_batches - 1) * bs
-        log_loss = torch.zeros((), device=self.device)
-        log_n = 0
         group: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, (xb, yb) in enumerate(self.data.train.epoch(st.epoch, st.batch), st.batch):
             xb = xb.to(self.device, non_blocking=True)
@@ -185,17 +188,19 @@ class Trainer:
             st.batch = i + 1
             st.step += 1
             st.samples += total
-            log_loss += loss_sum if applied else 0.0
-            log_n += 1
+            if applied:
+                self._log_loss += loss_sum
+            self._log_n += 1
             for cb in self.callbacks:
                 cb.on_step_end(self, loss_sum, grad_norm, applied)
             if st.step % tc.log_every == 0 or i == n_batches - 1:
-                self._log_step(log_loss / max(log_n, 1), grad_norm, t_start)
-                log_loss.zero_()
-                log_n = 0
+                self._log_step(self._log_loss / max(self._log_n, 1), grad_norm, t_start)
+                self._log_loss.zero_()
+                self._log_n = 0
             if self.status != "running":
                 return
-            if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
+            if tc.checkpoint_every and st.step % tc.checkpoint_every == 0 and st.bad_steps == 0:
+                # no checkpoint inside a streak of skipped steps: the newest stays a good one
                 self.checkpoint(t_start)
             if self._stop_signal:
                 self.checkpoint(t_start)
@@ -312,6 +317,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ck.rng_state(),
             "train_acc": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in acc.items()},
+            "log": {"loss": self._log_loss.cpu(), "n": self._log_n},
         }
         path = ck.save_checkpoint(self.dir / "checkpoints", st.step, self.model, state, self.cfg.keep_checkpoints)
         ck.save_weights(self.model, self.dir / "checkpoints" / "last.safetensors")

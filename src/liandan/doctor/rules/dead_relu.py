@@ -1,0 +1,59 @@
+"""dead_relu: ReLU units that output 0 for every input, so they never get a gradient again.
+
+Symptom: in some ReLU layer ≥ 70 % of the units output 0 for the whole probe batch (AutoTrainer's
+γ = 0.7 on zero gradients; TheDeepChecker counts units whose activations stay ~0), median of the
+last three probes. Second signal (AutoTrainer's gate): the run does not learn well; a net with
+many dead units that still reaches good accuracy is not a finding.
+Causes and fixes: notes (ReLU / LeakyReLU / ELU 激活函数, 参数初始化, 学习率), AutoTrainer's DR repairs.
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, init_desc, layer_numbers, lower_lr, make, pct
+from liandan.doctor.view import RunView, median, typical_lr
+from liandan.registry import register_rule
+
+CODE = "dead_relu"
+DEAD = 0.7
+
+
+@register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high"))
+def dead_relu(view: RunView) -> Finding | None:
+    """Most units of a ReLU layer output zero for every input (they have stopped learning)."""
+    dead = {k: median(v) for k, v in view.act_series("dead", view.last_probes(3)).items()}
+    if not dead or not view.learns_poorly():
+        return None
+    worst = max(dead, key=dead.get)
+    if dead[worst] < DEAD:
+        return None
+    first = view.act_series("dead", view.probes[:1]).get(worst, [0.0])
+    step = next((p["step"] for p in view.probes if p.get("acts", {}).get(worst, {}).get("dead", 0) >= DEAD),
+                view.probes[-1]["step"])
+    ups = [median(v) for v in view.layer_series("update", view.probes[1:]).values()]
+    upd = median(ups, 0.0)
+    ev = {"worst_layer": worst, "dead_fraction": dead[worst], "dead_at_start": first[0],
+          "dead_layers": sum(v >= DEAD for v in dead.values()), "layer_dead": layer_numbers(dead, "{:.3f}"),
+          "update_ratio": upd, "lr": view.lr, "quality": view.quality()}
+    causes = []
+    typ = typical_lr(view.optimizer)
+    if view.lr > 3 * typ or upd > 1e-2:
+        causes.append(f"learning rate {view.lr:g} with updates of {pct(upd)} of the weights per step: a large "
+                      f"update pushed the units' biases/weights negative ({pct(first[0])} dead at the first "
+                      f"probe, {pct(dead[worst])} in layer {worst} now)")
+    m = view.recipe.model
+    if m.init in ("normal", "uniform", "constant", "zeros"):
+        causes.append(f"{init_desc(view)}: not scaled for ReLU (He init keeps half the units active)")
+    if not view.meta.get("norms"):
+        causes.append("no normalisation: nothing re-centres pre-activations that drift negative")
+    causes.append(f"{pct(dead[worst])} of the units of layer {worst} output 0 for every input: their "
+                  "gradient is 0 so they cannot recover")
+    fx = fixes(
+        fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}) if view.lr > typ or upd > 1e-2 else None,
+        fix(view, CODE, "leaky_relu", {"model.activation": "leaky_relu"}),
+        fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
+        fix(view, CODE, "he_init", {"model.init": "kaiming_normal"}),
+        fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}),
+        fix(view, CODE, "elu", {"model.activation": "elu"}),
+    )
+    return make(view, CODE, "warning", step, ev, causes, fx)

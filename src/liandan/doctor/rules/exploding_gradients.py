@@ -1,0 +1,94 @@
+"""exploding_gradients: the gradient norm grows by orders of magnitude.
+
+Symptom: the global gradient norm rises above 1e3× its value over the first steps, or above
+1e6 (TheDeepChecker's mean|g| > 1e6), or becomes non-finite after growing. AutoTrainer's
+layer ratio G_first/G_last > 70 fires on healthy MLPs by itself (DeepDiagnosis re-run: 14 of
+15 normal Blob/Circle models), so, as AutoTrainer does, it only counts with a second signal:
+here the loss got worse, went non-finite, or the run learned poorly.
+Causes and fixes: notes 梯度爆炸 (原因 1–4, 解决 1–6).
+"""
+
+from __future__ import annotations
+
+import math
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, layer_numbers, lower_lr, make
+from liandan.doctor.view import RunView, finite, median, typical_lr
+from liandan.registry import register_rule
+
+CODE = "exploding_gradients"
+GROWTH = 1e3
+ABSOLUTE = 1e6
+
+
+@register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
+                                               "overfitting", "underfitting", "lr_too_low"))
+def exploding_gradients(view: RunView) -> Finding | None:
+    """Gradient norms grow by orders of magnitude and the loss gets worse (or NaN)."""
+    steps, gn, loss = view.steps, view.grad_norm, view.loss
+    fin = finite(gn)
+    if len(fin) < 2:
+        return None
+    base = median(fin[:3])
+    if not base > 0:
+        return None
+    first = None
+    for s, x in zip(steps, gn, strict=True):
+        if math.isfinite(x) and (x > GROWTH * base or x > ABSOLUTE):
+            first = s
+            break
+        if not math.isfinite(x) and max(finite(gn[: steps.index(s)]) or [0.0]) > 10 * base:
+            first = s  # grew, then overflowed
+            break
+    if first is None:
+        return None
+    i = steps.index(first)
+    peak = max(finite(gn[: i + 1]) or [float("inf")]) if math.isfinite(gn[i]) else float("inf")
+    fl = finite(loss)
+    worse = bool(view.bad_steps()) or (len(fl) > 3 and view.loss_window(False) > view.loss_window(True))
+    if not (worse or view.learns_poorly()):
+        return None
+    # per-layer gradient norms at the probe nearest the blow-up (AutoTrainer's first/last ratio)
+    probe = min(view.probes, key=lambda p: abs(p["step"] - first), default=None)
+    layers = {k: v["grad"] for k, v in (probe or {}).get("layers", {}).items()}
+    names = list(layers)
+    ev = {"grad_norm": gn[i], "first_step_grad_norm": base, "peak_grad_norm": peak,
+          "growth": peak / base, "step": first, "lr": view.lr, "grad_clip": view.recipe.train.grad_clip}
+    if len(names) >= 2 and layers[names[-1]] > 0:
+        ev["first_last_ratio"] = layers[names[0]] / layers[names[-1]]
+        ev["layer_grad_norms"] = layer_numbers(layers)
+    causes = []
+    typ = typical_lr(view.optimizer)
+    clip = view.recipe.train.grad_clip
+    if view.lr > 3 * typ:
+        causes.append(f"learning rate {view.lr:g} too high for {view.optimizer} (typical {typ:g})"
+                      f"{'' if clip else ' without clipping'}: each update overshoots and the next gradient "
+                      f"is larger (norm ×{peak / base:.3g} by step {first})")
+    m = view.recipe.model
+    if m.init in ("normal", "uniform", "constant") and (m.init_std >= 0.5 or m.init == "constant"):
+        causes.append(f"{init_desc(view)}: weights too large, each layer multiplies the gradient "
+                      "(Jacobian spectrum > 1)")
+    depth = len(view.meta.get("layers", []))
+    if depth >= 6 and not view.meta.get("norms"):
+        causes.append(f"{depth} weight layers without normalisation: gradients multiply along the chain")
+    raw = max(abs((view.inputs or {}).get("max", 0.0)), abs((view.inputs or {}).get("min", 0.0)))
+    if not view.recipe.data.normalize and raw > 10:
+        causes.append(f"unnormalised inputs up to {g(raw)} make the first layer's gradient huge")
+    if view.recipe.train.precision == "fp16":
+        causes.append("fp16 loss scaling: a wrong scale inflates gradients (unscale before clipping)")
+    if not causes:
+        causes.append(f"learning rate {view.lr:g} too high for this model and data"
+                      f"{'' if clip else ' without gradient clipping'}")
+    clip_fix = fix(view, CODE, "clip", {"train.grad_clip": 1.0})
+    lr_fix = fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)})
+    fx = [lr_fix, clip_fix] if view.lr > 3 * typ else [clip_fix, lr_fix]
+    fx += [fix(view, CODE, "normalize", {"data.normalize": True}) if not view.recipe.data.normalize else None,
+           fix(view, CODE, "init", {"model.init": good_init(view)}) if m.init in ("normal", "uniform", "constant")
+           else None,
+           fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
+           fix(view, CODE, "warmup", {"schedule.warmup_steps": 100}),
+           fix(view, CODE, "weight_decay", {"optim.weight_decay": 0.01}) if view.recipe.optim.weight_decay == 0
+           else None,
+           fix(view, CODE, "architecture")]
+    return make(view, CODE, "error", first, ev, causes, fixes(*fx))

@@ -1,0 +1,80 @@
+"""loss_output_mismatch: the loss does not fit the model's output or the labels.
+
+Checks (AutoTrainer's improper output/loss, DeepDiagnosis's "out of range", TheDeepChecker's
+"redundant softmax" fault class, UMLAUT's "missing softmax / from_logits"):
+- the model already ends in softmax and the loss applies it again (cross-entropy on
+  probabilities: outputs ≥ 0 whose rows sum to 1);
+- class labels outside the output size (label ≥ number of outputs, or < 0);
+- binary cross-entropy on a single-label multi-class problem (> 2 classes);
+- BCE on regression targets outside [0, 1] (the loss's range);
+- integer class labels regressed with a regression loss;
+- a negative loss value where the loss cannot be negative.
+These are wiring errors, not symptoms: no second signal is needed.
+Notes: 损失函数 (分类: 交叉熵, softmax "(0,1), 和为1"; 回归: MSE/MAE), 原始输出 logits vs predictions.
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.view import RunView, finite
+from liandan.registry import register_rule
+
+CODE = "loss_output_mismatch"
+PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking")
+
+
+def _loss(view: RunView) -> str:
+    return view.recipe.loss.name or ("cross_entropy" if view.task == "classify" else "mse")
+
+
+@register_rule(CODE, phase="step", suppresses=("underfitting", "lr_too_low", "vanishing_gradients"))
+def loss_output_mismatch(view: RunView) -> Finding | None:
+    """The loss does not match the output layer or the labels (softmax twice, BCE on K classes, ...)."""
+    loss = _loss(view)
+    out = next((p["output"] for p in view.probes if "output" in p), None)
+    lab = (view.inputs or {}).get("labels") or next((p["labels"] for p in view.probes if "labels" in p), None) or {}
+    step = view.probes[0]["step"] if view.probes else None
+    ev: dict = {"loss": loss, "task": view.task, "outputs": (out or {}).get("dim", view.num_classes)}
+    causes, fx = [], []
+    kinds = [a["kind"] for a in view.meta.get("activations", [])]
+    if out and loss in PROB_LOSSES and out.get("dim", 1) > 1 and out.get("min", -1) >= 0 \
+            and out.get("row_sum_dev", 1) < 1e-3:
+        ev.update(output_min=out["min"], row_sum_deviation=out["row_sum_dev"])
+        ends = " (the model ends in a Softmax layer)" if kinds and kinds[-1] == "softmax" else ""
+        causes.append(f"the model outputs probabilities{ends} — every row sums to 1 — and {loss} applies softmax "
+                      "again: the logits are squashed into [0, 1], gradients shrink and predictions flatten")
+        fx += [fix(view, CODE, "logits", {"model.output": "logits"}), fix(view, CODE, "remove_softmax")]
+    if lab.get("kind") == "class" and view.task == "classify":
+        dim = (out or {}).get("dim", view.num_classes)
+        if lab["max"] >= dim or lab["min"] < 0:
+            ev.update(label_min=lab["min"], label_max=lab["max"])
+            causes.append(f"class labels range over {lab['min']}..{lab['max']} but the model has {dim} outputs")
+            fx += [fix(view, CODE, "num_classes", {"model.num_classes": lab["max"] + 1}),
+                   fix(view, CODE, "relabel")]
+    if loss == "bce_with_logits" and view.task == "classify" and view.num_classes > 2:
+        ev["classes"] = view.num_classes
+        causes.append(f"binary cross-entropy on a {view.num_classes}-class single-label problem: it scores each "
+                      "class independently instead of making the classes compete, so probabilities need not sum "
+                      "to 1 and the one-hot negatives dominate the loss")
+        fx.append(fix(view, CODE, "cross_entropy", {"loss.name": "cross_entropy"}))
+    if loss == "bce_with_logits" and view.task == "regress" and lab.get("kind") == "value" and \
+            (lab["min"] < -1e-6 or lab["max"] > 1 + 1e-6):
+        ev.update(target_min=lab["min"], target_max=lab["max"])
+        causes.append(f"binary cross-entropy needs targets in [0, 1] but they range over "
+                      f"[{g(lab['min'])}, {g(lab['max'])}]: the loss is unbounded below and meaningless")
+        fx.append(fix(view, CODE, "mse", {"loss.name": "mse"}))
+    if view.task == "regress" and view.class_names:
+        ev["classes"] = len(view.class_names)
+        causes.append(f"the data has {len(view.class_names)} classes but the task is regression: class ids are "
+                      f"treated as numbers ({loss} on ids 0..{len(view.class_names) - 1} imposes an order and "
+                      "distances that do not exist)")
+        fx.append(fix(view, CODE, "classify", {"task": "classify", "loss.name": "cross_entropy"}))
+        fx.append(fix(view, CODE, "classify", {"task": "classify"}))
+    lo = finite(view.loss)
+    if lo and min(lo) < -1e-6 and loss in ("cross_entropy", "bce_with_logits", "mse", "l1", "mae", "smooth_l1"):
+        ev["min_loss"] = min(lo)
+        causes.append(f"{loss} became negative ({g(min(lo))}): targets or outputs are outside the loss's domain")
+    if not causes:
+        return None
+    return make(view, CODE, "error", step, ev, causes, fixes(*fx))

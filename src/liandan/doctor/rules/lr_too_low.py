@@ -1,0 +1,48 @@
+"""lr_too_low: updates so small that the loss barely moves.
+
+Symptom: the median update/weight ratio is below 1e-4 (TheDeepChecker: log10 |ΔW|/|W| < -4,
+"parameters change too slowly") while the gradients themselves are not vanishing (the
+vanishing rule suppresses this one). Second signal: the loss fell by less than 30 % or the run
+learns poorly (AutoTrainer's slow convergence, δ = 0.01 per epoch; its repair raises the rate).
+Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, g, make, pct, raise_lr
+from liandan.doctor.rules.lr_too_high import update_ratio
+from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
+from liandan.registry import register_rule
+
+CODE = "lr_too_low"
+UPDATE = 1e-4
+
+
+@register_rule(CODE, phase="epoch", suppresses=("underfitting",))
+def lr_too_low(view: RunView) -> Finding | None:
+    """Updates are < 0.01 % of the weights per step and the loss hardly falls."""
+    upd = update_ratio(view)
+    if not upd < UPDATE:
+        return None
+    drop = view.loss_drop()
+    if not ((drop == drop and drop < 0.3) or view.learns_poorly()):
+        return None
+    grad = median([p.get("grad_norm", float("nan")) for p in view.probes])
+    ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop,
+          "grad_norm": grad, "quality": view.quality(), "epochs": len(view.epochs)}
+    typ = typical_lr(view.optimizer)
+    causes = [f"learning rate {view.lr:g} moves the weights by {upd * 100:.2g} % per step (healthy ≈ 0.1 %) "
+              f"although the gradient norm is {g(grad)}: the loss fell only {pct(max(drop, 0.0))}"]
+    if view.lr < typ / 10:
+        causes.append(f"{view.lr:g} is far below the usual {typ:g} for {view.optimizer}")
+    if view.recipe.optim.name in ("sgd",) and view.recipe.optim.options.get("momentum", 0) == 0:
+        causes.append("plain SGD without momentum: small steps and no acceleration along consistent directions")
+    fx = fixes(
+        fix(view, CODE, "raise_lr", {"optim.lr": raise_lr(view)}),
+        fix(view, CODE, "adam", {"optim.name": "adamw", "optim.lr": 1e-3}) if view.optimizer not in ADAPTIVE
+        else None,
+        fix(view, CODE, "lr_find"),
+        fix(view, CODE, "longer", {"train.epochs": view.recipe.train.epochs * 3}),
+    )
+    return make(view, CODE, "warning", view.probes[1]["step"] if len(view.probes) > 1 else None, ev, causes, fx)

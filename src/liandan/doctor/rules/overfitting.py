@@ -1,0 +1,83 @@
+"""overfitting: training error small, validation error large and growing.
+
+Symptom (AutoTrainer's overfit check, Zhang et al. ICSE 2021): train − val accuracy ≥ 0.10, or
+≥ 0.07 once train accuracy > 0.9; for regression, val loss ≥ 1.5× train loss. Second signal
+(UMLAUT's single-epoch rule is too noisy, so we need a trend): the validation loss ended ≥ 10 %
+above its minimum, reached at least two epochs earlier, while the training loss kept falling.
+A run whose early stopping restored the best weights has already been treated.
+Notes: 过拟合 — 原因 1–5 (数据太少, 模型太复杂, 正则化不足, 过多 epoch, 分布偏差),
+解决 (数据增强, L1/L2/dropout, 早停, 降低复杂度, 更多数据).
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.view import RunView, finite
+from liandan.registry import register_rule
+
+CODE = "overfitting"
+
+
+@register_rule(CODE, phase="end", modes=("train",))
+def overfitting(view: RunView) -> Finding | None:
+    """Validation loss rises while training loss falls, with a large train/val gap."""
+    eps = [e for e in view.epochs if isinstance(e.get("val"), dict) and isinstance(e.get("train"), dict)]
+    if len(eps) < 3:
+        return None
+    es = view.recipe.train.early_stopping
+    if es and es.restore_best and view.status == "stopped_early":
+        return None
+    vl = [e["val"]["loss"] for e in eps]
+    tl = [e["train"]["loss"] for e in eps]
+    if len(finite(vl)) != len(vl) or len(finite(tl)) != len(tl):
+        return None
+    best = vl.index(min(vl))
+    rising = vl[-1] > 1.1 * vl[best] and len(vl) - 1 - best >= 2 and tl[-1] < tl[best]
+    last = eps[-1]
+    if view.task == "classify":
+        tr, va = last["train"].get("accuracy", 0.0), last["val"].get("accuracy", 0.0)
+        gap = tr - va
+        big = gap >= (0.07 if tr > 0.9 else 0.10)
+    else:
+        tr, va = tl[-1], vl[-1]
+        gap = va / tr if tr > 0 else float("inf")
+        big = gap >= 1.5
+    if not (rising and big):
+        return None
+    n_train = view.sizes.get("train")
+    params = view.meta.get("params", 0)
+    ev = {"train_metric": tr, "val_metric": va, "gap": gap, "val_loss_min": vl[best], "val_loss_min_epoch": best + 1,
+          "val_loss_final": vl[-1], "train_loss_final": tl[-1], "epochs": len(eps), "params": params}
+    if n_train:
+        ev["train_samples"] = n_train
+    causes = []
+    m, o = view.recipe.model, view.recipe.optim
+    if n_train and params > 10 * n_train:
+        causes.append(f"{params:,} parameters for {n_train:,} training samples: the model can memorise the data")
+    elif n_train and n_train < 500:
+        causes.append(f"only {n_train} training samples")
+    causes.append(f"trained {len(eps) - 1 - best} epochs past the best validation loss (epoch {best + 1}: "
+                  f"{g(vl[best])} → {g(vl[-1])}) without early stopping")
+    reg = []
+    if not m.options.get("dropout") and not view.meta.get("dropout"):
+        reg.append("no dropout")
+    if o.weight_decay < 1e-3 and not view.recipe.loss.l2:
+        reg.append(f"weight decay {o.weight_decay:g}")
+    if reg:
+        causes.append("little regularisation: " + ", ".join(reg))
+    if not view.recipe.data.augment:
+        causes.append("no data augmentation")
+    patience = max(3, len(eps) // 15)  # AutoTrainer: max(3, epochs/15)
+    image = len(view.input_shape) == 3
+    fx = fixes(
+        fix(view, CODE, "early_stopping", {"train.early_stopping": {"monitor": "val.loss", "patience": patience}}),
+        fix(view, CODE, "weight_decay", {"optim.weight_decay": max(0.05, o.weight_decay * 10)}),
+        fix(view, CODE, "dropout", {"model.dropout": 0.3}) if not m.options.get("dropout") else None,
+        fix(view, CODE, "augment", {"data.augment": ["crop:2", "noise:0.05"] if image else ["noise:0.1"]}),
+        fix(view, CODE, "smaller", {"model.hidden": [max(8, h // 4) for h in m.options["hidden"]]})
+        if m.options.get("hidden") else None,
+        fix(view, CODE, "l2", {"loss.l2": 1e-4}) if not view.recipe.loss.l2 else None,
+        fix(view, CODE, "more_data"),
+    )
+    return make(view, CODE, "warning", last.get("step"), ev, causes, fx)

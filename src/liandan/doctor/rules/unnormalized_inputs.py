@@ -1,0 +1,63 @@
+"""unnormalized_inputs: input features (or regression targets) on wildly different or huge scales.
+
+Symptom, from the first training batches: values beyond ±10, or per-feature standard deviations
+that differ by more than 100×, or regression targets beyond ±10. A range rule alone fires on
+healthy runs (UMLAUT flagged all 49 normal CIFAR models with "input exceeds limits";
+DeepDiagnosis's [-1, 1] check likewise), so it needs a second signal: the run learns poorly,
+its loss went non-finite, or saturated units. Cockpit shows mis-scaled data in the gradient
+histogram (cockpit-experiments ``06_preprocessing``).
+Notes: 归一化 (Normalization) "加快训练速度; 调整输入数据 … 的分布"; BatchNorm "减小不同特征的偏差".
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
+from liandan.doctor.view import RunView, median
+from liandan.registry import register_rule
+
+CODE = "unnormalized_inputs"
+RANGE, RATIO = 10.0, 100.0
+
+
+@register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
+                                                "saturated_activations"))
+def unnormalized_inputs(view: RunView) -> Finding | None:
+    """Inputs or targets are far from zero-mean unit-scale and training suffers for it."""
+    inp = view.inputs
+    if not inp:
+        return None
+    lab = inp.get("labels") or {}
+    raw = max(abs(inp["max"]), abs(inp["min"]))
+    ratio = inp.get("std_ratio", 1.0)
+    target = max(abs(lab.get("max", 0)), abs(lab.get("min", 0))) if lab.get("kind") == "value" else 0.0
+    scaled = raw > RANGE or ratio > RATIO or target > RANGE
+    if not scaled:
+        return None
+    sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
+    second = view.learns_poorly() or bool(view.bad_steps()) or (sat and max(sat) > 0.5)
+    if not second:
+        return None
+    ev = {"input_min": inp["min"], "input_max": inp["max"], "feature_std_max": inp.get("std_max"),
+          "feature_std_min": inp.get("std_min"), "std_ratio": ratio, "features": inp.get("features"),
+          "normalize": view.recipe.data.normalize, "quality": view.quality()}
+    causes = []
+    if raw > RANGE or ratio > RATIO:
+        causes.append(f"inputs range over [{g(inp['min'])}, {g(inp['max'])}] and feature scales differ ×{ratio:.3g} "
+                      f"(std {g(inp.get('std_min', 0))} … {g(inp.get('std_max', 0))}): the loss surface is "
+                      "stretched along the large features, so one learning rate is too big for them and too "
+                      "small for the rest")
+    if target > RANGE:
+        ev["target_min"], ev["target_max"] = lab["min"], lab["max"]
+        causes.append(f"regression targets range over [{g(lab['min'])}, {g(lab['max'])}]: squared errors "
+                      f"and their gradients are ~{g(target**2)}× too large")
+    if not view.recipe.data.normalize:
+        causes.append("data.normalize is off: features are not standardised with training statistics")
+    fx = fixes(
+        fix(view, CODE, "normalize", {"data.normalize": True}),
+        fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
+        fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}),
+        fix(view, CODE, "log_transform"),
+    )
+    first = view.steps[0] if view.steps else None
+    return make(view, CODE, "warning", first, ev, causes, fx)

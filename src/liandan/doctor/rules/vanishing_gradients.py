@@ -1,0 +1,74 @@
+"""vanishing_gradients: the first layers get (almost) no gradient, so they do not learn.
+
+Symptom (AutoTrainer, Zhang et al. ICSE 2021): G_first/G_last < 1e-3 and G_first < 1e-4, the
+L2 norms of the first and last weight gradients; or the first layer's mean |g| < 1e-7
+(DeepDiagnosis; SageMaker Debugger's VanishingGradient default). Medians over the probe steps.
+Second signal, as AutoTrainer: the run also fails to converge (a small gradient alone on a run
+that learns well is not a finding).
+Causes and fixes: notes 梯度消失 (原因 1–4, 解决 1–7).
+"""
+
+from __future__ import annotations
+
+from liandan.doctor.findings import Finding
+from liandan.doctor.rules._common import fix, fixes, he_init_patch, init_desc, layer_numbers, make, pct
+from liandan.doctor.view import RunView, median
+from liandan.registry import register_rule
+
+CODE = "vanishing_gradients"
+RATIO, FIRST, MEAN_ABS = 1e-3, 1e-4, 1e-7
+
+
+@register_rule(CODE, phase="epoch", suppresses=("dead_relu", "lr_too_low", "underfitting"))
+def vanishing_gradients(view: RunView) -> Finding | None:
+    """The first layers' gradients are orders of magnitude smaller than the last layer's."""
+    probes = [p for p in view.probes if p.get("applied", True)]
+    if len(probes) < 2 or not view.learns_poorly():
+        return None
+    grads = {k: median(v) for k, v in view.layer_series("grad", probes).items()}
+    means = {k: median(v) for k, v in view.layer_series("grad_mean", probes).items()}
+    names = list(grads)
+    if len(names) < 2:
+        return None
+    first, last = grads[names[0]], grads[names[-1]]
+    ratio = first / last if last > 0 else float("nan")
+    by_ratio = ratio < RATIO and first < FIRST
+    by_mean = means[names[0]] < MEAN_ABS
+    if not (by_ratio or by_mean):
+        return None
+    step = next((p["step"] for p in probes
+                 if p["layers"][names[0]]["grad"] < FIRST or p["layers"][names[0]]["grad_mean"] < MEAN_ABS),
+                probes[-1]["step"])
+    ev = {"first_layer_grad_norm": first, "last_layer_grad_norm": last, "first_last_ratio": ratio,
+          "first_layer_mean_abs_grad": means[names[0]], "layer_grad_norms": layer_numbers(grads),
+          "quality": view.quality(), "loss_drop": view.loss_drop()}
+    kinds = view.act_kinds()
+    n_sat = kinds.get("sigmoid", 0) + kinds.get("tanh", 0)
+    sat = {k: median(v) for k, v in view.act_series("saturated", view.last_probes(3)).items()}
+    causes = []
+    if n_sat:
+        s = sum(sat.values()) / len(sat) if sat else 0.0
+        kind = "sigmoid" if kinds.get("sigmoid", 0) >= kinds.get("tanh", 0) else "tanh"
+        causes.append(f"{n_sat} {kind} layers: each multiplies the gradient by its derivative "
+                      f"(≤ 0.25 for sigmoid){f', and {pct(s)} of pre-activations are saturated' if s > 0.05 else ''}"
+                      f" — the chain product shrinks exponentially ({ratio:.2g} from last to first layer)")
+    m = view.recipe.model
+    if m.init in ("normal", "uniform") and m.init_std <= 0.05:
+        causes.append(f"{init_desc(view)}: weights too small, every layer shrinks the signal and its gradient")
+    elif m.init in ("normal", "uniform") and m.init_std >= 0.5 and n_sat:
+        causes.append(f"{init_desc(view)}: large weights push sigmoid/tanh units into saturation")
+    depth = len(names)
+    causes.append(f"{depth} weight layers{' without normalisation or shortcuts' if not view.meta.get('norms') else ''}:"
+                  f" the gradient is a product of {depth - 1} Jacobians")
+    fx = fixes(
+        fix(view, CODE, "relu_he", he_init_patch(view)) if n_sat else None,
+        fix(view, CODE, "good_init", {"model.init": "kaiming_normal" if not n_sat else "xavier_uniform"}),
+        fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
+        fix(view, CODE, "layernorm", {"model.norm": "layer"}),
+        fix(view, CODE, "residual"),
+        fix(view, CODE, "shallower", {"model.hidden": list(m.options.get("hidden", []))[:2]})
+        if len(m.options.get("hidden", [])) > 3 else None,
+        fix(view, CODE, "adam", {"optim.name": "adam", "optim.lr": 1e-3}) if view.optimizer not in
+        ("adam", "adamw") else None,
+    )
+    return make(view, CODE, "warning", step, ev, causes, fx)
