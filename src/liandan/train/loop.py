@@ -177,6 +177,9 @@ class Trainer:
                 with self._autocast():
                     out = model(x)
                     loss = self.loss_fn(out, y)
+                    aux = getattr(model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
+                    if aux is not None:
+                        loss = loss + aux
                     if self._penalty:
                         loss = loss + weight_penalty(model, self.recipe.loss.l1, self.recipe.loss.l2)
                 w = n / total
