@@ -59,6 +59,8 @@ class ModelConfig(_Options):
                       "xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, orthogonal")
     init_std: float = Field(0.01, gt=0, description="std (normal) or bound (uniform) for init")
     init_value: float = Field(0.1, description="value for constant init")
+    reparam: Literal["none", "weight", "spectral"] = Field(
+        "none", description="wrap Linear/Conv weights in weight normalisation or spectral normalisation")
 
 
 class LossConfig(_Options):

@@ -11,13 +11,26 @@ import pytest
 DOCTOR = {
     "healthy": False,
     "findings": [
-        {"code": "exploding_gradients", "severity": "error", "step": 37, "epoch": 1,
-         "evidence": {"grad_norm": 1.2e7, "first_last_ratio": 95.0},
-         "causes": ["learning rate too high for SGD without clipping"],
-         "fixes": [{"say": "clip gradients by global norm", "patch": {"train.grad_clip": 1.0}},
-                   {"say": "lower the learning rate 10x", "patch": {"optim.lr": 0.001}}]},
-        {"code": "overfitting", "severity": "warning", "epoch": 2, "evidence": {"gap": 0.08},
-         "causes": ["few samples"], "fixes": [{"say": "add augmentation", "patch": {"data.augment": ["crop:2"]}}]},
+        {
+            "code": "exploding_gradients",
+            "severity": "error",
+            "step": 37,
+            "epoch": 1,
+            "evidence": {"grad_norm": 1.2e7, "first_last_ratio": 95.0},
+            "causes": ["learning rate too high for SGD without clipping"],
+            "fixes": [
+                {"say": "clip gradients by global norm", "patch": {"train.grad_clip": 1.0}},
+                {"say": "lower the learning rate 10x", "patch": {"optim.lr": 0.001}},
+            ],
+        },
+        {
+            "code": "overfitting",
+            "severity": "warning",
+            "epoch": 2,
+            "evidence": {"gap": 0.08},
+            "causes": ["few samples"],
+            "fixes": [{"say": "add augmentation", "patch": {"data.augment": ["crop:2"]}}],
+        },
     ],
 }
 

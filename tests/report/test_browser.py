@@ -22,9 +22,18 @@ import pytest
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver", "/usr/lib/chromium/chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+]
 
 
 def _find(names: tuple[str, ...]) -> str | None:
@@ -44,8 +53,13 @@ def _apt_install() -> str | None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=300, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"],
-                       check=True, capture_output=True, timeout=900, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+            env=env,
+        )
     except (subprocess.SubprocessError, OSError) as e:
         return f"apt-get install chromium chromium-driver failed: {str(e).splitlines()[0]}"
     return None
@@ -93,9 +107,14 @@ def _screenshot(driver) -> bytes:
     """Full-page PNG through the DevTools protocol (beyond the viewport)."""
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics.get("cssContentSize") or metrics["contentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     return base64.b64decode(shot["data"])
 
 
@@ -105,6 +124,8 @@ def test_report_in_chromium(driver, report_run: Path, tmp_path):
     from liandan.report import write_report
 
     page = write_report(report_run)
+    driver.get("about:blank")
+    driver.get_log("performance"), driver.get_log("browser")  # drain the start page's own loads
     driver.get(page.resolve().as_uri())
     assert driver.execute_script("return document.readyState") == "complete"
     assert "digits-lenet" in driver.title
@@ -119,7 +140,8 @@ def test_report_in_chromium(driver, report_run: Path, tmp_path):
     imgs = driver.execute_script(
         "return Array.from(document.images).map(i => {const r = i.getBoundingClientRect();"
         "return {alt: i.alt, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,"
-        "shown_w: r.width, shown_h: r.height, data: i.src.startsWith('data:image/png;base64,')}})")
+        "shown_w: r.width, shown_h: r.height, data: i.src.startsWith('data:image/png;base64,')}})"
+    )
     alts = {i["alt"] for i in imgs}
     assert {"loss", "metrics", "lr", "grad_norm", "confusion", "calibration", "ood_0"} <= alts, alts
     for i in imgs:
@@ -128,11 +150,21 @@ def test_report_in_chromium(driver, report_run: Path, tmp_path):
         assert i["shown_w"] >= 250 and i["shown_h"] >= 150, f"{i['alt']} laid out at {i['shown_w']}x{i['shown_h']}"
 
     text = driver.find_element("tag name", "body").text
-    for heading in ("Overview", "Training curves", "Evaluation", "Doctor", "Out-of-distribution detection",
-                    "Model", "Recipe", "exploding_gradients", "clip gradients by global norm"):
+    for heading in (
+        "Overview",
+        "Training curves",
+        "Evaluation",
+        "Doctor",
+        "Out-of-distribution detection",
+        "Model",
+        "Recipe",
+        "exploding_gradients",
+        "clip gradients by global norm",
+    ):
         assert heading in text, heading
-    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), \
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), (
         "the page scrolls sideways"
+    )
 
     png = _screenshot(driver)
     shot = Image.open(io.BytesIO(png))

@@ -172,7 +172,14 @@ class RunView:
             return (x - chance) / (1 - chance)
         return x
 
-    def learns_poorly(self, threshold: float = 0.6) -> bool:
+    def poor(self) -> float:
+        """The quality below which a run "learns poorly": 0.6 of the way from chance to perfect
+        accuracy (AutoTrainer's Θ = 0.6–0.7), or R² 0.3 — noisy regression sets such as
+        diabetes top out near 0.5, so regression gets a lower bar."""
+        return 0.6 if self.task == "classify" else 0.3
+
+    def learns_poorly(self, threshold: float | None = None) -> bool:
+        threshold = self.poor() if threshold is None else threshold
         q = self.quality()
         if math.isnan(q):  # no epoch finished: judge by the loss curve
             d = self.loss_drop()

@@ -16,6 +16,7 @@ _API = {
     "regression_metrics": "liandan.evaluate.metrics",
     "OODDetector": "liandan.evaluate.ood",
     "ood_finding": "liandan.evaluate.ood",
+    "ood_sweep": "liandan.evaluate.ood",
     "ood_metrics": "liandan.evaluate.ood_metrics",
 }
 

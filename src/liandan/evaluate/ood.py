@@ -142,15 +142,48 @@ def _calib_split(data) -> str:
     return "val" if data.val is not None else "train"
 
 
-def _histogram(id_s: np.ndarray, ood_s: np.ndarray, bins: int = 40) -> dict[str, list]:
+def _histogram(id_s: np.ndarray, ood_s: np.ndarray, bins: int = 40) -> dict[str, Any]:
+    """Score histograms for the report, over the ID range widened by its own width on each side
+    (Mahalanobis OOD scores reach −10⁴ and would squash the ID mass); tails go to the end bins."""
     both = np.r_[id_s, ood_s]
     both = both[np.isfinite(both)]
-    lo, hi = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
+    if not len(both):
+        return {"edges": np.linspace(0, 1, bins + 1).tolist(), "id": [0] * bins, "ood": [0] * bins, "clipped": False}
+    ref = id_s[np.isfinite(id_s)] if np.isfinite(id_s).any() else both
+    width = max(float(ref.max() - ref.min()), 1e-9)
+    lo, hi = max(both.min(), ref.min() - width), min(both.max(), ref.max() + width)
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, bins + 1)
+    clip = lambda v: np.clip(v[np.isfinite(v)], edges[0], edges[-1])  # noqa: E731
     return {
         "edges": edges.tolist(),
-        "id": np.histogram(id_s, edges)[0].tolist(),
-        "ood": np.histogram(ood_s, edges)[0].tolist(),
+        "id": np.histogram(clip(id_s), edges)[0].tolist(),
+        "ood": np.histogram(clip(ood_s), edges)[0].tolist(),
+        "clipped": bool(both.min() < lo or both.max() > hi),
+    }
+
+
+def _detectors(run, data, methods: list[str], temperature: float | None, epsilon: float) -> dict[str, OODDetector]:
+    """One detector per method: fitted on the train split, calibrated on val (or train)."""
+    from liandan.evaluate.runio import raw_split
+
+    seed = run.recipe.seed
+    x_tr, y_tr = raw_split(data, "train", FIT_SAMPLES, seed)
+    x_cal = raw_split(data, _calib_split(data), FIT_SAMPLES, seed)[0]
+    dets = {}
+    for m in methods:
+        t = temperature if m in ("odin", "energy") else None
+        dets[m] = OODDetector(run.model, run.info, m, temperature=t, epsilon=epsilon).fit(x_tr, y_tr).calibrate(x_cal)
+    return dets
+
+
+def _method_result(det: OODDetector, id_s: np.ndarray, ood_s: np.ndarray) -> dict[str, Any]:
+    return {
+        **ood_metrics(id_s, ood_s),
+        "threshold": det.threshold,
+        "id_flagged": float((id_s < det.threshold).mean()),
+        "ood_flagged": float((ood_s < det.threshold).mean()),
+        "params": det.params,
+        "hist": _histogram(id_s, ood_s),
     }
 
 
@@ -171,6 +204,31 @@ def ood(
     calibrated on the validation split (95 % of ID kept) and the fraction of ID / OOD inputs it
     flags. ``save`` merges the result into ``RUN_DIR/ood.json`` (the report shows it).
     """
+    return ood_sweep(
+        run_dir,
+        [ood],
+        method,
+        split=split,
+        max_samples=max_samples,
+        temperature=temperature,
+        epsilon=epsilon,
+        save=save,
+    )[0]
+
+
+def ood_sweep(
+    run_dir: str | Path,
+    sources: Sequence[str],
+    method: str | Sequence[str] = "all",
+    *,
+    split: str = "test",
+    max_samples: int = 2000,
+    temperature: float | None = None,
+    epsilon: float = S.ODIN_EPS,
+    save: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`ood` for several OOD sets with one fit: e.g. a severity sweep
+    ``[f"rotate:{d}" for d in range(0, 91, 15)]``. Returns one result per source."""
     from liandan.evaluate.runio import open_run, raw_split
     from liandan.evaluate.sources import resolve_source
 
@@ -178,42 +236,24 @@ def ood(
     run, data = open_run(run_dir)
     seed = run.recipe.seed
     x_id, _ = raw_split(data, split, max_samples, seed)
-    x_ood, _, label = resolve_source(ood, data, run.info, split=split, seed=seed, max_samples=max_samples)
-    x_tr, y_tr = raw_split(data, "train", FIT_SAMPLES, seed)
-    x_cal = raw_split(data, _calib_split(data), FIT_SAMPLES, seed)[0]
-    res: dict[str, Any] = {
-        "run": str(run_dir),
-        "id": {"source": run.info.source, "split": split, "n": len(x_id)},
-        "ood": {"source": label, "n": len(x_ood)},
-        "positive": "ood",
-        "tpr": 0.95,
-        "calibration_split": _calib_split(data),
-        "methods": {},
-    }
-    for m in methods:
-        det = (
-            OODDetector(
-                run.model,
-                run.info,
-                m,
-                temperature=temperature if m in ("odin", "energy") else None,
-                epsilon=epsilon,
-            )
-            .fit(x_tr, y_tr)
-            .calibrate(x_cal)
-        )
-        id_s, ood_s = det.score(x_id).numpy(), det.score(x_ood).numpy()
-        res["methods"][m] = {
-            **ood_metrics(id_s, ood_s),
-            "threshold": det.threshold,
-            "id_flagged": float((id_s < det.threshold).mean()),
-            "ood_flagged": float((ood_s < det.threshold).mean()),
-            "params": det.params,
-            "hist": _histogram(id_s, ood_s),
+    dets = _detectors(run, data, methods, temperature, epsilon)
+    id_scores = {m: d.score(x_id).numpy() for m, d in dets.items()}
+    results = []
+    for src in sources:
+        x_ood, _, label = resolve_source(src, data, run.info, split=split, seed=seed, max_samples=max_samples)
+        res: dict[str, Any] = {
+            "run": str(run_dir),
+            "id": {"source": run.info.source, "split": split, "n": len(x_id)},
+            "ood": {"source": label, "n": len(x_ood)},
+            "positive": "ood",
+            "tpr": 0.95,
+            "calibration_split": _calib_split(data),
+            "methods": {m: _method_result(d, id_scores[m], d.score(x_ood).numpy()) for m, d in dets.items()},
         }
-    if save:
-        save_result(Path(run_dir), res)
-    return res
+        if save:
+            save_result(Path(run_dir), res)
+        results.append(res)
+    return results
 
 
 def save_result(run_dir: Path, res: dict[str, Any]) -> Path:
@@ -268,7 +308,7 @@ def ood_finding(
         raise LiandanError("ood_finding needs a calibrated detector")
     scores = detector.score(inputs).numpy()
     n = len(scores)
-    expected = 1 - detector.tpr if detector.calibrated else None
+    expected = round(1 - detector.tpr, 6) if detector.calibrated else None
     rate = float((scores < detector.threshold).mean()) if n else 0.0
     base = expected if expected is not None else 0.05
     alarm = base + max(3 * math.sqrt(base * (1 - base) / max(n, 1)), 0.05)

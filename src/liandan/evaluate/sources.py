@@ -175,9 +175,9 @@ def to_shape(x: torch.Tensor, shape: tuple[int, ...], name: str = "source") -> t
     """Resize / channel-map images, or check the feature count of tabular inputs."""
     if tuple(x.shape[1:]) == tuple(shape):
         return x
+    if x.dim() == 2 and x.shape[1] == math.prod(shape):  # flat vectors of the right size (e.g. 8×8 → 64)
+        return x.reshape(len(x), *shape)
     if len(shape) != 3:
-        if x[0].numel() == math.prod(shape):
-            return x.reshape(len(x), *shape)
         raise LiandanError(f"{name} has inputs of shape {tuple(x.shape[1:])}; the run takes {tuple(shape)}")
     if x.dim() != 4:
         raise LiandanError(

@@ -82,23 +82,24 @@ def _shortcut(c_in: int, c_out: int, stride: int, norm: Norm) -> nn.Module | Non
 
 class ResNet(nn.Module):
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int,
-                 in_channels: int, small: bool, norm: Norm) -> None:
+                 in_channels: int, small: bool, norm: Norm, width: int = 64) -> None:
         super().__init__()
+        w = width  # 64 in the paper; narrower stems make the same topology affordable on a CPU
         if small:
-            self.conv1 = _conv(in_channels, 64, 3, 1, norm)  # (64, 32, 32) at 32×32
+            self.conv1 = _conv(in_channels, w, 3, 1, norm)  # (64, 32, 32) at 32×32
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=norm == "none")  # (64, 112, 112)
+            self.conv1 = nn.Conv2d(in_channels, w, 7, 2, 3, bias=norm == "none")  # (64, 112, 112)
             self.maxpool = nn.MaxPool2d(3, 2, 1)  # (64, 56, 56)
-        self.bn1 = norm2d(norm, 64)
+        self.bn1 = norm2d(norm, w)
         self.relu = nn.ReLU(inplace=True)
-        self.c = 64
-        self.layer1 = self._stage(block, 64, layers[0], 1, norm)  # (64·e, 56, 56)
-        self.layer2 = self._stage(block, 128, layers[1], 2, norm)  # (128·e, 28, 28)
-        self.layer3 = self._stage(block, 256, layers[2], 2, norm)  # (256·e, 14, 14)
-        self.layer4 = self._stage(block, 512, layers[3], 2, norm)  # (512·e, 7, 7)
+        self.c = w
+        self.layer1 = self._stage(block, w, layers[0], 1, norm)  # (64·e, 56, 56)
+        self.layer2 = self._stage(block, 2 * w, layers[1], 2, norm)  # (128·e, 28, 28)
+        self.layer3 = self._stage(block, 4 * w, layers[2], 2, norm)  # (256·e, 14, 14)
+        self.layer4 = self._stage(block, 8 * w, layers[3], 2, norm)  # (512·e, 7, 7)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(8 * w * block.expansion, num_classes)
 
     def _stage(self, block: type[BasicBlock | Bottleneck], planes: int, n: int, stride: int,
                norm: Norm) -> nn.Sequential:
@@ -116,9 +117,9 @@ class ResNet(nn.Module):
 
 def _resnet(block: type[BasicBlock | Bottleneck], layers: list[int], name: str, num_classes: int,
             in_channels: int, input_shape: tuple[int, ...], small_input: bool | None, norm: Norm,
-            zero_init_residual: bool) -> nn.Module:
+            zero_init_residual: bool, width: int = 64) -> nn.Module:
     small = small_input_for(small_input, input_shape, name)
-    model = ResNet(block, layers, num_classes, in_channels, small, norm)
+    model = ResNet(block, layers, num_classes, in_channels, small, norm, width)
     init_vision(model, linear_std=None)
     if zero_init_residual:
         # Goyal et al. 2017: γ=0 in each block's last norm makes every block start as the
@@ -140,10 +141,11 @@ def resnet18(
     small_input: bool | None = None,
     norm: Norm = "batch",
     zero_init_residual: bool = False,
+    width: int = 64,
 ) -> nn.Module:
     """ResNet-18 (2015): residual shortcuts y = F(x) + x, basic blocks [2, 2, 2, 2]."""
     return _resnet(BasicBlock, [2, 2, 2, 2], "resnet18", num_classes, in_channels, input_shape,
-                   small_input, norm, zero_init_residual)
+                   small_input, norm, zero_init_residual, width)
 
 
 @register_model("resnet34", ref_params=21_797_672, ref_gmacs=3.664, ref_input=IMAGENET,
@@ -155,10 +157,11 @@ def resnet34(
     small_input: bool | None = None,
     norm: Norm = "batch",
     zero_init_residual: bool = False,
+    width: int = 64,
 ) -> nn.Module:
     """ResNet-34 (2015): residual shortcuts y = F(x) + x, basic blocks [3, 4, 6, 3]."""
     return _resnet(BasicBlock, [3, 4, 6, 3], "resnet34", num_classes, in_channels, input_shape,
-                   small_input, norm, zero_init_residual)
+                   small_input, norm, zero_init_residual, width)
 
 
 @register_model("resnet50", ref_params=25_557_032, ref_gmacs=4.089, ref_input=IMAGENET,
@@ -170,7 +173,8 @@ def resnet50(
     small_input: bool | None = None,
     norm: Norm = "batch",
     zero_init_residual: bool = False,
+    width: int = 64,
 ) -> nn.Module:
     """ResNet-50 V1.5 (2015): bottleneck blocks [3, 4, 6, 3], stride on the 3×3 conv."""
     return _resnet(Bottleneck, [3, 4, 6, 3], "resnet50", num_classes, in_channels, input_shape,
-                   small_input, norm, zero_init_residual)
+                   small_input, norm, zero_init_residual, width)

@@ -16,7 +16,7 @@ BASE = {"epoch", "step", "split", "loss", "lr", "grad_norm", "wall_s"}
 TRAIN, VAL, STEP = "#1f77b4", "#d62728", "#9ecae1"
 
 
-def _figure(w: float = 5.6, h: float = 3.4, rows: int = 1, cols: int = 1, **kw: Any):
+def _figure(w: float = 5.2, h: float = 3.2, rows: int = 1, cols: int = 1, **kw: Any):
     """A figure with fixed margins (in inches): a layout engine would draw every figure twice."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -34,13 +34,22 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _log_y(a) -> None:
-    """Log y axis with plain tick labels (mathtext labels cost more than the whole plot)."""
+def _maybe_log_y(a, ys: list[float]) -> None:
+    """Log y axis when the values span more than 1.5 decades, with plain tick labels (mathtext
+    labels cost more than the whole plot); a linear axis reads better over a shorter range."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    if not ys or min(ys) <= 0 or max(ys) / min(ys) < 30:
+        return
     a.set_yscale("log")
     a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _integer_x(a) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _finite(v: Any) -> bool:
@@ -68,8 +77,7 @@ def loss_curves(rows: list[dict]) -> bytes | None:
         if xs:
             a.plot(xs, ys, ls, color=colour, marker=marker, ms=3, lw=1.2 if marker else 0.8, label=label)
     a.set(xlabel="step", ylabel="loss", title="Loss")
-    if all(y > 0 for s in ("step", "train", "val") for y in _series(rows, s, "loss")[1]):
-        _log_y(a)
+    _maybe_log_y(a, [y for s, *_ in series for y in _series(rows, s, "loss")[1]])
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     return _png(fig)
@@ -82,13 +90,14 @@ def metric_curves(rows: list[dict]) -> bytes | None:
     if not names:
         return None
     names = names[:3]
-    fig, ax = _figure(5.6 if len(names) == 1 else 3.4 * len(names), 3.4, 1, len(names))
+    fig, ax = _figure(5.2 if len(names) == 1 else 3.5 * len(names), 3.2, 1, len(names))
     for a, n in zip(ax[0], names, strict=True):
         for split, colour, marker in (("train", TRAIN, "o"), ("val", VAL, "s")):
             xs, ys = _series(rows, split, n, "epoch")
             if xs:
                 a.plot([x + 1 for x in xs], ys, color=colour, marker=marker, ms=3, label=split)
         a.set(xlabel="epoch", title=n.replace("_", " "))
+        _integer_x(a)
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     return _png(fig)
@@ -104,7 +113,7 @@ def lr_curve(rows: list[dict]) -> bytes | None:
     xs, ys = _step_or_epoch(rows, "lr")
     if not xs:
         return None
-    fig, ax = _figure(5.6, 3.0)
+    fig, ax = _figure(5.2, 3.2)
     ax[0, 0].plot(xs, ys, color="#2ca02c", lw=1.4)
     ax[0, 0].set(xlabel="step", ylabel="learning rate", title="Learning rate")
     ax[0, 0].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
@@ -117,11 +126,10 @@ def grad_norm_curve(rows: list[dict]) -> bytes | None:
     xs, ys = _step_or_epoch(rows, "grad_norm")
     if not xs:
         return None
-    fig, ax = _figure(5.6, 3.0)
+    fig, ax = _figure(5.2, 3.2)
     a = ax[0, 0]
     a.plot(xs, ys, color="#9467bd", lw=1.0)
-    if all(y > 0 for y in ys):
-        _log_y(a)
+    _maybe_log_y(a, ys)
     a.set(xlabel="step", ylabel="‖g‖₂", title="Gradient norm")
     a.grid(alpha=0.3)
     return _png(fig)
@@ -137,8 +145,8 @@ def confusion(ev: dict[str, Any]) -> bytes | None:
     m = np.asarray(cm, dtype=float)
     k = len(m)
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    size = min(3.2 + 0.32 * k, 9.0)
-    fig, ax = _figure(size + 0.9, size)
+    size = min(2.6 + 0.2 * k, 8.0)
+    fig, ax = _figure(size + 1.0, size + 0.4)
     a = ax[0, 0]
     im = a.imshow(share, cmap="Blues", vmin=0, vmax=1)
     names = ev.get("class_names") or [str(i) for i in range(k)]
@@ -169,15 +177,21 @@ def calibration(ev: dict[str, Any]) -> bytes | None:
     if not rel or not rel.get("bins"):
         return None
     bins = rel["bins"]
-    fig, ax = _figure(5.0, 4.6, 2, 1, sharex=True, height_ratios=[3, 1])
+    fig, ax = _figure(4.6, 4.6, 2, 1, sharex=True, height_ratios=[3, 1])
     top, bottom = ax[0, 0], ax[1, 0]
     width = bins[0]["hi"] - bins[0]["lo"]
     lo = [b["lo"] for b in bins]
     acc = [b["accuracy"] or 0.0 for b in bins]
-    conf = [b["confidence"] or 0.0 for b in bins]
     top.bar(lo, acc, width=width, align="edge", color=TRAIN, edgecolor="white", label="accuracy")
-    gaps = [c - a if b["count"] else 0.0 for a, c, b in zip(acc, conf, bins, strict=True)]
-    top.bar(lo, gaps, bottom=acc, width=width, align="edge", color=VAL, alpha=0.35, label="gap to confidence")
+    filled = [b for b in bins if b["count"]]
+    top.plot(
+        [(b["lo"] + b["hi"]) / 2 for b in filled],
+        [b["confidence"] for b in filled],
+        "o",
+        color=VAL,
+        ms=4,
+        label="mean confidence",
+    )
     top.plot([0, 1], [0, 1], "k--", lw=1)
     top.set(
         ylabel="accuracy",
@@ -199,7 +213,8 @@ def ood_histograms(res: dict[str, Any]) -> bytes | None:
     n = len(methods)
     cols = min(n, 2)
     rows_ = math.ceil(n / cols)
-    fig, ax = _figure(3.6 * cols, 2.7 * rows_, rows_, cols)
+    fig, ax = _figure(3.8 * cols, 2.9 * rows_, rows_, cols)
+    fig.subplots_adjust(hspace=0.6, wspace=0.3)
     flat = [a for row in ax for a in row]
     for a, (m, r) in zip(flat, methods, strict=False):
         h = r["hist"]
@@ -208,6 +223,8 @@ def ood_histograms(res: dict[str, Any]) -> bytes | None:
         if _finite(r.get("threshold")):
             a.axvline(r["threshold"], color="k", ls="--", lw=1, label="threshold")
         a.set(title=f"{m}: AUROC {r['auroc']:.3f}", xlabel="score (higher = in-distribution)")
+        if h.get("clipped"):
+            a.set_xlabel("score (higher = ID; tails clipped)")
         a.legend(fontsize=7)
     for a in flat[n:]:
         a.set_axis_off()

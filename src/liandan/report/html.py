@@ -42,7 +42,7 @@ h2{font-size:18px;margin:0 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}
 th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#fafbfc}
-.figs{display:flex;flex-wrap:wrap;gap:12px}.figs figure{margin:0}
+.figs{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0;align-items:flex-start}.figs figure{margin:0}
 .figs img{max-width:100%;border:1px solid #eee;border-radius:4px}
 pre{background:#f6f8fa;padding:10px;border-radius:4px;overflow:auto;font-size:12px}
 .finding{border-left:4px solid #ccc;padding:6px 12px;margin:10px 0;background:#fcfcfc}
@@ -145,16 +145,18 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
     ]
     rows = [[k, ev[k]] for k in keys if k in ev]
     rows += [[f"top-{k} accuracy", v] for k, v in (ev.get("top_k") or {}).items()]
-    html = f"<p>split <code>{escape(str(ev.get('source')))}</code></p>" + _table(["metric", "value"], rows)
-    html += _figs(figs, ["confusion", "calibration"])
+    html = f"<p>split <code>{escape(str(ev.get('source')))}</code></p>"
+    row1 = [f"<div>{_table(['metric', 'value'], rows)}</div>"] + [_img(figs[n], n) for n in ("confusion",) if n in figs]
+    row2 = [_img(figs[n], n) for n in ("calibration",) if n in figs]
     if ev.get("per_class"):
-        html += "<h3>Per class</h3>" + _table(
-            ["class", "precision", "recall", "F1", "support"],
-            [
-                [f"{c['class']}: {c['name']}", c["precision"], c["recall"], c["f1"], c["support"]]
-                for c in ev["per_class"]
-            ],
+        per = [
+            [f"{c['class']}: {c['name']}", c["precision"], c["recall"], c["f1"], c["support"]] for c in ev["per_class"]
+        ]
+        row2.append(
+            "<div><h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], per) + "</div>"
         )
+    for row in (row1, row2):
+        html += f'<div class="figs">{"".join(row)}</div>'
     return _section("evaluation", "Evaluation", html)
 
 
@@ -194,6 +196,7 @@ def _doctor(p: Pieces) -> str:
                 items.append(
                     f"<li>{escape(str(fx.get('say', '')))}"
                     + (f" <code>{escape(sets)}</code>" if sets else "")
+                    + (f'<br><span class="muted">{escape(str(fx["why"]))}</span>' if fx.get("why") else "")
                     + "</li>"
                 )
             html += "<h3>Fixes</h3><ul>" + "".join(items) + "</ul>"
@@ -269,7 +272,7 @@ def render(p: Pieces, figs: dict[str, bytes]) -> str:
         _section(
             "training",
             "Training curves",
-            _figs(figs, ["loss", "metrics", "lr", "grad_norm"])
+            _figs(figs, ["loss", "grad_norm", "metrics", "lr"])
             or f'<p class="muted">{escape(p.notes.get("metrics", "no metrics logged"))}</p>',
         ),
         _evaluation(p, figs),

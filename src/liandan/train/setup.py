@@ -39,6 +39,10 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
         raise LiandanError(f"model {cfg.name!r} cannot take inputs of shape {tuple(info.input_shape)} "
                            f"from {info.source!r}: {msg}") from None
     init_weights(model, cfg.init, std=cfg.init_std, value=cfg.init_value)
+    if cfg.reparam != "none":
+        from liandan.models._wrappers import apply_weight_norm
+
+        apply_weight_norm(model, cfg.reparam)
     return model
 
 

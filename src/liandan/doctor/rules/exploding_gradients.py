@@ -23,12 +23,12 @@ ABSOLUTE = 1e6
 
 
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
-                                               "overfitting", "underfitting", "lr_too_low"))
+                                               "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"))
 def exploding_gradients(view: RunView) -> Finding | None:
     """Gradient norms grow by orders of magnitude and the loss gets worse (or NaN)."""
     steps, gn, loss = view.steps, view.grad_norm, view.loss
     fin = finite(gn)
-    if len(fin) < 2:
+    if not fin:
         return None
     base = median(fin[:3])
     if not base > 0:

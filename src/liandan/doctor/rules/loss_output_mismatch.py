@@ -28,7 +28,8 @@ def _loss(view: RunView) -> str:
     return view.recipe.loss.name or ("cross_entropy" if view.task == "classify" else "mse")
 
 
-@register_rule(CODE, phase="step", suppresses=("underfitting", "lr_too_low", "vanishing_gradients"))
+@register_rule(CODE, phase="step", suppresses=("underfitting", "overfitting", "lr_too_low", "lr_too_high",
+                                               "vanishing_gradients"))
 def loss_output_mismatch(view: RunView) -> Finding | None:
     """The loss does not match the output layer or the labels (softmax twice, BCE on K classes, ...)."""
     loss = _loss(view)

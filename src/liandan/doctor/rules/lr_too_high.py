@@ -3,8 +3,12 @@
 Symptom: the median update/weight ratio |ΔW|/|W| over layers and probe steps exceeds 1e-2
 (TheDeepChecker flags log10 ratio > -1 as "changing too quickly"; healthy runs here sit near
 1e-3, the classic heuristic, Karpathy's cs231n notes). Second signal — the loss oscillates
-instead of settling (AutoTrainer's "oscillating loss"): the validation loss ends ≥ 1.5× above
-its minimum, or the training loss fell less than half, or the run learns poorly.
+instead of settling (AutoTrainer's "oscillating loss"): the windowed training loss climbs back
+to ≥ 2× the best it had reached, or the validation loss ends ≥ 1.5× (and 0.1) above its minimum
+while the per-epoch training loss is also ≥ 1.2× above its own (val up alone is overfitting), or
+the quality fell ≥ 0.1 below the best epoch's (AutoTrainer: accuracy swings ≥ ζ), or, with
+updates ≥ 2 %, the loss did not move at all (< 10 % drop, accuracy at chance).
+A high ratio alone is common in tiny or heavily regularised models whose weights are small.
 Notes: 学习率对模型训练的影响 — "太大会导致一步跳过山谷, 对面再跳回来, 震荡".
 """
 
@@ -16,7 +20,7 @@ from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
 CODE = "lr_too_high"
-UPDATE = 1e-2
+UPDATE, RISE, COLLAPSE = 1e-2, 2.0, 0.1
 
 
 def update_ratio(view: RunView) -> float:
@@ -29,27 +33,58 @@ def update_ratio(view: RunView) -> float:
     return median(per_probe)
 
 
+def loss_rise(view: RunView) -> float:
+    """Largest ratio of a windowed mean training loss to the best windowed mean before it
+    (1 = the loss never climbed back up; 3 = it bounced to three times its best)."""
+    lo = view.loss
+    w = max(5, len(lo) // 20)
+    best, rise = float("inf"), 1.0
+    for i in range(0, max(1, len(lo) - w + 1), max(1, w // 2)):
+        seg = finite(lo[i:i + w])
+        if not seg:
+            continue
+        m = sum(seg) / len(seg)
+        if 0 < best < float("inf"):
+            rise = max(rise, m / best)
+        best = min(best, m)
+    return rise
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "overfitting"))
 def lr_too_high(view: RunView) -> Finding | None:
-    """Updates are > 1 % of the weights per step and the loss oscillates instead of settling."""
+    """Updates are > 1 % of the weights per step and the loss bounces instead of settling."""
     upd = update_ratio(view)
     if not upd > UPDATE:
         return None
     val = finite(view.metric("val", "loss"))
-    bounce = len(val) >= 2 and val[-1] > 1.5 * min(val)
+    tr = finite(view.metric("train", "loss"))
+    # validation loss up *and* training loss up: oscillation; val up alone is overfitting
+    bounce = (len(val) >= 2 and val[-1] > 1.5 * min(val) and val[-1] - min(val) > 0.1
+              and len(tr) >= 2 and tr[-1] > 1.2 * min(tr) + 0.05)
+    rise = loss_rise(view)
+    collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = view.loss_drop()
-    slow = drop == drop and drop < 0.5
-    if not (bounce or slow or view.learns_poorly()):
+    # big steps, yet no progress at all: jumping around the valley instead of descending into it
+    stuck = upd > 2 * UPDATE and drop == drop and drop < 0.1 and view.quality(best=True) < 0.1
+    if not (bounce or rise >= RISE or collapse >= COLLAPSE or stuck):
         return None
     step = next((p["step"] for p in view.probes[1:]
                  if median([st.get("update", 0) for st in p.get("layers", {}).values()], 0) > UPDATE),
                 view.probes[-1]["step"] if view.probes else None)
-    ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop,
+    ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop, "loss_rise": rise,
+          "quality_drop": collapse, "stuck": stuck,
           "val_loss_min": min(val) if val else None, "val_loss_final": val[-1] if val else None,
           "quality": view.quality()}
     typ = typical_lr(view.optimizer)
     causes = [f"learning rate {view.lr:g} moves the weights by {pct(upd)} per step (healthy ≈ 0.1 %): "
               "each step jumps across the valley and back, so the loss oscillates"]
+    if rise >= RISE:
+        causes.append(f"the training loss climbed back to {rise:.3g}× the best it had reached")
+    if stuck:
+        causes.append(f"the loss fell only {pct(max(drop, 0.0))} although every step changes the weights by "
+                      f"{pct(upd)}: the steps jump across the minimum instead of descending into it")
+    if collapse >= COLLAPSE:
+        causes.append(f"quality fell from {view.quality(best=True):.2f} at the best epoch to {view.quality():.2f}")
     if bounce:
         causes.append(f"validation loss rose from its minimum {g(min(val))} to {g(val[-1])}")
     if view.lr > 3 * typ:

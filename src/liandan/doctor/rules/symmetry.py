@@ -1,7 +1,7 @@
 """symmetry: units of a layer with identical weights — they compute the same function, get the
 same gradient and never differentiate (constant or zero init).
 
-Symptom: at an epoch end, ≥ 50 % of a layer's units have incoming weights equal to another
+Symptom: at initialisation ≥ 50 % of a layer's units have incoming weights equal to another
 unit's up to 1e-6 (probes.identical_fraction). The second signal is persistence: still
 identical after a whole epoch of updates (random init never produces this).
 Notes: 对称性 ("神经网络中不同神经元之间由于参数初始化相同而导致的相似或相同的行为") and 避免陷入局部极小值
@@ -19,18 +19,20 @@ CODE = "symmetry"
 SHARE = 0.5
 
 
-@register_rule(CODE, phase="epoch", suppresses=("dead_relu", "vanishing_gradients", "lr_too_low", "underfitting",
-                                                "saturated_activations"))
+@register_rule(CODE, phase="epoch", suppresses=("dead_relu", "vanishing_gradients", "lr_too_low", "lr_too_high",
+                                                "underfitting", "saturated_activations"))
 def symmetry(view: RunView) -> Finding | None:
     """Units of a layer stay identical after training (constant/zero init never broke the symmetry)."""
     recs = [r for r in view.identical if r.get("epoch", 0) >= 1 or r.get("step", 0) >= view.steps_per_epoch]
     if not recs:
         return None
     last = recs[-1]["layers"]
-    sym = {k: v for k, v in last.items() if v >= SHARE}
+    start = view.identical[0]["layers"] if view.identical and view.identical[0].get("step", 0) == 0 else {}
+    # identical at init *and* still identical: weights that merely decayed to ~0 together
+    # (a huge weight decay step) are not the symmetry problem
+    sym = {k: v for k, v in last.items() if v >= SHARE and start.get(k, 0.0) >= SHARE}
     if not sym:
         return None
-    start = view.identical[0]["layers"] if view.identical else {}
     sizes = {lay["name"]: lay["shape"][0] for lay in view.meta.get("layers", [])}
     worst = max(sym, key=sym.get)
     ev = {"layers": layer_numbers(sym, "{:.3f}"), "layer_units": {k: sizes.get(k) for k in sym},

@@ -1,6 +1,6 @@
 """underfitting: the model does not even fit the training data.
 
-Symptom: the final quality (accuracy over chance, or R²) is below 0.6 — AutoTrainer's "not
+Symptom: the final quality (accuracy over chance, or R²) is below 0.6 (R² 0.3) — AutoTrainer's "not
 converge" (max accuracy < Θ = 0.7 on balanced sets) — on training and validation alike; in the
 short probing run of ``liandan doctor RECIPE``, failing to overfit one small batch
 (TheDeepChecker's pre-training check). Generic: reported only when no specific rule (learning
@@ -17,7 +17,6 @@ from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
 CODE = "underfitting"
-QUALITY = 0.6
 
 
 @register_rule(CODE, phase="end", generic=True)
@@ -29,7 +28,7 @@ def underfitting(view: RunView) -> Finding | None:
     if view.mode == "probe":
         if not failed_check:
             return None
-    elif not (q == q and q < QUALITY):
+    elif not (q == q and q < view.poor()):
         return None
     m, o, t = view.recipe.model, view.recipe.optim, view.recipe.train
     tl = finite(view.metric("train", "loss"))

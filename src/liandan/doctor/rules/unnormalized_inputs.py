@@ -1,7 +1,8 @@
 """unnormalized_inputs: input features (or regression targets) on wildly different or huge scales.
 
-Symptom, from the first training batches: values beyond ±10, or per-feature standard deviations
-that differ by more than 100×, or regression targets beyond ±10. A range rule alone fires on
+Symptom, from the first training batches: a feature whose mean or standard deviation exceeds
+10, or per-feature standard deviations that differ by more than 100×, or regression targets
+whose mean or std exceeds 10 (scale, not range: standardised data keeps a few outliers). A range rule alone fires on
 healthy runs (UMLAUT flagged all 49 normal CIFAR models with "input exceeds limits";
 DeepDiagnosis's [-1, 1] check likewise), so it needs a second signal: the run learns poorly,
 its loss went non-finite, or saturated units. Cockpit shows mis-scaled data in the gradient
@@ -21,17 +22,18 @@ RANGE, RATIO = 10.0, 100.0
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
-                                                "saturated_activations"))
+                                                "saturated_activations", "vanishing_gradients"))
 def unnormalized_inputs(view: RunView) -> Finding | None:
     """Inputs or targets are far from zero-mean unit-scale and training suffers for it."""
     inp = view.inputs
     if not inp:
         return None
     lab = inp.get("labels") or {}
-    raw = max(abs(inp["max"]), abs(inp["min"]))
     ratio = inp.get("std_ratio", 1.0)
-    target = max(abs(lab.get("max", 0)), abs(lab.get("min", 0))) if lab.get("kind") == "value" else 0.0
-    scaled = raw > RANGE or ratio > RATIO or target > RANGE
+    # Scale, not range: standardised data can still hold a few outliers beyond ±10.
+    big = max(inp.get("std_max", 0.0), inp.get("abs_mean_max", 0.0))
+    target = max(abs(lab.get("mean", 0)), lab.get("std", 0)) if lab.get("kind") == "value" else 0.0
+    scaled = big > RANGE or ratio > RATIO or target > RANGE
     if not scaled:
         return None
     sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
@@ -42,7 +44,7 @@ def unnormalized_inputs(view: RunView) -> Finding | None:
           "feature_std_min": inp.get("std_min"), "std_ratio": ratio, "features": inp.get("features"),
           "normalize": view.recipe.data.normalize, "quality": view.quality()}
     causes = []
-    if raw > RANGE or ratio > RATIO:
+    if big > RANGE or ratio > RATIO:
         causes.append(f"inputs range over [{g(inp['min'])}, {g(inp['max'])}] and feature scales differ ×{ratio:.3g} "
                       f"(std {g(inp.get('std_min', 0))} … {g(inp.get('std_max', 0))}): the loss surface is "
                       "stretched along the large features, so one learning rate is too big for them and too "

@@ -36,6 +36,10 @@ def vanishing_gradients(view: RunView) -> Finding | None:
     by_mean = means[names[0]] < MEAN_ABS
     if not (by_ratio or by_mean):
         return None
+    dead = [median(v) for v in view.act_series("dead", view.last_probes(3)).values()]
+    ups = [median(v) for v in view.layer_series("update", probes[1:]).values()]
+    if dead and max(dead) >= 0.7 and median(ups, 0.0) > 1e-2:
+        return None  # units killed by large updates block the gradient: that is dead_relu's finding
     step = next((p["step"] for p in probes
                  if p["layers"][names[0]]["grad"] < FIRST or p["layers"][names[0]]["grad_mean"] < MEAN_ABS),
                 probes[-1]["step"])

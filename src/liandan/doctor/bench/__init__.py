@@ -1,0 +1,219 @@
+"""The doctor benchmark: faulty and healthy recipes with the codes the doctor must report.
+
+Cases live in this package as YAML files, one per problem (``<code>.yaml``) plus
+``healthy.yaml``; each is a list of ``{name, expect: [codes], allow: [codes], quick: bool,
+inject: ..., recipe: {...}}``. ``expect`` is what must be found (recall); a finding is correct
+(precision) when its code is in ``expect`` or ``allow`` — ``allow`` lists genuine co-symptoms
+(a blow-up both explodes and goes NaN). Healthy cases expect nothing: any finding is a false
+alarm. ``inject`` plants faults no recipe key can express (``softmax_head``: the model ends in
+a Softmax). Repair success: the ``--fix`` loop ends healthy with a better validation metric.
+Like AutoTrainer's evaluation (detection, false positives, repaired share), on our own cases.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from liandan.errors import LiandanError
+
+BASE = {"train.tensorboard": False, "train.threads": 1}
+
+
+@dataclass
+class Case:
+    name: str
+    group: str
+    recipe: dict[str, Any]
+    expect: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+    inject: str | None = None
+    quick: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return not self.expect
+
+
+def load_cases(names: list[str] | None = None, quick: bool = False) -> list[Case]:
+    """All cases (``quick``: the marked subset; ``names``: by case name, group or code)."""
+    cases = []
+    root = resources.files("liandan.doctor.bench")
+    for f in sorted(root.iterdir(), key=lambda p: p.name):
+        if not f.name.endswith(".yaml"):
+            continue
+        group = f.name[:-5]
+        for d in yaml.safe_load(f.read_text()) or []:
+            cases.append(
+                Case(
+                    d["name"],
+                    group,
+                    d["recipe"],
+                    list(d.get("expect", [])),
+                    list(d.get("allow", [])),
+                    d.get("inject"),
+                    bool(d.get("quick", False)),
+                )
+            )
+    if names:
+        wanted = set(names)
+        picked = [c for c in cases if c.name in wanted or c.group in wanted]
+        unknown = wanted - {c.name for c in picked} - {c.group for c in picked}
+        if unknown:
+            raise LiandanError(
+                f"unknown bench case(s) {', '.join(sorted(unknown))}; cases: {', '.join(c.name for c in cases)}"
+            )
+        return picked
+    return [c for c in cases if c.quick] if quick else cases
+
+
+def injector(kind: str | None):
+    """A factory of callbacks that plant a fault at fit start (None when nothing to inject)."""
+    if not kind:
+        return None
+    from torch import nn
+
+    from liandan.train.callbacks import Callback
+
+    class Inject(Callback):
+        def on_fit_start(self, trainer: Any) -> None:
+            if kind == "softmax_head":  # the classic: softmax in the model, then cross_entropy again
+                trainer.model = nn.Sequential(trainer.model, nn.Softmax(dim=-1))
+            else:
+                raise LiandanError(f"unknown bench injection {kind!r}")
+
+    return lambda: [Inject()]
+
+
+def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None) -> dict[str, Any]:
+    import liandan
+    from liandan.doctor.repair import repair as do_repair
+    from liandan.train.rundir import read_json
+
+    t0 = time.perf_counter()
+    cbs = injector(case.inject)
+    out = root / case.name
+    run = liandan.train(
+        case.recipe, overrides=dict(BASE), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True
+    )
+    doc = read_json(run.dir / "doctor.json")
+    found = [f["code"] for f in doc["findings"]]
+    ok_codes = set(case.expect) | set(case.allow)
+    res: dict[str, Any] = {
+        "name": case.name,
+        "group": case.group,
+        "expect": case.expect,
+        "found": found,
+        "missed": [c for c in case.expect if c not in found],
+        "wrong": [c for c in found if c not in ok_codes],
+        "status": run.status,
+    }
+    res["detected"] = not res["missed"] and not res["wrong"]
+    if repair and not case.healthy:
+        from liandan.doctor.findings import Finding
+
+        rep = do_repair(
+            case.recipe,
+            dict(BASE),
+            rounds=rounds,
+            out=out,
+            memory=memory,
+            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]], run.summary),
+            callbacks=cbs,
+        )
+        res["repair"] = {
+            "success": rep["success"],
+            "healthy": rep["healthy"],
+            "improved": rep["improved"],
+            "rounds": len(rep["rounds"]) - 1,
+            "overrides": rep["overrides"],
+            "val_before": rep["rounds"][0].get("val"),
+            "val_after": rep["final_val"],
+            "still": rep["findings"],
+        }
+    res["wall_s"] = round(time.perf_counter() - t0, 2)
+    return res
+
+
+def score(results: list[dict[str, Any]], cases: list[Case]) -> dict[str, Any]:
+    by = {c.name: c for c in cases}
+    faulty = [r for r in results if not by[r["name"]].healthy]
+    healthy = [r for r in results if by[r["name"]].healthy]
+    expected = sum(len(by[r["name"]].expect) for r in faulty)
+    hits = sum(len(by[r["name"]].expect) - len(r["missed"]) for r in faulty)
+    n_found = sum(len(r["found"]) for r in results)
+    wrong = sum(len(r["wrong"]) for r in results)
+    rep = [r["repair"]["success"] for r in faulty if "repair" in r]
+    return {
+        "cases": len(results),
+        "faulty": len(faulty),
+        "healthy": len(healthy),
+        "recall": hits / expected if expected else None,
+        "precision": (n_found - wrong) / n_found if n_found else None,
+        "false_alarm_rate": sum(bool(r["found"]) for r in healthy) / len(healthy) if healthy else None,
+        "repair_success": sum(rep) / len(rep) if rep else None,
+        "codes": sorted({c for r in faulty for c in by[r["name"]].expect}),
+    }
+
+
+def run_bench(
+    names: list[str] | None = None,
+    *,
+    quick: bool = False,
+    repair: bool = True,
+    rounds: int = 3,
+    memory: str | Path | None = None,
+    out: str | Path | None = None,
+    echo: Any = None,
+) -> dict[str, Any]:
+    """Run the cases; returns ``{"results": [...], "recall", "precision", "false_alarm_rate",
+    "repair_success", "wall_s", ...}``. A fresh memory store is used unless ``memory`` is given,
+    so results do not depend on past runs."""
+    import tempfile
+
+    import torch
+
+    from liandan.doctor.memory import Memory
+
+    cases = load_cases(names, quick)
+    if not cases:
+        raise LiandanError("no bench cases selected")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="liandan-bench-") as tmp:
+        root = Path(out) if out else Path(tmp)
+        mem = Memory(memory or Path(tmp) / "memory.db")
+        results = []
+        try:
+            for c in cases:
+                r = run_case(c, root, repair, rounds, mem)
+                results.append(r)
+                if echo:
+                    echo(format_result(r))
+        finally:
+            torch.set_num_threads(threads)
+    return {"results": results, **score(results, cases), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def format_result(r: dict[str, Any]) -> str:
+    mark = "ok " if r["detected"] else "BAD"
+    line = f"{mark} {r['name']:<34} expect {','.join(r['expect']) or '-':<40} found {','.join(r['found']) or '-'}"
+    if "repair" in r:
+        rp = r["repair"]
+        line += f"  | repair {'ok' if rp['success'] else 'FAIL'} ({rp['rounds']} rounds)"
+    return line + f"  {r['wall_s']:.1f}s"
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return (
+        f"cases {doc['cases']} (faulty {doc['faulty']}, healthy {doc['healthy']})  recall {f(doc['recall'])}  "
+        f"precision {f(doc['precision'])}  false_alarm_rate {f(doc['false_alarm_rate'])}  "
+        f"repair_success {f(doc['repair_success'])}  wall {doc['wall_s']:.0f}s"
+    )

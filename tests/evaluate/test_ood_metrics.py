@@ -1,0 +1,71 @@
+"""OOD metrics against scikit-learn, and the positive-class conventions (OpenOOD v1.5: OOD positive)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from liandan.evaluate.ood_metrics import auroc, fpr_at_tpr, ood_metrics
+
+
+def _scores(seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    id_s, ood_s = rng.normal(1.0, 1.0, 300), rng.normal(0.0, 1.2, 170)
+    return (np.round(id_s, 1), np.round(ood_s, 1)) if ties else (id_s, ood_s)
+
+
+def _openood(id_s: np.ndarray, ood_s: np.ndarray) -> dict[str, float]:
+    """openood/evaluators/metrics.py, written out with sklearn (OOD = 1, scored by −conf)."""
+    conf = np.r_[id_s, ood_s]
+    ood = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))]
+    fpr, tpr, _ = skm.roc_curve(ood, -conf, drop_intermediate=False)
+    p_in, r_in, _ = skm.precision_recall_curve(1 - ood, conf)
+    p_out, r_out, _ = skm.precision_recall_curve(ood, -conf)
+    return {
+        "auroc": skm.roc_auc_score(ood, -conf),
+        "fpr95": fpr[np.argmax(tpr >= 0.95)],
+        "aupr_in": skm.auc(r_in, p_in),
+        "aupr_out": skm.auc(r_out, p_out),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("ties", [False, True])
+def test_matches_openood_with_sklearn(seed, ties):
+    id_s, ood_s = _scores(seed, ties)
+    ours, ref = ood_metrics(id_s, ood_s), _openood(id_s, ood_s)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-12), k
+
+
+def test_auroc_is_invariant_to_the_positive_class_but_fpr95_is_not():
+    id_s, ood_s = _scores(3, ties=False)
+    lab = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
+    conf = np.r_[id_s, ood_s]
+    id_pos = skm.roc_auc_score(lab, conf)
+    ood_pos = skm.roc_auc_score(1 - lab, -conf)
+    assert auroc(id_s, ood_s) == pytest.approx(id_pos) == pytest.approx(ood_pos)
+    f_ood, f_id = fpr_at_tpr(id_s, ood_s, positive="ood"), fpr_at_tpr(id_s, ood_s, positive="id")
+    assert abs(f_ood - f_id) > 0.05, (f_ood, f_id)
+    # ID positive (ODIN / energy papers): the share of OOD accepted when 95 % of ID is kept
+    fpr, tpr, _ = skm.roc_curve(lab, conf, drop_intermediate=False)
+    assert f_id == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+
+
+def test_fpr95_convention_on_a_hand_example():
+    # ID scores 1..20; OOD: 18 at −5 and two confident ones (15, 16).
+    id_s = np.arange(1, 21, dtype=float)
+    ood_s = np.r_[np.full(18, -5.0), 15.0, 16.0]
+    # OOD positive: flagging 19 of 20 OOD inputs needs the cut at 15, which flags ID 1..15
+    assert fpr_at_tpr(id_s, ood_s, positive="ood") == pytest.approx(15 / 20)
+    # ID positive: keeping 19 of 20 ID inputs (scores >= 2) accepts the two confident OOD ones
+    assert fpr_at_tpr(id_s, ood_s, positive="id") == pytest.approx(2 / 20)
+    assert ood_metrics(id_s, ood_s)["fpr95"] == pytest.approx(15 / 20)
+
+
+def test_extremes():
+    assert ood_metrics(np.ones(10), np.zeros(10)) == {"auroc": 1.0, "fpr95": 0.0, "aupr_in": 1.0, "aupr_out": 1.0}
+    same = np.linspace(0, 1, 50)
+    assert auroc(same, same) == pytest.approx(0.5)
+    assert auroc(np.zeros(5), np.ones(5)) == 0.0
