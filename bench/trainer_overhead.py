@@ -43,8 +43,10 @@ def raw_loop(preset: str, out: Path) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=rec.optim.lr, weight_decay=rec.optim.weight_decay)
     import math
 
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: (t + 1) / (warm + 1) if t < warm else 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm))))
+    def factor(t: int) -> float:  # linear warmup, then cosine decay (the preset's schedule)
+        return (t + 1) / (warm + 1) if t < warm else 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     t0 = time.perf_counter()
     for epoch in range(rec.train.epochs):
         model.train()

@@ -106,6 +106,8 @@ class TrainConfig(_Section):
     tensorboard: bool = Field(True, description="write TensorBoard event files under tb/")
     compile: bool = Field(False, description="torch.compile the model")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallelism under torchrun: ddp or fsdp")
+    channels_last: bool = Field(False, description="NHWC memory format for image models")
 
 
 class DoctorConfig(_Section):
@@ -130,6 +132,7 @@ class Recipe(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     doctor: DoctorConfig = Field(default_factory=DoctorConfig)
+    report: bool = Field(True, description="write report.html at the end of the run")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -24,6 +24,9 @@ def _load_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _load_commands()
+    from liandan.cli.app import ARGV
+
+    ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
         app(args=argv, prog_name="liandan")
     except LiandanError as e:

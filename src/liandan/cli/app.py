@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
-import typer
+# Rich-formatted help costs ~0.25 s of imports (rich.markdown and friends) on every call;
+# plain click help keeps `liandan --help` instant. LIANDAN_RICH_HELP=1 brings it back.
+os.environ.setdefault("TYPER_USE_RICH", os.environ.get("LIANDAN_RICH_HELP", "0"))
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="liandan",
@@ -16,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+ARGV: list[str] = []  # the command line as given to liandan.cli.main (re-used by --nproc launches)
 
 
 def print_json(doc: Any) -> None:

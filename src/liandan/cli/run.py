@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
-from liandan.cli.app import app, print_json
+from liandan.cli.app import ARGV, app, print_json
 
 SET_HELP = "Override a recipe value: --set optim.lr=3e-4 (repeatable)."
 
@@ -32,11 +33,21 @@ def train(
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
     json_: bool = typer.Option(False, "--json", help="Print summary.json on stdout."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes on this node (data parallel through torchrun)."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes taking part (multi-node: same flags on each)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This node's rank, 0..nnodes-1."),
+    master: str = typer.Option(None, "--master", help="ADDR:PORT of the rank-0 node (multi-node)."),
 ) -> None:
     """Train a model from a recipe; writes a run directory."""
+    if nproc > 1 or nnodes > 1:
+        from liandan.train.distributed import launch
+
+        raise typer.Exit(launch(_strip_launch_flags(ARGV), nproc, nnodes, node_rank, master))
     import liandan
 
     run = liandan.train(recipe, overrides=set_ or None, out=out, quiet=quiet)
+    if os.environ.get("RANK", "0") != "0":  # torchrun worker: rank 0 speaks for the job
+        raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
     if json_:
         print_json({"dir": str(run.dir), **run.summary})
     else:
@@ -44,10 +55,30 @@ def train(
     raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
 
 
+def _strip_launch_flags(argv: list[str]) -> list[str]:
+    """The command line minus the launcher's own flags, for the torchrun workers."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in ("--nproc", "--nnodes", "--node-rank", "--master"):
+            skip = "=" not in a
+            continue
+        out.append(a)
+    return out
+
+
 @app.command()
 def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."),
-           quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+           quiet: bool = typer.Option(False, "--quiet", "-q"),
+           nproc: int = typer.Option(1, "--nproc", help="Processes (data parallel through torchrun).")) -> None:
     """Continue a run from its newest complete checkpoint."""
+    if nproc > 1:
+        from liandan.train.distributed import launch
+
+        raise typer.Exit(launch(_strip_launch_flags(ARGV), nproc))
     import liandan
 
     run = liandan.resume(run_dir, quiet=quiet)
@@ -59,17 +90,21 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
+    source: str = typer.Option(None, "--source", help="Evaluate on another data source or a shift (rotate:30)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Evaluate a trained run on one split."""
+    """Evaluate a trained run: metrics, per-class table, confusion matrix, calibration."""
     import liandan
 
-    res = liandan.evaluate(run_dir, split=split)
+    res = liandan.evaluate(run_dir, split=split, source=source)
     if json_:
         print_json({"split": split, **res})
-    else:
-        for k, v in res.items():
-            typer.echo(f"{split}.{k} = {v:.6g}" if isinstance(v, float) else f"{split}.{k} = {v}")
+        return
+    for k, v in res.items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            typer.echo(f"{split}.{k} = {v:.6g}")
+    for row in res.get("per_class", []) or []:
+        typer.echo("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
 @app.command()

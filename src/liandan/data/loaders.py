@@ -28,7 +28,43 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
 
 
-class TensorBatches:
+def global_batches(n: int, batch_size: int, world: int, drop_last: bool) -> int:
+    """Number of (global) batches per epoch; a last batch too small to give every rank a
+    sample is dropped in distributed runs."""
+    gb = batch_size * world
+    full, rest = divmod(n, gb)
+    if drop_last or (world > 1 and rest < world):
+        return max(full, 1) if n >= gb else (1 if n >= world else 0)
+    return full + (1 if rest else 0)
+
+
+class _Sharded:
+    """Shared logic: a global batch of ``batch_size × world`` samples per step, cut into
+    ``world`` nearly equal parts; rank ``r`` gets part ``r`` (distributed data parallel)."""
+
+    batch_size: int
+    rank: int = 0
+    world: int = 1
+    drop_last: bool = False
+
+    def shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return global_batches(self.num_samples, self.batch_size, self.world, self.drop_last)
+
+    def global_size(self, i: int) -> int:
+        """Samples in global batch ``i`` summed over ranks (to weight accumulated losses)."""
+        gb = self.batch_size * self.world
+        return min(gb, self.num_samples - i * gb)
+
+    def _local(self, order: torch.Tensor, i: int) -> torch.Tensor:
+        gb = self.batch_size * self.world
+        idx = order[i * gb : (i + 1) * gb]
+        return idx if self.world == 1 else idx.tensor_split(self.world)[self.rank]
+
+
+class TensorBatches(_Sharded):
     """Batches of in-memory ``(x, y)`` tensors by slicing a per-epoch permutation."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
@@ -40,20 +76,16 @@ class TensorBatches:
     def num_samples(self) -> int:
         return len(self.y)
 
-    def __len__(self) -> int:
-        n, b = len(self.y), self.batch_size
-        return n // b if self.drop_last and n >= b else -(-n // b)
-
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """Batches of ``epoch`` from batch index ``start`` on."""
         n, b = len(self.y), self.batch_size
-        if not self.shuffle and self.augment is None:  # plain slices are views: no copy at all
+        if not self.shuffle and self.augment is None and self.world == 1:  # views: no copy at all
             for i in range(start, len(self)):
                 yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
             return
         order = epoch_order(n, self.seed, epoch, self.shuffle)
         for i in range(start, len(self)):
-            idx = order[i * b : (i + 1) * b]
+            idx = self._local(order, i)
             xb = self.x[idx]
             if self.augment is not None:
                 xb = self.augment(xb, epoch_generator(self.seed, epoch, i))
@@ -63,38 +95,38 @@ class TensorBatches:
         return self.epoch(0)
 
 
-class _EpochSampler(Sampler[int]):
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
-        self.n, self.seed, self.shuffle, self.epoch, self.skip = n, seed, shuffle, 0, 0
+class _EpochBatchSampler(Sampler[list[int]]):
+    """Index lists of one epoch's (local) batches, from batch ``start`` on."""
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle)[self.skip :].tolist())
+    def __init__(self, owner: LoaderBatches) -> None:
+        self.owner, self.epoch, self.start = owner, 0, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        o = self.owner
+        order = epoch_order(o.num_samples, o.seed, self.epoch, o.shuffle)
+        for i in range(self.start, len(o)):
+            yield o._local(order, i).tolist()
 
     def __len__(self) -> int:
-        return self.n - self.skip
+        return len(self.owner) - self.start
 
 
-class LoaderBatches:
+class LoaderBatches(_Sharded):
     """File-backed batches through torch's DataLoader, with the same (seed, epoch) order."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  augment: Augment | None = None, num_workers: int = 0, drop_last: bool = False) -> None:
         self.dataset, self.batch_size, self.augment, self.seed = dataset, batch_size, augment, seed
-        self.drop_last = drop_last
-        self.sampler = _EpochSampler(len(dataset), seed, shuffle)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, drop_last=drop_last)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.sampler = _EpochBatchSampler(self)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers)
 
     @property
     def num_samples(self) -> int:
         return len(self.dataset)
 
-    def __len__(self) -> int:
-        n, b = len(self.dataset), self.batch_size
-        return n // b if self.drop_last and n >= b else -(-n // b)
-
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        self.sampler.epoch, self.sampler.skip = epoch, start * self.batch_size
+        self.sampler.epoch, self.sampler.start = epoch, start
         for i, (xb, yb) in enumerate(self.loader, start):
             if self.augment is not None:
                 xb = self.augment(xb, epoch_generator(self.seed, epoch, i))

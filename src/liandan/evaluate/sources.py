@@ -153,7 +153,12 @@ def load_mapped(
     opts = _parse_options(arg)
     shape = info.input_shape
     if info.is_image and shape[1] == shape[2] and "size" in accepted:
-        opts.setdefault("size", shape[1])
+        # Render at the resolution the run's own images were *made* at: digits are 8×8 even when
+        # a recipe upsamples them to 32×32, so shapes are drawn at 8×8 and upsampled the same way
+        # (to_shape below); otherwise the OOD set would differ from ID data in sharpness alone.
+        id_size = DATA.get(info.source).options().get("size") if info.source in DATA else None
+        native = id_size.default if id_size is not None and isinstance(id_size.default, int) else shape[1]
+        opts.setdefault("size", native)
     if info.is_image and shape[0] == 1 and "grayscale" in accepted:
         opts.setdefault("grayscale", True)
     if max_samples and "n" in accepted and isinstance(accepted["n"].default, int):

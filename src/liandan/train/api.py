@@ -19,7 +19,9 @@ from liandan.data.pipeline import DataInfo, DataModule, build_data
 from liandan.errors import LiandanError
 from liandan.recipe import Recipe, load_recipe
 from liandan.train import checkpoint as ck
+from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
+from liandan.train.flops import forward_flops, peak_flops, utilisation
 from liandan.train.loop import Trainer, evaluate, write_summary
 from liandan.train.rundir import new_run_dir, read_json, write_json
 from liandan.train.setup import build_loss, build_model, default_threads, pick_device
@@ -94,11 +96,15 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
           callbacks: list[Callback] | None = None, quiet: bool = False) -> Run:
     """Train ``recipe`` (a file, preset name, dict or Recipe) and return the finished :class:`Run`."""
     recipe = load_recipe(recipe, overrides)
+    denv = dist.init(pick_device(recipe.train.device).type)
     data, model, loss_name, loss_fn, device = prepare(recipe)
-    run_dir = new_run_dir(recipe.name, out)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
-    write_json(run_dir / "data.json", data.info.to_dict())
-    write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
+    run_dir = None
+    if denv.is_main:  # only rank 0 writes the run directory; the others learn its path
+        run_dir = new_run_dir(recipe.name, out)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
+        write_json(run_dir / "data.json", data.info.to_dict())
+        write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
+    run_dir = Path(dist.broadcast(str(run_dir)))
     seed_everything(recipe.seed)
     return _fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
 
@@ -110,40 +116,49 @@ def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: 
     if not (run_dir / "recipe.yaml").is_file():
         raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml)")
     recipe = load_recipe(run_dir / "recipe.yaml", {"train.epochs": epochs} if epochs else None)
-    ck.clean_temp(run_dir / "checkpoints")
+    denv = dist.init(pick_device(recipe.train.device).type)
+    if denv.is_main:
+        ck.clean_temp(run_dir / "checkpoints")
+    dist.barrier()
     path = ck.newest_checkpoint(run_dir / "checkpoints")
     data, model, loss_name, loss_fn, device = prepare(recipe)
     if path is None:  # killed before its first checkpoint: start over in place
         seed_everything(recipe.seed)
-        for f in ("metrics.csv",):
-            (run_dir / f).unlink(missing_ok=True)
+        if denv.is_main:
+            (run_dir / "metrics.csv").unlink(missing_ok=True)
     return _fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
 
 
 def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
          resume_path: Path | None, callbacks, quiet: bool) -> Run:
-    echo = _echo(quiet)
+    denv = dist.env()
+    echo = _echo(quiet or not denv.is_main)
+    data.train.shard(denv.rank, denv.world)
+    if recipe.train.channels_last and len(data.info.input_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
     threads_before = torch.get_num_threads()
     threads = recipe.train.threads or default_threads(model)
     torch.set_num_threads(threads)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True)
     cbs = list(callbacks or [])
-    if recipe.doctor.enabled:
+    if recipe.doctor.enabled and denv.is_main:
         cbs += _doctor_callbacks(recipe)
-    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo)
+    sample = next(iter(data.eval_batches("train").epoch(0)))[0][:1].to(device)
+    flops = forward_flops(model, sample)
+    net = dist.wrap(model, recipe.train.strategy, device) if denv.enabled else model
+    if recipe.train.compile:
+        net = torch.compile(net)
+    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo, net=net)
     if resume_path is not None:
         trainer.resume_from(resume_path)
         echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
-    if recipe.train.compile:
-        trainer.model = torch.compile(model)
     try:
         status = trainer.fit()
-    except KeyboardInterrupt:
-        write_summary(trainer, {}, {"device": str(device)}) if trainer.status != "failed" else None
-        raise
-    except Exception:
-        write_summary(trainer, {}, {"device": str(device)})
+    except BaseException:
+        if denv.is_main:
+            write_summary(trainer, {}, {"device": str(device)})
+        dist.shutdown()
         raise
     finally:
         torch.set_num_threads(threads_before)
@@ -158,10 +173,24 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
         for split in ("train", "val", "test"):
             if getattr(data, split) is not None:
                 final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device)
-        ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
+        if denv.is_main:
+            ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
     n_params = sum(p.numel() for p in model.parameters())
-    summary = write_summary(trainer, final, {"weights": "final" if final else weights, "device": str(device),
-                                             "threads": threads, "params": n_params})
+    st = trainer.state
+    extra = {"weights": "final" if final else weights, "device": str(device), "threads": threads,
+             "params": n_params, "world_size": denv.world,
+             "effective_batch_size": recipe.data.batch_size * recipe.train.accumulate * denv.world,
+             "lr_scaling": "none: the recipe's lr is used as is for the effective batch size",
+             **utilisation(flops, st.samples, st.wall_s, peak_flops(device, threads) if flops else None)}
+    summary = write_summary(trainer, final, extra) if denv.is_main else {"status": status, "final": final, **extra}
+    dist.shutdown()
+    if denv.is_main and recipe.report:
+        try:
+            from liandan.report import write_report
+
+            write_report(run_dir)
+        except Exception as e:  # noqa: BLE001 (a report must never fail a finished run)
+            echo(f"report skipped: {type(e).__name__}: {e}")
     if "test" in final:
         m = data.info
         key = "accuracy" if m.task == "classify" else "r2"

@@ -24,6 +24,7 @@ from liandan.losses import weight_penalty
 from liandan.optim import build_optimizer, build_schedule, current_lr
 from liandan.recipe import Recipe
 from liandan.train import checkpoint as ck
+from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
 from liandan.train.metrics import HIGHER_IS_BETTER, MetricAccumulator, metric_names
 from liandan.train.rundir import MetricsLog, write_json
@@ -49,8 +50,14 @@ class TrainState:
 
 class Trainer:
     def __init__(self, recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, run_dir: Path,
-                 device: torch.device, callbacks: list[Callback] | None = None, echo=print) -> None:
+                 device: torch.device, callbacks: list[Callback] | None = None, echo=print,
+                 net: nn.Module | None = None) -> None:
         self.recipe, self.data, self.model, self.loss_fn = recipe, data, model, loss_fn
+        # ``net`` is what the training step calls (the model, or its DDP/FSDP/compiled wrapper);
+        # ``model`` is the plain module that is evaluated, probed and saved.
+        self.net = net if net is not None else model
+        self.dist = dist.env()
+        self.is_main = self.dist.is_main
         self.dir, self.device, self.callbacks, self.echo = run_dir, device, list(callbacks or []), echo
         self.info = data.info
         tc = recipe.train
@@ -67,7 +74,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
         self.metrics = metric_names(self.info.task, self.info.num_classes)
         self.monitor, self.monitor_mode = self._monitor()
-        self.log = MetricsLog(run_dir / "metrics.csv", self.metrics)
+        self.log = MetricsLog(run_dir / "metrics.csv", self.metrics) if self.is_main else _NullLog()
         self.tb = None
         self.status = "running"
         self.stop_reason = ""
@@ -112,7 +119,7 @@ class Trainer:
         self.log.truncate(self.state.csv_rows)
 
     def _open_tb(self) -> None:
-        if not self.cfg.tensorboard:
+        if not self.cfg.tensorboard or not self.is_main:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -152,12 +159,12 @@ class Trainer:
         return self.status
 
     def _train_epoch(self, t_start: float) -> None:
-        tc, st, model = self.cfg, self.state, self.model
-        model.train()
+        tc, st, net = self.cfg, self.state, self.net
+        net.train()
         acc_n = tc.accumulate
-        n_batches = len(self.data.train)
-        bs = self.data.train.batch_size
-        last_size = self.data.train.num_samples - (n_batches - 1) * bs
+        train = self.data.train
+        n_batches = len(train)
+        world = self.dist.world
         group: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, (xb, yb) in enumerate(self.data.train.epoch(st.epoch, st.batch), st.batch):
             xb = xb.to(self.device, non_blocking=True)
@@ -167,24 +174,26 @@ class Trainer:
             group.append((xb, yb))
             if len(group) < acc_n and i < n_batches - 1:
                 continue
-            # Weight each micro-batch by its share of the group's samples, so N micro-batches of B
-            # give exactly the gradient of one batch of N·B (mean-reduced losses).
+            # Weight each micro-batch by its share of the group's samples (over all ranks), so N
+            # micro-batches of B give exactly the gradient of one batch of N·B with mean-reduced
+            # losses; the factor ``world`` undoes DDP's averaging of the ranks' gradients.
             first = i - len(group) + 1
-            sizes = [bs if j < n_batches - 1 else last_size for j in range(first, i + 1)]
-            total = sum(sizes)
+            total = sum(train.global_size(j) for j in range(first, i + 1))
             loss_sum = torch.zeros((), device=self.device)
-            for (x, y), n in zip(group, sizes, strict=True):
-                with self._autocast():
-                    out = model(x)
+            for k, (x, y) in enumerate(group):
+                share = len(y) / total
+                sync = k == len(group) - 1 or world == 1
+                with self._autocast(), (contextlib.nullcontext() if sync else net.no_sync()):
+                    out = net(x)
                     loss = self.loss_fn(out, y)
-                    aux = getattr(model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
+                    aux = getattr(self.model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
                     if aux is not None:
                         loss = loss + aux
                     if self._penalty:
-                        loss = loss + weight_penalty(model, self.recipe.loss.l1, self.recipe.loss.l2)
-                w = n / total
-                (self.scaler.scale(loss * w) if self.scaler else loss * w).backward()
-                loss_sum = loss_sum + loss.detach() * w
+                        loss = loss + weight_penalty(self.model, self.recipe.loss.l1, self.recipe.loss.l2)
+                    scaled = loss * (share * world)
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                loss_sum = loss_sum + loss.detach() * share
                 self.train_acc.update(out.detach(), y, loss.detach())
             group.clear()
             applied, grad_norm = self._optimizer_step(loss_sum)
@@ -227,6 +236,8 @@ class Trainer:
         grad_norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                      if grads else torch.zeros((), device=self.device))
         finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss))  # the one sync per step
+        if self.dist.enabled:  # every rank must take the same decision
+            finite = dist.all_true(finite, self.device)
         if not finite and self.scaler is None:
             # Skip the update: weights and optimizer state stay exactly as they were.
             self.optimizer.zero_grad(set_to_none=True)
@@ -253,6 +264,10 @@ class Trainer:
 
     def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, t_start: float) -> None:
         st = self.state
+        if self.dist.enabled:
+            loss = dist.all_reduce_sum(loss.clone())  # local shares of the global mean add up
+        if not self.is_main:
+            return
         row = {"epoch": st.epoch, "step": st.step, "split": "step", "loss": float(loss),
                "lr": current_lr(self.optimizer), "grad_norm": float(grad_norm),
                "wall_s": round(time.perf_counter() - t_start, 3)}
@@ -263,6 +278,12 @@ class Trainer:
 
     def _end_epoch(self, t_start: float) -> None:
         st, tc = self.state, self.cfg
+        if self.dist.enabled:  # train metrics over every rank's shard
+            acc = self.train_acc
+            for v in vars(acc).values():
+                if torch.is_tensor(v):
+                    dist.all_reduce_sum(v)
+            acc.n = int(dist.all_reduce_sum(torch.tensor(acc.n, device=self.device)))
         metrics = {"train": self.train_acc.compute()}
         self.train_acc.reset()
         if self.data.val is not None:
@@ -285,10 +306,12 @@ class Trainer:
                 else value > st.best_value + (tc.early_stopping.min_delta if tc.early_stopping else 0.0)))
         if improved:
             st.best_value, st.best_step, st.best_epoch, st.stale_epochs = float(value), st.step, st.epoch, 0
-            ck.save_weights(self.model, self.dir / "checkpoints" / "best.safetensors")
+            if self.is_main:
+                ck.save_weights(self.model, self.dir / "checkpoints" / "best.safetensors")
         else:
             st.stale_epochs += 1
-        self.echo(self._epoch_line(metrics))
+        if self.is_main:
+            self.echo(self._epoch_line(metrics))
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)
         st.epoch += 1
@@ -308,9 +331,11 @@ class Trainer:
             parts.append(" ".join(f"{split}.{k}={m[k]:.4f}" for k in keys if k in m))
         return "  ".join(parts)
 
-    def checkpoint(self, t_start: float) -> Path:
+    def checkpoint(self, t_start: float) -> Path | None:
         st = self.state
         st.wall_s = time.perf_counter() - t_start
+        if not self.is_main:
+            return None
         st.csv_rows = self.log.rows
         acc = {k: v for k, v in vars(self.train_acc).items() if torch.is_tensor(v) or k == "n"}
         state = {
@@ -387,3 +412,18 @@ def write_summary(trainer: Trainer, final: dict[str, dict[str, float]], extra: d
         summary["reason"] = trainer.stop_reason
     write_json(trainer.dir / "summary.json", summary)
     return summary
+
+
+class _NullLog:
+    """metrics.csv stand-in on ranks other than 0 (only rank 0 writes the run directory)."""
+
+    rows = 0
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def truncate(self, rows: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -135,6 +135,8 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
             "val_before": rep["rounds"][0].get("val"),
             "val_after": rep["final_val"],
             "still": rep["findings"],
+            "steps": [{k: r.get(k) for k in ("finding", "fix", "findings", "val", "gone", "improved", "accepted",
+                                             "error", "note") if k in r} for r in rep["rounds"][1:]],
         }
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     return res
