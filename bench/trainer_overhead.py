@@ -1,18 +1,22 @@
-"""Trainer overhead: the same job run by ``liandan.train`` and by a hand-written PyTorch loop.
+"""Trainer overhead: the same jobs run by ``liandan.train``, a hand-written PyTorch loop and
+PyTorch Lightning (when installed: ``pip install lightning``; it is not a liandan dependency).
 
-Same data tensors, model, optimizer, schedule, batches (order included) and thread count; both
-validate once per epoch and save weights once per epoch, as a hand-written loop would. The
-contenders alternate, several repeats; the figure is the ratio of median wall times of the
-training loops (data loading and the final test evaluation excluded from both).
+Same data tensors, model, initial weights, optimizer, schedule, batches (order included) and
+thread count; every contender validates once per epoch and saves weights once per epoch, as a
+hand-written loop would. Contenders alternate over several repeats; figures are ratios of
+median wall times of the training loops (data loading and final test evaluation excluded).
 
-    python bench/trainer_overhead.py [--repeats 5] [--preset digits-lenet]
+Jobs: ``digits-lenet`` (the preset) and ``mlp-200k`` (an MLP over a 200k-sample synthetic set).
 
-Last line: ``ratio liandan/raw = X``.
+    python bench/trainer_overhead.py [--repeats 5] [--jobs digits-lenet,mlp-200k]
+
+Last line: ``ratio liandan/raw = X`` (the worst job).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -25,33 +29,49 @@ from liandan.data.loaders import epoch_order
 from liandan.recipe import load_recipe
 from liandan.train.api import prepare, seed_everything
 
-OVERRIDES = ["doctor.enabled=false", "train.tensorboard=false", "train.threads=1"]
+COMMON = ["doctor.enabled=false", "train.tensorboard=false", "train.threads=1", "report=false"]
+JOBS = {
+    "digits-lenet": ("digits-lenet", []),
+    "mlp-200k": ({"name": "mlp-200k", "data": {"source": "blobs", "n": 200_000, "features": 32, "classes": 10,
+                                               "batch_size": 256, "spread": 4.0},
+                  "model": {"name": "mlp", "hidden": [128, 64]}, "train": {"epochs": 2}}, []),
+}
 
 
-def raw_loop(preset: str, out: Path) -> float:
-    """What a user writes by hand: zero_grad / forward / loss / backward / step, val each epoch."""
-    rec = load_recipe(preset, OVERRIDES)
-    data, model, _, loss_fn, _ = prepare(rec)  # identical data split, normalisation and init
+def _setup(job: str):
+    recipe, extra = JOBS[job]
+    rec = load_recipe(recipe, [*COMMON, *extra])
+    data, model, _, loss_fn, _ = prepare(rec)  # identical split, normalisation and initial weights
     seed_everything(rec.seed)
     torch.set_num_threads(1)
-    x, y = data.train.x, data.train.y
-    vx, vy = data.val.x, data.val.y
-    bs, n = rec.data.batch_size, len(y)
-    steps_per_epoch = -(-n // bs)
-    total = steps_per_epoch * rec.train.epochs
-    warm = rec.schedule.warmup_steps
-    opt = torch.optim.AdamW(model.parameters(), lr=rec.optim.lr, weight_decay=rec.optim.weight_decay)
-    import math
+    n = data.train.num_samples
+    bs = rec.data.batch_size
+    steps = -(-n // bs)
+    total, warm = steps * rec.train.epochs, rec.schedule.warmup_steps
+    cosine = rec.schedule.name == "cosine"
 
-    def factor(t: int) -> float:  # linear warmup, then cosine decay (the preset's schedule)
-        return (t + 1) / (warm + 1) if t < warm else 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm)))
+    def factor(t: int) -> float:  # the recipe's schedule written by hand: warmup, then cosine or constant
+        if t < warm:
+            return (t + 1) / (warm + 1)
+        return 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm))) if cosine else 1.0
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    def make_opt(params):
+        opt = torch.optim.AdamW(params, lr=rec.optim.lr, weight_decay=rec.optim.weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    return rec, data, model, loss_fn, make_opt, n, bs, steps
+
+
+def raw_loop(job: str, out: Path) -> float:
+    """What a user writes by hand: zero_grad / forward / loss / backward / step, val each epoch."""
+    rec, data, model, loss_fn, make_opt, n, bs, steps = _setup(job)
+    x, y, vx, vy = data.train.x, data.train.y, data.val.x, data.val.y
+    opt, sched = make_opt(model.parameters())
     t0 = time.perf_counter()
     for epoch in range(rec.train.epochs):
         model.train()
         order = epoch_order(n, rec.seed, epoch, True)
-        for i in range(steps_per_epoch):
+        for i in range(steps):
             idx = order[i * bs : (i + 1) * bs]
             opt.zero_grad()
             loss = loss_fn(model(x[idx]), y[idx])
@@ -60,38 +80,96 @@ def raw_loop(preset: str, out: Path) -> float:
             sched.step()
         model.eval()
         with torch.no_grad():
-            val_loss = loss_fn(model(vx), vy).item()
-            val_acc = (model(vx).argmax(1) == vy).float().mean().item()
+            out_v = model(vx)
+            _ = (loss_fn(out_v, vy).item(), (out_v.argmax(1) == vy).float().mean().item())
         torch.save(model.state_dict(), out / "last.pt")
-    del val_loss, val_acc
     return time.perf_counter() - t0
 
 
-def liandan_loop(preset: str, out: Path) -> float:
-    run = liandan.train(preset, overrides=OVERRIDES, out=out, quiet=True)
+def liandan_loop(job: str, out: Path) -> float:
+    recipe, extra = JOBS[job]
+    run = liandan.train(recipe, overrides=[*COMMON, *extra], out=out, quiet=True)
     return run.summary["wall_s"]
+
+
+def lightning_loop(job: str, out: Path) -> float:
+    import lightning as L
+    from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+    rec, data, model, loss_fn, make_opt, n, bs, steps = _setup(job)
+
+    class SameOrder(Sampler):  # the same batches as the other contenders
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def __iter__(self):
+            order = epoch_order(n, rec.seed, self.epoch, True)
+            self.epoch += 1
+            return iter([order[i * bs : (i + 1) * bs].tolist() for i in range(steps)])
+
+        def __len__(self) -> int:
+            return steps
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch, _):
+            return loss_fn(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            out_v = self.net(batch[0])
+            self.log("val_loss", loss_fn(out_v, batch[1]))
+
+        def configure_optimizers(self):
+            opt, sched = make_opt(self.parameters())
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    train_dl = DataLoader(TensorDataset(data.train.x, data.train.y), batch_sampler=SameOrder())
+    val_dl = DataLoader(TensorDataset(data.val.x, data.val.y), batch_size=len(data.val.y))
+    trainer = L.Trainer(max_epochs=rec.train.epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
+                        num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(Module(), train_dl, val_dl)
+    return time.perf_counter() - t0
+
+
+CONTENDERS = {"raw": raw_loop, "liandan": liandan_loop, "lightning": lightning_loop}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--preset", default="digits-lenet")
+    ap.add_argument("--jobs", default="digits-lenet,mlp-200k")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    times: dict[str, list[float]] = {"raw": [], "liandan": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            order = ("raw", "liandan") if r % 2 == 0 else ("liandan", "raw")
-            for name in order:
-                out = Path(tmp) / f"{name}{r}"
-                out.mkdir()
-                t = raw_loop(args.preset, out) if name == "raw" else liandan_loop(args.preset, out)
-                times[name].append(t)
-                print(f"repeat {r}  {name:<8} {t:7.3f} s", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{'contender':<10} {'median s':>9} {'min s':>7}")
-    for k, v in times.items():
-        print(f"{k:<10} {med[k]:9.3f} {min(v):7.3f}")
-    print(f"ratio liandan/raw = {med['liandan'] / med['raw']:.3f}")
+    names = ["raw", "liandan"]
+    try:
+        import lightning  # noqa: F401
+
+        names.append("lightning")
+    except ImportError:
+        print("(lightning not installed: comparing liandan with the raw loop only)")
+    worst = 0.0
+    for job in args.jobs.split(","):
+        times: dict[str, list[float]] = {k: [] for k in names}
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.repeats):
+                order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+                for name in order:
+                    out = Path(tmp) / f"{name}{r}"
+                    out.mkdir()
+                    times[name].append(CONTENDERS[name](job, out))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\njob {job}\n{'contender':<10} {'median s':>9} {'min s':>7}")
+        for k, v in times.items():
+            print(f"{k:<10} {med[k]:9.3f} {min(v):7.3f}")
+        ratio = med["liandan"] / med["raw"]
+        worst = max(worst, ratio)
+        print(f"{job}: liandan/raw = {ratio:.3f}", end="")
+        print(f", liandan/lightning = {med['liandan'] / med['lightning']:.3f}" if "lightning" in med else "")
+    print(f"ratio liandan/raw = {worst:.3f}")
 
 
 if __name__ == "__main__":

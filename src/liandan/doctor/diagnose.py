@@ -37,13 +37,11 @@ def diagnose(target: str | Path | dict | Recipe, *, fix: bool = False, overrides
     if isinstance(target, (str, Path)) and is_run_dir(target):
         if fix:
             from liandan.doctor.repair import repair
-            from liandan.train.rundir import read_json
 
             doc = diagnose_run_dir(target)
             findings = [Finding.from_dict(f) for f in doc["findings"] if not f.get("external")]
-            summary = read_json(Path(target) / "summary.json") if (Path(target) / "summary.json").exists() else {}
             return repair(Path(target) / "recipe.yaml", overrides, rounds=rounds, out=out or Path(target) / "repair",
-                          memory=memory, baseline=(Path(target), findings, summary), echo=echo, quiet=quiet)
+                          memory=memory, baseline=(Path(target), findings, None), echo=echo, quiet=quiet)
         return diagnose_run_dir(target)
     if fix:
         from liandan.doctor.repair import repair

@@ -95,9 +95,7 @@ class DoctorCallback(Probes):
             if trainer.recipe.doctor.auto_fix and self.findings:
                 from liandan.doctor.repair import repair_after_run
 
-                eps = [r for r in self.records if r.get("type") == "epoch" and "val" in r]
-                repair_after_run(trainer.dir, trainer.recipe, self.findings, eps[-1]["val"] if eps else None,
-                                 echo=trainer.echo)
+                repair_after_run(trainer, self.findings, echo=trainer.echo)
 
 
 def doctor_callbacks(recipe: Recipe) -> list[Callback]:

@@ -2,10 +2,10 @@
 used to rank fixes for similar runs next time.
 
 Location: ``doctor.memory`` in the recipe, else ``$LIANDAN_HOME/memory.db``, else
-``~/.liandan/memory.db``. A fix's score for a finding is its similarity-weighted success rate
-with a Laplace prior, (successes + 1) / (tries + 2), where a past attempt counts more the more
-of the run's signature (model, activation, data, optimizer, task) it shares; fixes never tried
-keep the rule's order (its evidence-based ranking). AutoTrainer instead tries its repair
+``~/.liandan/memory.db``. A fix's score for a finding is its similarity-weighted success rate,
+with the rule's own ranking as the prior: (successes + prior·2) / (attempts + 2), where a past
+attempt counts more the more of the run's signature (model, activation, data, optimizer, task)
+it shares, and prior = 0.7 − 0.1·rank. AutoTrainer instead tries its repair
 strategies in a fixed order (``repair_strategy('balance')``); memory lets the order learn.
 """
 
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_code ON attempts (code);
 """
 SIGNATURE_KEYS = ("model", "activation", "data", "optimizer", "task")
+PRIOR_WEIGHT = 2.0
 
 
 def default_path(configured: str | None = None) -> Path:
@@ -98,7 +99,12 @@ class Memory:
                  "evidence": json.loads(r[4])} for r in rows]
 
     def score(self, code: str, sig: dict[str, str], fix: Fix) -> tuple[float, float]:
-        """(success-rate estimate, weight of evidence) of ``fix`` for ``code`` on runs like ``sig``.
+        """(Laplace success-rate estimate, weight of evidence) of ``fix`` for ``code`` on runs like ``sig``."""
+        wins, tries = self.tally(code, sig, fix)
+        return (wins + 1.0) / (tries + 2.0), tries
+
+    def tally(self, code: str, sig: dict[str, str], fix: Fix) -> tuple[float, float]:
+        """Similarity-weighted (successes, attempts) of ``fix`` for ``code`` on runs like ``sig``.
 
         An attempt with the same patch counts fully; one that set the same keys to other values
         (e.g. another learning rate) counts half.
@@ -116,12 +122,19 @@ class Memory:
             w *= 1.0 if p == exact else 0.5
             wins += w * ok
             tries += w
-        return (wins + 1.0) / (tries + 2.0), tries
+        return wins, tries
 
     def rank(self, code: str, sig: dict[str, str], fixes: list[Fix]) -> list[Fix]:
-        """``fixes`` reordered by remembered success; untried fixes keep the rule's order."""
+        """``fixes`` reordered by remembered success, starting from the rule's order.
+
+        The rule's ranking (from this run's evidence) is the prior: the i-th fix starts at
+        0.7 − 0.1·i (≥ 0.2), worth PRIOR_WEIGHT pseudo-attempts; remembered attempts, weighted by
+        similarity, move it from there. One success on a dissimilar run does not overturn the
+        evidence; repeated outcomes on similar runs do.
+        """
         scored = []
         for i, f in enumerate(fixes):
-            p, n = self.score(code, sig, f)
-            scored.append((-(p if n > 0 else 0.5), i, f))
+            prior = max(0.2, 0.7 - 0.1 * i)
+            wins, tries = self.tally(code, sig, f)
+            scored.append((-(wins + prior * PRIOR_WEIGHT) / (tries + PRIOR_WEIGHT), i, f))
         return [f for _, _, f in sorted(scored, key=lambda t: (t[0], t[1]))]

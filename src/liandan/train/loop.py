@@ -9,6 +9,7 @@ stay on the device until a log step, and in-memory batches are tensor slices.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -80,7 +81,8 @@ class Trainer:
         self.stop_reason = ""
         self._stop_signal: str | None = None
         self._penalty = recipe.loss.l1 or recipe.loss.l2
-        self.train_acc = MetricAccumulator(self.info.task, self.info.num_classes, device, self.info.denormalize_y)
+        self.train_acc = MetricAccumulator(self.info.task, self.info.num_classes, device, self.info.denormalize_y,
+                                           light=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
@@ -179,7 +181,7 @@ class Trainer:
             # losses; the factor ``world`` undoes DDP's averaging of the ranks' gradients.
             first = i - len(group) + 1
             total = sum(train.global_size(j) for j in range(first, i + 1))
-            loss_sum = torch.zeros((), device=self.device)
+            loss_sum: torch.Tensor | float = 0.0
             for k, (x, y) in enumerate(group):
                 share = len(y) / total
                 sync = k == len(group) - 1 or world == 1
@@ -191,9 +193,10 @@ class Trainer:
                         loss = loss + aux
                     if self._penalty:
                         loss = loss + weight_penalty(self.model, self.recipe.loss.l1, self.recipe.loss.l2)
-                    scaled = loss * (share * world)
+                    factor = share * world
+                    scaled = loss if factor == 1.0 else loss * factor  # one batch, one process: as is
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                loss_sum = loss_sum + loss.detach() * share
+                loss_sum = loss.detach() if share == 1.0 else loss_sum + loss.detach() * share
                 self.train_acc.update(out.detach(), y, loss.detach())
             group.clear()
             applied, grad_norm = self._optimizer_step(loss_sum)
@@ -235,7 +238,8 @@ class Trainer:
         grads = [p.grad for p in self.params if p.grad is not None]
         grad_norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                      if grads else torch.zeros((), device=self.device))
-        finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss))  # the one sync per step
+        # The one host sync per step (free on CPU): a NaN/inf in either makes the sum non-finite.
+        finite = math.isfinite(float(grad_norm + loss))
         if self.dist.enabled:  # every rank must take the same decision
             finite = dist.all_true(finite, self.device)
         if not finite and self.scaler is None:

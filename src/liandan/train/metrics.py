@@ -19,14 +19,22 @@ HIGHER_IS_BETTER = {"accuracy", "top5_accuracy", "f1_macro", "r2"}
 
 
 class MetricAccumulator:
-    def __init__(self, task: str, num_classes: int, device: torch.device, denormalize=None) -> None:
+    """Sums over batches; ``light`` keeps only loss and accuracy (the per-step training tally,
+    where a confusion matrix and top-5 on every batch would cost more than the step itself on a
+    small model)."""
+
+    def __init__(self, task: str, num_classes: int, device: torch.device, denormalize=None,
+                 light: bool = False) -> None:
         self.task, self.k, self.device, self.denorm = task, num_classes, device, denormalize
+        self.light = light and task == "classify"
         self.reset()
 
     def reset(self) -> None:
         z = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
         self.loss_sum, self.n = z(), 0
-        if self.task == "classify":
+        if self.light:
+            self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        elif self.task == "classify":
             self.confusion = torch.zeros(self.k, self.k, dtype=torch.int64, device=self.device)
             self.top5 = z()
         else:
@@ -35,9 +43,11 @@ class MetricAccumulator:
     @torch.no_grad()
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         b = len(y)
-        self.loss_sum += loss.detach().double() * b
+        self.loss_sum += loss.detach() * b
         self.n += b
-        if self.task == "classify":
+        if self.light:
+            self.correct += (out.argmax(-1) == y).sum()
+        elif self.task == "classify":
             pred = out.argmax(-1)
             self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k).view(self.k, self.k)
             if self.k >= 10:
@@ -55,7 +65,9 @@ class MetricAccumulator:
     def compute(self) -> dict[str, float]:
         n = max(self.n, 1)
         res = {"loss": float(self.loss_sum) / n}
-        if self.task == "classify":
+        if self.light:
+            res["accuracy"] = float(self.correct) / n
+        elif self.task == "classify":
             cm = self.confusion.double()
             tp = cm.diag()
             res["accuracy"] = float(tp.sum() / max(cm.sum(), 1))

@@ -116,6 +116,7 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
     res["detected"] = not res["missed"] and not res["wrong"]
     if repair and not case.healthy:
         from liandan.doctor.findings import Finding
+        from liandan.doctor.judge import judge_metrics
 
         rep = do_repair(
             case.recipe,
@@ -123,7 +124,7 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
             rounds=rounds,
             out=out,
             memory=memory,
-            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]], run.summary),
+            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]], judge_metrics(run.model, run.data, run.info)),
             callbacks=cbs,
         )
         res["repair"] = {

@@ -74,10 +74,10 @@ def make(view: RunView, code: str, severity: str, step: int | None, evidence: di
 
 
 def lower_lr(view: RunView, factor: float = 10.0) -> float:
-    """A lower rate: ÷factor, or straight to the optimizer's typical rate when far above it."""
+    """A lower rate: ÷10 (AutoTrainer's oscillation repair), ÷100 when the rate is more than 30×
+    the optimizer's typical one (SGD at 10 would otherwise need several rounds)."""
     lr, typ = view.lr, typical_lr(view.optimizer)
-    new = min(lr / factor, typ) if lr > 3 * typ else lr / factor
-    return _round(new)
+    return _round(lr / (factor * factor) if lr > 30 * typ else lr / factor)
 
 
 def raise_lr(view: RunView, factor: float = 10.0) -> float:
@@ -120,6 +120,21 @@ def layer_numbers(values: dict[str, float], fmt: str = "{:.3g}", limit: int = 12
         idx = sorted({round(i * (len(names) - 1) / (limit - 1)) for i in range(limit)})
         names = [names[i] for i in idx]
     return {n: float(fmt.format(values[n])) for n in names}
+
+
+def init_gain(view: RunView) -> float:
+    """How many times larger the init std is than He init's √(2/fan_in), median over layers
+    (1 = He-sized; only for normal/uniform init, else NaN)."""
+    m = view.recipe.model
+    if m.init not in ("normal", "uniform"):
+        return float("nan")
+    std = m.init_std if m.init == "normal" else m.init_std / math.sqrt(3)
+    gains = []
+    for lay in view.meta.get("layers", []):
+        fan_in = math.prod(lay["shape"][1:]) if len(lay["shape"]) > 1 else 1
+        gains.append(std / math.sqrt(2.0 / max(fan_in, 1)))
+    gains.sort()
+    return gains[len(gains) // 2] if gains else float("nan")
 
 
 def init_desc(view: RunView) -> str:

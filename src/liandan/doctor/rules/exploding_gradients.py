@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, layer_numbers, lower_lr, make
+from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, init_gain, layer_numbers, lower_lr, make
 from liandan.doctor.view import RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
@@ -66,9 +66,12 @@ def exploding_gradients(view: RunView) -> Finding | None:
                       f"{'' if clip else ' without clipping'}: each update overshoots and the next gradient "
                       f"is larger (norm ×{peak / base:.3g} by step {first})")
     m = view.recipe.model
-    if m.init in ("normal", "uniform", "constant") and (m.init_std >= 0.5 or m.init == "constant"):
-        causes.append(f"{init_desc(view)}: weights too large, each layer multiplies the gradient "
-                      "(Jacobian spectrum > 1)")
+    gain = init_gain(view)
+    big_init = gain == gain and gain >= 2
+    if big_init:
+        causes.insert(0, f"{init_desc(view)}: weights {gain:.2g}× larger than He init, so every layer multiplies "
+                         f"activations and gradients (Jacobian spectrum > 1) — ×{peak / base:.3g} by step {first}")
+        ev["init_gain"] = gain
     depth = len(view.meta.get("layers", []))
     if depth >= 6 and not view.meta.get("norms"):
         causes.append(f"{depth} weight layers without normalisation: gradients multiply along the chain")
@@ -82,10 +85,13 @@ def exploding_gradients(view: RunView) -> Finding | None:
                       f"{'' if clip else ' without gradient clipping'}")
     clip_fix = fix(view, CODE, "clip", {"train.grad_clip": 1.0})
     lr_fix = fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)})
+    init_fix = fix(view, CODE, "init", {"model.init": good_init(view)}) if m.init in ("normal", "uniform", "constant") \
+        else None
     fx = [lr_fix, clip_fix] if view.lr > 3 * typ else [clip_fix, lr_fix]
+    if big_init:
+        fx.insert(0, init_fix)
     fx += [fix(view, CODE, "normalize", {"data.normalize": True}) if not view.recipe.data.normalize else None,
-           fix(view, CODE, "init", {"model.init": good_init(view)}) if m.init in ("normal", "uniform", "constant")
-           else None,
+           init_fix,
            fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
            fix(view, CODE, "warmup", {"schedule.warmup_steps": 100}),
            fix(view, CODE, "weight_decay", {"optim.weight_decay": 0.01}) if view.recipe.optim.weight_decay == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, g, good_init, lower_lr, make
+from liandan.doctor.rules._common import fix, fixes, g, good_init, init_gain, lower_lr, make
 from liandan.doctor.view import RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
@@ -59,14 +59,19 @@ def nonfinite_loss(view: RunView) -> Finding | None:
     if view.recipe.train.precision != "fp32":
         causes.append(f"{view.recipe.train.precision} mixed precision: values beyond its range overflow "
                       "(fp16 max 65504) unless the loss is scaled")
-    if view.recipe.model.init in ("normal", "uniform") and view.recipe.model.init_std >= 0.5:
-        causes.append(f"large initial weights ({view.recipe.model.init}, std {view.recipe.model.init_std:g}) "
-                      "multiply activations layer after layer until they overflow")
+    gain = init_gain(view)
+    big_init = gain == gain and gain >= 2
+    if big_init:
+        causes.insert(0, f"initial weights {gain:.2g}× larger than He init ({view.recipe.model.init}, std "
+                         f"{view.recipe.model.init_std:g}) multiply activations layer after layer until they overflow")
+        ev["init_gain"] = gain
     if not causes:
         causes.append("a numerical error in the forward pass or the loss (log of 0, division by 0)")
     lr_fix = fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)})
     clip_fix = fix(view, CODE, "clip", {"train.grad_clip": 1.0})
     fx = [lr_fix, clip_fix] if high_lr or not clip else [clip_fix, lr_fix]
+    if big_init:
+        fx.insert(0, fix(view, CODE, "init", {"model.init": good_init(view)}))
     if not view.recipe.data.normalize:
         fx.insert(0, fix(view, CODE, "normalize", {"data.normalize": True}))
     fx += [fix(view, CODE, "fp32", {"train.precision": "fp32"}),

@@ -71,7 +71,8 @@ def overfitting(view: RunView) -> Finding | None:
     patience = max(3, len(eps) // 15)  # AutoTrainer: max(3, epochs/15)
     image = len(view.input_shape) == 3
     fx = fixes(
-        fix(view, CODE, "early_stopping", {"train.early_stopping": {"monitor": "val.loss", "patience": patience}}),
+        fix(view, CODE, "early_stopping", {"train.early_stopping": {
+            "monitor": "val.accuracy" if view.task == "classify" else "val.loss", "patience": patience}}),
         fix(view, CODE, "weight_decay", {"optim.weight_decay": max(0.05, o.weight_decay * 10)}),
         fix(view, CODE, "dropout", {"model.dropout": 0.3}) if not m.options.get("dropout") else None,
         fix(view, CODE, "augment", {"data.augment": ["crop:2", "noise:0.05"] if image else ["noise:0.1"]}),

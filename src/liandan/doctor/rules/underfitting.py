@@ -59,7 +59,7 @@ def underfitting(view: RunView) -> Finding | None:
         causes.append((2, f"learning rate {o.lr:g} is low for {o.name}"))
     causes.append((3, "the features may not carry enough information, or the labels are noisy"))
     causes.sort(key=lambda c: c[0])
-    wider = [h * 4 for h in hidden] if hidden else None
+    wider = [max(64, h * 4) for h in hidden] if hidden else None
     fx = fixes(
         fix(view, CODE, "bigger", {"model.hidden": wider}) if hidden and min(hidden) <= 16 else None,
         fix(view, CODE, "less_dropout", {"model.dropout": 0.1}) if dropout >= 0.5 else None,
