@@ -44,7 +44,8 @@ def test_source_builds_batches(name: str, tmp_path) -> None:
     # normalisation statistics come from the training split only
     if info.x_mean is not None and dm.source.x is not None:
         train_x = info.normalize_x(dm.source.x[torch.as_tensor(dm.indices["train"])])
-        dims = [0, 2, 3] if train_x.dim() == 4 else [0]
+        # per channel for images, per feature for tables and sequences (N, T, F)
+        dims = [0, 2, 3] if train_x.dim() == 4 else list(range(train_x.dim() - 1))
         assert train_x.mean(dims).abs().max() < 1e-3
 
 

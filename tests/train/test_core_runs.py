@@ -30,6 +30,8 @@ def test_digits_lenet_reaches_097_and_evaluate_reproduces(lenet_run, cli) -> Non
     assert json.loads(out)["accuracy"] == pytest.approx(acc, abs=1e-12)
     for f in ("recipe.yaml", "metrics.csv", "summary.json", "data.json", "checkpoints/last.safetensors"):
         assert (lenet_run.dir / f).exists(), f
+    assert list((lenet_run.dir / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert s["mfu"] is not None and s["achieved_flops_per_s"] > 0
 
 
 def test_recipe_yaml_reproduces_the_run(lenet_run, tmp_path) -> None:

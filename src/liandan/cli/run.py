@@ -12,6 +12,11 @@ from liandan.cli.app import ARGV, app, print_json
 SET_HELP = "Override a recipe value: --set optim.lr=3e-4 (repeatable)."
 
 
+def _exit_code(status: str) -> int:
+    """0 for a finished run, 130 (as for Ctrl-C) for an interrupted one, 1 otherwise."""
+    return {"completed": 0, "stopped_early": 0, "interrupted": 130}.get(status, 1)
+
+
 @app.command()
 def demo(out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>).")) -> None:
     """Train the default preset (digits-lenet) with the doctor on, and print where the run is."""
@@ -47,12 +52,12 @@ def train(
 
     run = liandan.train(recipe, overrides=set_ or None, out=out, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # torchrun worker: rank 0 speaks for the job
-        raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
+        raise typer.Exit(_exit_code(run.status))
     if json_:
         print_json({"dir": str(run.dir), **run.summary})
     else:
         typer.echo(str(run.dir))
-    raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
+    raise typer.Exit(_exit_code(run.status))
 
 
 def _strip_launch_flags(argv: list[str]) -> list[str]:
@@ -83,7 +88,7 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
 
     run = liandan.resume(run_dir, quiet=quiet)
     typer.echo(str(run.dir))
-    raise typer.Exit(0 if run.status in ("completed", "stopped_early") else 1)
+    raise typer.Exit(_exit_code(run.status))
 
 
 @app.command()

@@ -115,6 +115,34 @@ def format_finding(f: Finding, fixes: int = 2) -> str:
     return "\n".join(lines)
 
 
+def format_document(doc: dict[str, Any]) -> str:
+    """The human view of a doctor document: every finding with its evidence, causes and fixes."""
+    where = doc.get("run", "")
+    if doc.get("healthy"):
+        return f"healthy: no findings{f' ({where})' if where else ''}"
+    lines = [f"{len(doc['findings'])} finding(s){f' in {where}' if where else ''}:"]
+    for d in doc["findings"]:
+        f = Finding.from_dict(d)
+        at = ", ".join(x for x in (f"step {f.step}" if f.step is not None else "",
+                                  f"epoch {f.epoch + 1}" if f.epoch is not None else "") if x)
+        lines.append(f"\n[{f.severity}] {f.code}" + (f" ({at})" if at else ""))
+        ev = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items() if not isinstance(v, dict))
+        if ev:
+            lines.append(f"  evidence: {ev}")
+        for k, v in f.evidence.items():
+            if isinstance(v, dict) and v:
+                lines.append(f"  {k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
+        lines += ["  causes:"] + [f"    {i + 1}. {c}" for i, c in enumerate(f.causes)]
+        lines.append("  fixes:")
+        for i, fx in enumerate(f.fixes):
+            sets = " ".join(f"--set {k}={_fmt(v)}" for k, v in fx.patch.items())
+            lines.append(f"    {i + 1}. {fx.say}" + (f"  ({sets})" if sets else ""))
+            if fx.why:
+                lines.append(f"       why: {fx.why}")
+    lines.append(f"\nliandan explain {doc['findings'][0]['code']}  — more on causes and fixes")
+    return "\n".join(lines)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ",".join(_fmt(x) for x in v) + "]"

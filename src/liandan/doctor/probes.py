@@ -238,7 +238,8 @@ class Probes(Callback):
             if "output" not in self._probe and torch.is_tensor(out):
                 self._probe["output"] = output_stats(out)
 
-        self._hooks.append(trainer.model.register_forward_hook(out_hook))
+        # the module the loop calls (the model, or its DDP/compiled wrapper): its output is what the loss sees
+        self._hooks.append(getattr(trainer, "net", trainer.model).register_forward_hook(out_hook))
         self._probe["t"] += time.perf_counter() - t0
 
     def _remove_hooks(self) -> None:

@@ -66,5 +66,6 @@ def vit(
         raise ValueError(f"image {hw[0]}×{hw[1]} is not divisible into {patch}×{patch} patches")
     dim, depth, heads = SIZES[size]
     tokens = (hw[0] // patch) * (hw[1] // patch)
+    moe = MoESpec(moe_experts, moe_top_k, capacity_factor, aux_weight)
     return TransformerClassifier(PatchEmbed(in_channels, dim, patch), tokens, num_classes, dim, depth, heads,
-                                 mlp_ratio, dropout, "cls", MoESpec(moe_experts, moe_top_k, capacity_factor, aux_weight))
+                                 mlp_ratio, dropout, "cls", moe)

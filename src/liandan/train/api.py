@@ -149,7 +149,7 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
     net = dist.wrap(model, recipe.train.strategy, device) if denv.enabled else model
     if recipe.train.compile:
         net = torch.compile(net)
-    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo, net=net)
+    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo, net=net, quiet=quiet)
     if resume_path is not None:
         trainer.resume_from(resume_path)
         echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")

@@ -28,6 +28,7 @@ from liandan.train import checkpoint as ck
 from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
 from liandan.train.metrics import HIGHER_IS_BETTER, MetricAccumulator, metric_names
+from liandan.train.progress import Progress
 from liandan.train.rundir import MetricsLog, write_json
 
 
@@ -52,13 +53,14 @@ class TrainState:
 class Trainer:
     def __init__(self, recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, run_dir: Path,
                  device: torch.device, callbacks: list[Callback] | None = None, echo=print,
-                 net: nn.Module | None = None) -> None:
+                 net: nn.Module | None = None, quiet: bool = False) -> None:
         self.recipe, self.data, self.model, self.loss_fn = recipe, data, model, loss_fn
         # ``net`` is what the training step calls (the model, or its DDP/FSDP/compiled wrapper);
         # ``model`` is the plain module that is evaluated, probed and saved.
         self.net = net if net is not None else model
         self.dist = dist.env()
         self.is_main = self.dist.is_main
+        self.quiet = quiet
         self.dir, self.device, self.callbacks, self.echo = run_dir, device, list(callbacks or []), echo
         self.info = data.info
         tc = recipe.train
@@ -139,6 +141,8 @@ class Trainer:
             cb.on_fit_start(self)
         t_start = time.perf_counter() - self.state.wall_s
         handlers = self._install_signals()
+        self.progress = Progress(self.total_steps, enabled=self.is_main and self.echo is not None and not self.quiet)
+        self.progress.update(self.state.step, "")
         try:
             while self.state.epoch < tc.epochs and self.status == "running":
                 self._train_epoch(t_start)
@@ -153,6 +157,7 @@ class Trainer:
         finally:
             self.state.wall_s = time.perf_counter() - t_start
             self._restore_signals(handlers)
+            self.progress.close()
             if self.tb is not None:
                 self.tb.close()
             self.log.close()
@@ -276,6 +281,7 @@ class Trainer:
                "lr": current_lr(self.optimizer), "grad_norm": float(grad_norm),
                "wall_s": round(time.perf_counter() - t_start, 3)}
         self.log.write(row)
+        self.progress.update(st.step, f"epoch {st.epoch + 1} loss {row['loss']:.4f}")
         if self.tb is not None:
             for k in ("loss", "lr", "grad_norm"):
                 self.tb.add_scalar(f"step/{k}", row[k], st.step)
@@ -315,7 +321,7 @@ class Trainer:
         else:
             st.stale_epochs += 1
         if self.is_main:
-            self.echo(self._epoch_line(metrics))
+            self.progress.print(self._epoch_line(metrics), self.echo)
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)
         st.epoch += 1

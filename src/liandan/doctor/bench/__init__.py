@@ -83,7 +83,8 @@ def injector(kind: str | None):
     class Inject(Callback):
         def on_fit_start(self, trainer: Any) -> None:
             if kind == "softmax_head":  # the classic: softmax in the model, then cross_entropy again
-                trainer.model = nn.Sequential(trainer.model, nn.Softmax(dim=-1))
+                attr = "net" if hasattr(trainer, "net") else "model"  # the module the loop calls
+                setattr(trainer, attr, nn.Sequential(getattr(trainer, attr), nn.Softmax(dim=-1)))
             else:
                 raise LiandanError(f"unknown bench injection {kind!r}")
 
@@ -124,7 +125,8 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
             rounds=rounds,
             out=out,
             memory=memory,
-            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]], judge_metrics(run.model, run.data, run.info)),
+            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]],
+                      judge_metrics(run.model, run.data, run.info)),
             callbacks=cbs,
         )
         res["repair"] = {

@@ -12,7 +12,7 @@ Notes: 欠拟合 — 原因 1–6 (模型太简单, 特征不足, 学习率太�
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, g, make, pct, raise_lr
+from liandan.doctor.rules._common import fix, fixes, g, make, raise_lr
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
