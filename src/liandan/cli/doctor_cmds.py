@@ -31,7 +31,7 @@ def doctor(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Diagnose a run or a recipe (causes and fixes), repair it with --fix, or run the doctor benchmark."""
-    from liandan.doctor.diagnose import is_run_dir
+    from liandan.doctor.examine import is_run_dir
 
     if target == "bench" and not is_run_dir(target):
         _bench(quick, cases, not no_repair, rounds, memory, json_, quiet)

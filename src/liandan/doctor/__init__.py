@@ -28,7 +28,7 @@ def diagnose(target: str | Path | dict | Any, *, fix: bool = False, overrides: l
     Returns ``{"healthy": bool, "findings": [...], ...}`` (doctor.json's format), or with
     ``fix`` the repair report (``rounds``, ``healthy``, ``improved``, ``overrides``, ...).
     """
-    from liandan.doctor.diagnose import diagnose as _diagnose
+    from liandan.doctor.examine import diagnose as _diagnose
 
     return _diagnose(target, fix=fix, overrides=overrides, out=out, rounds=rounds, memory=memory, quiet=quiet,
                      echo=echo)

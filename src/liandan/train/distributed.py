@@ -91,6 +91,8 @@ def wrap(model: torch.nn.Module, strategy: str, device: torch.device) -> torch.n
     if not dist.is_initialized():
         return model
     if strategy == "fsdp":
+        if device.type != "cuda":
+            raise LiandanError("train.strategy=fsdp needs CUDA GPUs (PyTorch's FSDP has no CPU path); use ddp")
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         return FSDP(model, device_id=device if device.type == "cuda" else None, use_orig_params=True)

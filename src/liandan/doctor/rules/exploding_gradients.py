@@ -30,7 +30,7 @@ def exploding_gradients(view: RunView) -> Finding | None:
     fin = finite(gn)
     if not fin:
         return None
-    base = median(fin[:3])
+    base = fin[0]  # the first step's norm: the growth is measured from the start
     if not base > 0:
         return None
     first = None

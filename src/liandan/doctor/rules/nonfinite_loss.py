@@ -30,7 +30,7 @@ def nonfinite_loss(view: RunView) -> Finding | None:
     steps, loss, gn = view.steps, view.loss, view.grad_norm
     i = steps.index(first)
     before = finite(gn[max(0, i - 5):i])
-    start = median(finite(gn)[:3], 0.0)
+    start = (finite(gn) or [0.0])[0]
     peak = max(before) if before else float("nan")
     growth = peak / start if before and start > 0 else float("nan")
     inp = view.inputs or {}

@@ -1,4 +1,5 @@
 """``liandan.diagnose`` / ``liandan doctor``: diagnose a finished run, or a recipe before a long job.
+(The module is not called ``diagnose``: ``liandan.doctor.diagnose`` is the public function.)
 
 - A run directory is re-diagnosed post hoc from its logs (``doctor_probes.jsonl`` if the doctor
   was on, else ``metrics.csv``; plus ``summary.json``); doctor.json is (re)written, keeping
@@ -119,9 +120,9 @@ def overfit_check(recipe: Recipe, samples: int = CHECK_SAMPLES, steps: int = CHE
     for i in range(steps):
         out = model(xb)
         loss = loss_fn(out, yb)
+        last = loss.item()
         if i == 0:
-            first = float(loss)
-        last = float(loss)
+            first = last
         if not math.isfinite(last):
             break
         if data.info.task == "classify":
