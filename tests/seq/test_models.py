@@ -115,3 +115,15 @@ def test_transformer_options(opts: dict) -> None:
         assert m.aux_loss is not None and m.expert_counts.shape == (2, 4)
     else:
         assert m.aux_loss is None and m.cls_token is None
+
+
+@pytest.mark.parametrize("entry", [*SEQ, MODELS.get("vit")], ids=[*(e.name for e in SEQ), "vit"])
+def test_bf16_autocast(entry: Entry) -> None:
+    """train.precision=bf16 on CPU: recurrences stay fp32 (oneDNN has no bf16 LSTM), MoE mixes dtypes."""
+    sample = (1, 8, 8) if entry.name == "vit" else SAMPLE
+    model = build(entry, sample=sample, moe_experts=2) if "moe_experts" in entry.options() else build(entry, sample)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, *sample))
+        aux = getattr(model, "aux_loss", None)
+    (out.float().square().mean() + (aux if aux is not None else 0)).backward()
+    assert out.shape == (4, 4) and torch.isfinite(out.float()).all()

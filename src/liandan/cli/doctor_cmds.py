@@ -28,13 +28,14 @@ def doctor(
     quick: bool = typer.Option(False, "--quick", help="bench: only the quick subset."),
     cases: str = typer.Option(None, "--cases", help="bench: comma-separated case names, groups or codes."),
     no_repair: bool = typer.Option(False, "--no-repair", help="bench: detection only (skip the --fix loop)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="bench: run the cases in this many processes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Diagnose a run or a recipe (causes and fixes), repair it with --fix, or run the doctor benchmark."""
     from liandan.doctor.examine import is_run_dir
 
     if target == "bench" and not is_run_dir(target):
-        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet)
+        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet, jobs)
         return
     import liandan
     from liandan.doctor.findings import format_document
@@ -53,8 +54,8 @@ def doctor(
 
 
 def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, memory: Path | None, json_: bool,
-           quiet: bool) -> None:
-    from liandan.doctor.bench import format_result, format_summary, run_bench
+           quiet: bool, jobs: int) -> None:
+    from liandan.doctor.bench import format_summary, run_bench
 
     def echo(line: str) -> None:
         if quiet:
@@ -62,8 +63,7 @@ def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, mem
         print(line, file=sys.stderr if json_ else sys.stdout, flush=True)
 
     names = [c.strip() for c in cases.split(",") if c.strip()] if cases else None
-    doc = run_bench(names, quick=quick, repair=repair, rounds=rounds or 3, memory=memory,
-                    echo=lambda r: echo(format_result(r)))
+    doc = run_bench(names, quick=quick, repair=repair, rounds=rounds or 3, memory=memory, echo=echo, jobs=jobs)
     if json_:
         print_json(doc)
     else:

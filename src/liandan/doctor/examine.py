@@ -22,7 +22,7 @@ from liandan.doctor.findings import DOCTOR_JSON, Finding, document, write_doctor
 from liandan.recipe import Recipe, load_recipe
 
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 20, 200
-CHECK_SAMPLES, CHECK_STEPS = 16, 150
+CHECK_SAMPLES, CHECK_STEPS = 16, 500
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -89,7 +89,8 @@ def diagnose_recipe(recipe: str | Path | dict | Recipe, overrides: list[str] | d
     rc = load_recipe(recipe, overrides)
     epochs, steps = probe_plan(rc)
     rc = load_recipe(rc, {"train.epochs": epochs, "train.max_steps": steps, "train.early_stopping": None,
-                          "train.tensorboard": False, "doctor.enabled": False, "doctor.auto_fix": False})
+                          "train.tensorboard": False, "doctor.enabled": False, "doctor.auto_fix": False,
+                          "report": False})
     check = overfit_check(rc)
     cb = DoctorCallback(rc, mode="probe")
     cb.overfit_check = check

@@ -179,6 +179,10 @@ class RunView:
         return 0.6 if self.task == "classify" else 0.3
 
     def learns_poorly(self, threshold: float | None = None) -> bool:
+        """Below the quality bar at the end — or, in the short probing run of ``liandan doctor
+        RECIPE`` (half an epoch is no fair test), failing the one-batch overfit check."""
+        if self.mode == "probe":
+            return bool(self.overfit_check) and not self.overfit_check.get("passed", True)
         threshold = self.poor() if threshold is None else threshold
         q = self.quality()
         if math.isnan(q):  # no epoch finished: judge by the loss curve

@@ -79,7 +79,8 @@ class MoE(nn.Module):
         for j, expert in enumerate(self.experts):
             tok, slot = ((top_i == j) & keep).nonzero(as_tuple=True)  # tokens routed (and kept) to j
             if len(tok):
-                out.index_add_(0, tok, gates[tok, slot].unsqueeze(1) * expert(x[tok]))
+                y = gates[tok, slot].unsqueeze(1) * expert(x[tok])  # (n_j, D)
+                out.index_add_(0, tok, y.to(out.dtype))  # (autocast may run the expert in bf16)
         with torch.no_grad():
             self.counts += torch.bincount(top_i[keep], minlength=e)
             self.dropped += (~keep).sum()

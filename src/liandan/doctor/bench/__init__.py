@@ -22,7 +22,7 @@ import yaml
 
 from liandan.errors import LiandanError
 
-BASE = {"train.tensorboard": False, "train.threads": 1}
+BASE = {"train.tensorboard": False, "train.threads": 1, "report": False}
 
 
 @dataclass
@@ -175,10 +175,12 @@ def run_bench(
     memory: str | Path | None = None,
     out: str | Path | None = None,
     echo: Any = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the cases; returns ``{"results": [...], "recall", "precision", "false_alarm_rate",
     "repair_success", "wall_s", ...}``. A fresh memory store is used unless ``memory`` is given,
-    so results do not depend on past runs."""
+    so results do not depend on past runs. ``jobs`` > 1 runs cases in that many processes (one
+    torch thread each); the shared memory store then sees outcomes in a less fixed order."""
     import tempfile
 
     import torch
@@ -196,14 +198,44 @@ def run_bench(
         mem = Memory(memory or Path(tmp) / "memory.db")
         results = []
         try:
-            for c in cases:
-                r = run_case(c, root, repair, rounds, mem)
-                results.append(r)
-                if echo:
-                    echo(format_result(r))
+            if jobs > 1:
+                results = _parallel(cases, root, repair, rounds, mem.path, jobs, echo)
+            else:
+                for c in cases:
+                    r = run_case(c, root, repair, rounds, mem)
+                    results.append(r)
+                    if echo:
+                        echo(format_result(r))
         finally:
             torch.set_num_threads(threads)
     return {"results": results, **score(results, cases), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _worker(args: tuple) -> dict[str, Any]:
+    import torch
+
+    from liandan.doctor.memory import Memory
+
+    case, root, repair, rounds, mem_path = args
+    torch.set_num_threads(1)
+    return run_case(case, root, repair, rounds, Memory(mem_path))
+
+
+def _parallel(
+    cases: list[Case], root: Path, repair: bool, rounds: int, mem_path: Path, jobs: int, echo: Any
+) -> list[dict[str, Any]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # longest first, so the long overfitting cases do not end up alone at the tail
+    order = sorted(cases, key=lambda c: -int(c.recipe.get("train", {}).get("epochs", 20)))
+    done: dict[str, dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as ex:
+        for r in ex.map(_worker, [(c, root, repair, rounds, mem_path) for c in order]):
+            done[r["name"]] = r
+            if echo:
+                echo(format_result(r))
+    return [done[c.name] for c in cases]
 
 
 def format_result(r: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, init_gain, layer_numbers, lower_lr, make
-from liandan.doctor.view import RunView, finite, median, typical_lr
+from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
 CODE = "exploding_gradients"

@@ -65,7 +65,8 @@ def lr_too_high(view: RunView) -> Finding | None:
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = view.loss_drop()
     # big steps, yet no progress at all: jumping around the valley instead of descending into it
-    stuck = upd > 2 * UPDATE and drop == drop and drop < 0.1 and view.quality(best=True) < 0.1
+    stuck = (view.mode == "train" and upd > 2 * UPDATE and drop == drop and drop < 0.1
+             and view.quality(best=True) < 0.1)
     if not (bounce or rise >= RISE or collapse >= COLLAPSE or stuck):
         return None
     step = next((p["step"] for p in view.probes[1:]

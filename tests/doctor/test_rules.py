@@ -1,0 +1,56 @@
+"""Registry-driven rule tests: every registered rule is documented, has faulty bench cases that
+trigger it (one marked quick, run here) and stays silent on the healthy quick cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from liandan.doctor import CODES
+from liandan.doctor.bench import load_cases
+from liandan.doctor.knowledge import knowledge
+from liandan.registry import RULES
+
+ALL = load_cases()
+RULE_NAMES = RULES.names()
+
+
+def test_rule_codes_are_the_stable_codes():
+    assert set(RULE_NAMES) <= set(CODES)
+    assert set(CODES) - set(RULE_NAMES) == {"ood_inputs"}  # judged by liandan ood, merged via add_finding
+
+
+@pytest.mark.parametrize("code", RULE_NAMES)
+def test_rule_has_knowledge_and_cases(code):
+    entry = knowledge()[code]
+    assert entry["causes"] and entry["fixes"] and entry["detect"]
+    faulty = [c for c in ALL if code in c.expect]
+    assert len(faulty) >= 3, f"{code}: needs several distinct faulty cases"
+    assert any(c.quick for c in faulty), f"{code}: no quick case for the test suite"
+    assert RULES.get(code).description
+
+
+def test_bench_size_and_expectations_are_valid():
+    faulty = [c for c in ALL if not c.healthy]
+    healthy = [c for c in ALL if c.healthy]
+    assert len(faulty) >= 40 and len(healthy) >= 15
+    for c in ALL:
+        assert set(c.expect) | set(c.allow) <= set(RULE_NAMES), c.name
+    models = {c.recipe["model"]["name"] for c in faulty}
+    assert {"mlp", "lenet5"} <= models
+
+
+@pytest.mark.parametrize("code", RULE_NAMES)
+def test_rule_fires_on_its_quick_case(code, quick_bench):
+    case = next(c for c in ALL if c.quick and code in c.expect)
+    res = quick_bench["results"][case.name]
+    assert code in res["found"], res
+    assert not res["wrong"], res
+
+
+def test_healthy_quick_cases_have_no_findings(quick_bench):
+    healthy = [c.name for c in ALL if c.quick and c.healthy]
+    assert len(healthy) >= 3
+    for name in healthy:
+        assert quick_bench["results"][name]["found"] == [], name
+    doc = quick_bench["doc"]
+    assert doc["recall"] == 1.0 and doc["precision"] == 1.0 and doc["false_alarm_rate"] == 0.0
