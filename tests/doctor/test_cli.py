@@ -59,3 +59,19 @@ def test_explain_topics(cli):
 def test_explain_unknown_topic_lists_topics(cli):
     code, _, err = cli("explain", "flux_capacitor")
     assert code == 2 and err.startswith("error: unknown topic") and "exploding_gradients" in err
+
+
+def test_outside_findings_survive_rediagnosis(cli, quick_bench, tmp_path):
+    """The ood_inputs hook: liandan ood adds its finding with add_finding; doctor RUN_DIR keeps it."""
+    import shutil
+
+    from liandan.doctor.findings import add_finding
+
+    d = tmp_path / "run"
+    shutil.copytree(run_dir(quick_bench, "healthy_digits_mlp"), d)
+    add_finding(d, {"code": "ood_inputs", "severity": "warning", "step": None, "epoch": None,
+                    "evidence": {"flagged_rate": 0.4}, "causes": ["other source"],
+                    "fixes": [{"say": "check", "patch": {}}]})
+    code, out, _ = cli("doctor", str(d), "--json")
+    doc = json.loads(out)
+    assert code == 0 and [f["code"] for f in doc["findings"]] == ["ood_inputs"] and doc["healthy"] is False
