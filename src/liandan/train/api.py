@@ -159,9 +159,8 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
         if denv.is_main:
             write_summary(trainer, {}, {"device": str(device)})
         dist.shutdown()
-        raise
-    finally:
         torch.set_num_threads(threads_before)
+        raise
     weights = "last"
     es = recipe.train.early_stopping
     best = run_dir / "checkpoints" / "best.safetensors"
@@ -184,6 +183,7 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
              **utilisation(flops, st.samples, st.wall_s, peak_flops(device, threads) if flops else None)}
     summary = write_summary(trainer, final, extra) if denv.is_main else {"status": status, "final": final, **extra}
     dist.shutdown()
+    torch.set_num_threads(threads_before)  # after the final evaluation, which ran on the run's threads
     if denv.is_main and recipe.report:
         try:
             from liandan.report import write_report
