@@ -29,7 +29,8 @@ from liandan.data.loaders import epoch_order
 from liandan.recipe import load_recipe
 from liandan.train.api import prepare, seed_everything
 
-COMMON = ["doctor.enabled=false", "train.tensorboard=false", "train.threads=1", "report=false"]
+# no augmentation: the hand-written contenders do not augment either
+COMMON = ["doctor.enabled=false", "train.tensorboard=false", "train.threads=1", "report=false", "data.augment=[]"]
 JOBS = {
     "digits-lenet": ("digits-lenet", []),
     "mlp-200k": ({"name": "mlp-200k", "data": {"source": "blobs", "n": 200_000, "features": 32, "classes": 10,
