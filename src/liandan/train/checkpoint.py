@@ -123,12 +123,20 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(tmp)
-    if final.exists():  # same step written again (e.g. epoch end right after a step checkpoint)
-        shutil.rmtree(final)
+    trash = None
+    if final.exists():  # same step written again (epoch end right after a step checkpoint):
+        # move the old one aside atomically first; deleting it in place could be interrupted and
+        # leave a half-deleted *newest* checkpoint behind.
+        trash = ckpt_dir / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, trash)
     os.rename(tmp, final)
     fsync_dir(ckpt_dir)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = ckpt_dir / f".old-{old.name}-{os.getpid()}"
+        os.rename(old, doomed)  # out of the listing at once; leftovers are cleaned on resume
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
