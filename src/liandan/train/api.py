@@ -1,4 +1,4 @@
-"""The public training API: ``train``, ``resume``, ``load_run``, ``evaluate_run``.
+"""The public training API: ``train``, ``resume``, ``load_run`` (evaluation: ``liandan.evaluate``).
 
 ``liandan train`` and ``liandan resume`` are thin wrappers over these functions.
 """
@@ -225,22 +225,3 @@ def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
     ck.load_weights(model, path)
     model.eval()
     return Run(run_dir, recipe, summary, info, model)
-
-
-def evaluate_run(run_dir: str | Path, split: str = "test", source: str | None = None) -> dict[str, float]:
-    """Loss and metrics of a trained run on one of its splits (rebuilt from the seeded recipe)."""
-    run = load_run(run_dir)
-    recipe = run.recipe
-    if source is not None:
-        recipe = load_recipe(recipe, {"data.source": source})
-    data = build_data(recipe.data, recipe.seed, recipe.task)
-    if source is None and data.info.x_mean != run.info.x_mean:
-        raise LiandanError("the data no longer matches the run (normalisation statistics differ)")
-    _, loss_fn = build_loss(recipe.loss, run.info.task)
-    batches = data.eval_batches(split)
-    if source is not None and data.source.x is not None:  # apply the run's own normalisation
-        from liandan.data.loaders import TensorBatches
-
-        x = run.info.normalize_x(data.source.x)
-        batches = TensorBatches(x, data.source.y, 256)
-    return evaluate(run.model, batches, loss_fn, run.info, torch.device("cpu"))
