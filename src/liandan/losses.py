@@ -116,5 +116,8 @@ def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | Non
     return total
 
 
-def default_loss(task: str) -> str:
-    return "cross_entropy" if task == "classify" else "mse"
+def default_loss(task: str) -> str | None:
+    """The task's own default (None: the task computes its loss itself, e.g. next-token LM)."""
+    from liandan.registry import TASKS
+
+    return TASKS.get(task).fn.default_loss

@@ -124,7 +124,8 @@ class DoctorConfig(_Section):
 class Recipe(_Section):
     name: str = Field("run", description="run name (the run directory is runs/<name>-<timestamp>)")
     seed: int = Field(0, description="seed for splits, init, data order and dropout")
-    task: Literal["auto", "classify", "regress"] = Field("auto", description="auto: from the data source")
+    task: str = Field("auto", description="auto: from the data source; else a registered task "
+                      "(classify, regress, lm, mlm, caption, contrastive, gan, diffusion, ...)")
     data: DataConfig
     model: ModelConfig
     loss: LossConfig = Field(default_factory=LossConfig)

@@ -138,6 +138,7 @@ LOSSES = Registry("loss", ("liandan.losses",))
 OPTIMIZERS = Registry("optimizer", ("liandan.optim.optimizers",))
 SCHEDULES = Registry("schedule", ("liandan.optim.schedules",))
 RULES = Registry("rule", ("liandan.doctor.rules",))
+TASKS = Registry("task", ("liandan.train.tasks",))
 
 register_model = MODELS.register
 register_data = DATA.register
@@ -145,6 +146,7 @@ register_loss = LOSSES.register
 register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_rule = RULES.register
+register_task = TASKS.register
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -153,4 +155,5 @@ REGISTRIES: dict[str, Registry] = {
     "optimizers": OPTIMIZERS,
     "schedules": SCHEDULES,
     "rules": RULES,
+    "tasks": TASKS,
 }

@@ -145,7 +145,13 @@ def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule:
     """Load the source, split, normalise with training statistics, and batch."""
     src = load_source(cfg.source, cfg.options, seed)
-    if task == "regress" and src.task == "classify":
+    if task != "auto":
+        from liandan.registry import TASKS
+
+        TASKS.get(task)  # an unknown task is an error that lists the registered ones
+    if task not in ("auto", "classify", "regress"):
+        src.task = task  # the source's targets must suit it (tokens for lm, captions for caption, ...)
+    elif task == "regress" and src.task == "classify":
         src.y, src.task, src.num_classes = src.y.float()[:, None], "regress", None
     elif task == "classify" and src.task == "regress":
         raise LiandanError(f"data {cfg.source!r} has continuous targets; it cannot be used with task: classify")

@@ -25,6 +25,7 @@ from liandan.train.flops import forward_flops, peak_flops, utilisation
 from liandan.train.loop import Trainer, evaluate, write_summary
 from liandan.train.rundir import new_run_dir, read_json, write_json
 from liandan.train.setup import build_loss, build_model, default_threads, pick_device
+from liandan.train.tasks import Task, build_task
 
 
 @dataclass
@@ -62,34 +63,45 @@ def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.devi
     loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
     device = pick_device(recipe.train.device)
     model.to(device)
-    _dry_run(model, loss_fn, data, device)
+    _dry_run(model, build_task(data.info, loss_fn, recipe), data, device)
     return data, model, loss_name, loss_fn, device
 
 
-def _dry_run(model: nn.Module, loss_fn, data: DataModule, device: torch.device) -> None:
+def _dry_run(model: nn.Module, task: Task, data: DataModule, device: torch.device) -> None:
     """Fail before any training when the model cannot take the data or the loss the output."""
     b = data.eval_batches("train")
     xb, yb = next(iter(b.epoch(0)))
     xb, yb = xb[:2].to(device), yb[:2].to(device)
     was = model.training
-    model.eval()
+    model.eval()  # eval mode: no batch-norm statistics move, no dropout RNG is drawn
     try:
         with torch.no_grad():
-            out = model(xb)
-    except (RuntimeError, ValueError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0]
-        raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
-                           f"{data.info.source!r}: {msg}") from None
+            _check_forward(model, task, data, xb, yb)
     finally:
         model.train(was)
+
+
+def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    first = lambda e: str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # noqa: E731
+    if task.loss_fn is None:  # the task calls the model itself (lm, gan, diffusion, ...)
+        try:
+            task.forward(model, xb, yb)
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            raise LiandanError(f"task {data.info.task!r} cannot run model on a batch from "
+                               f"{data.info.source!r}: {first(e)}") from None
+        return
+    try:
+        out = model(xb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
+                           f"{data.info.source!r}: {first(e)}") from None
     if data.info.task == "classify" and out.dim() == 2 and out.shape[1] < data.info.num_classes:
         raise LiandanError(f"model outputs {out.shape[1]} values but the data has {data.info.num_classes} classes")
     try:
-        with torch.no_grad():
-            loss_fn(out, yb)
+        task.loss_fn(out, yb)
     except (RuntimeError, ValueError, IndexError) as e:
         raise LiandanError(f"loss cannot compare the model output {tuple(out.shape)} with targets "
-                           f"{tuple(yb.shape)}: {str(e).strip().splitlines()[0]}") from None
+                           f"{tuple(yb.shape)}: {first(e)}") from None
 
 
 def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, out: str | Path | None = None,
@@ -171,7 +183,7 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
     if status in ("completed", "stopped_early"):
         for split in ("train", "val", "test"):
             if getattr(data, split) is not None:
-                final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device)
+                final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
         if denv.is_main:
             ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
     n_params = sum(p.numel() for p in model.parameters())

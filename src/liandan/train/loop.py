@@ -27,9 +27,9 @@ from liandan.recipe import Recipe
 from liandan.train import checkpoint as ck
 from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
-from liandan.train.metrics import HIGHER_IS_BETTER, MetricAccumulator, metric_names
 from liandan.train.progress import Progress
 from liandan.train.rundir import MetricsLog, write_json
+from liandan.train.tasks import Task, build_task
 
 
 @dataclass
@@ -75,7 +75,8 @@ class Trainer:
                                        recipe.schedule.warmup_steps, recipe.schedule.options)
         self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
-        self.metrics = metric_names(self.info.task, self.info.num_classes)
+        self.task = build_task(self.info, loss_fn, recipe)
+        self.metrics = self.task.metric_names()
         self.monitor, self.monitor_mode = self._monitor()
         self.log = MetricsLog(run_dir / "metrics.csv", self.metrics) if self.is_main else _NullLog()
         self.tb = None
@@ -83,12 +84,12 @@ class Trainer:
         self.stop_reason = ""
         self._stop_signal: str | None = None
         self._penalty = recipe.loss.l1 or recipe.loss.l2
-        self.train_acc = MetricAccumulator(self.info.task, self.info.num_classes, device, self.info.denormalize_y,
-                                           light=True)
+        self.train_acc = self.task.tally(device, light=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
         self._log_n = 0
+        self.task.setup(self)
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class Trainer:
                 f"train.early_stopping.monitor: {name!r} is not logged by this run; available: "
                 f"{', '.join(a for a in allowed if has_val or a.startswith('train'))}"
             )
-        mode = es.mode if es and es.mode != "auto" else ("max" if metric in HIGHER_IS_BETTER else "min")
+        mode = es.mode if es and es.mode != "auto" else ("max" if metric in self.task.higher_is_better else "min")
         return name, mode
 
     def resume_from(self, path: Path) -> None:
@@ -119,6 +120,7 @@ class Trainer:
                 setattr(self.train_acc, k, v.to(self.device) if torch.is_tensor(v) else v)
         if "log" in st:
             self._log_loss, self._log_n = st["log"]["loss"].to(self.device), st["log"]["n"]
+        self.task.load_state_dict(st.get("task") or {})
         ck.set_rng_state(st["rng"])
         self.log.truncate(self.state.csv_rows)
 
@@ -172,6 +174,7 @@ class Trainer:
         train = self.data.train
         n_batches = len(train)
         world = self.dist.world
+        task_forward, custom_step = self.task.forward, self.task.train_step
         group: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, (xb, yb) in enumerate(self.data.train.epoch(st.epoch, st.batch), st.batch):
             xb = xb.to(self.device, non_blocking=True)
@@ -181,30 +184,13 @@ class Trainer:
             group.append((xb, yb))
             if len(group) < acc_n and i < n_batches - 1:
                 continue
-            # Weight each micro-batch by its share of the group's samples (over all ranks), so N
-            # micro-batches of B give exactly the gradient of one batch of N·B with mean-reduced
-            # losses; the factor ``world`` undoes DDP's averaging of the ranks' gradients.
             first = i - len(group) + 1
             total = sum(train.global_size(j) for j in range(first, i + 1))
-            loss_sum: torch.Tensor | float = 0.0
-            for k, (x, y) in enumerate(group):
-                share = len(y) / total
-                sync = k == len(group) - 1 or world == 1
-                with self._autocast(), (contextlib.nullcontext() if sync else net.no_sync()):
-                    out = net(x)
-                    loss = self.loss_fn(out, y)
-                    aux = getattr(self.model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
-                    if aux is not None:
-                        loss = loss + aux
-                    if self._penalty:
-                        loss = loss + weight_penalty(self.model, self.recipe.loss.l1, self.recipe.loss.l2)
-                    factor = share * world
-                    scaled = loss if factor == 1.0 else loss * factor  # one batch, one process: as is
-                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                loss_sum = loss.detach() if share == 1.0 else loss_sum + loss.detach() * share
-                self.train_acc.update(out.detach(), y, loss.detach())
+            if custom_step is not None:  # the task steps its own optimizers (e.g. a GAN's two)
+                applied, grad_norm, loss_sum = custom_step(self, group)
+            else:
+                applied, grad_norm, loss_sum = self._step(group, total, world, task_forward)
             group.clear()
-            applied, grad_norm = self._optimizer_step(loss_sum)
             st.batch = i + 1
             st.step += 1
             st.samples += total
@@ -228,6 +214,31 @@ class Trainer:
                 return
             if tc.max_steps and st.step >= tc.max_steps:
                 break
+
+    def _step(self, group, total: int, world: int, task_forward) -> tuple[bool, torch.Tensor, torch.Tensor]:
+        """Forward and backward over the accumulation group, then one optimizer step."""
+        net = self.net
+        loss_sum: torch.Tensor | float = 0.0
+        for k, (x, y) in enumerate(group):
+            # Weight each micro-batch by its share of the group's samples (over all ranks), so N
+            # micro-batches of B give exactly the gradient of one batch of N·B with mean-reduced
+            # losses; the factor ``world`` undoes DDP's averaging of the ranks' gradients.
+            share = len(y) / total
+            sync = k == len(group) - 1 or world == 1
+            with self._autocast(), (contextlib.nullcontext() if sync else net.no_sync()):
+                loss, out = task_forward(net, x, y)
+                aux = getattr(self.model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
+                if aux is not None:
+                    loss = loss + aux
+                if self._penalty:
+                    loss = loss + weight_penalty(self.model, self.recipe.loss.l1, self.recipe.loss.l2)
+                factor = share * world
+                scaled = loss if factor == 1.0 else loss * factor  # one batch, one process: as is
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_sum = loss.detach() if share == 1.0 else loss_sum + loss.detach() * share
+            self.train_acc.update(out.detach() if torch.is_tensor(out) else out, y, loss.detach())
+        applied, grad_norm = self._optimizer_step(loss_sum)
+        return applied, grad_norm, loss_sum
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -298,7 +309,7 @@ class Trainer:
         self.train_acc.reset()
         if self.data.val is not None:
             metrics["val"] = evaluate(self.model, self.data.eval_batches("val"), self.loss_fn, self.info,
-                                      self.device, self._autocast)
+                                      self.device, self._autocast, self.task)
         wall = round(time.perf_counter() - t_start, 3)
         for split, m in metrics.items():
             self.log.write({"epoch": st.epoch, "step": st.step, "split": split, **m,
@@ -356,6 +367,7 @@ class Trainer:
             "rng": ck.rng_state(),
             "train_acc": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in acc.items()},
             "log": {"loss": self._log_loss.cpu(), "n": self._log_n},
+            "task": self.task.state_dict(),
         }
         path = ck.save_checkpoint(self.dir / "checkpoints", st.step, self.model, state, self.cfg.keep_checkpoints)
         ck.save_weights(self.model, self.dir / "checkpoints" / "last.safetensors")
@@ -388,18 +400,19 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, loss_fn, info, device: torch.device, autocast=None) -> dict[str, float]:
+def evaluate(model: nn.Module, batches, loss_fn, info, device: torch.device, autocast=None,
+             task: Task | None = None) -> dict[str, float]:
     """Loss and metrics of ``model`` over ``batches`` in eval mode (the model's mode is restored)."""
+    task = task or build_task(info, loss_fn, None)
     was_training = model.training
     model.eval()
-    acc = MetricAccumulator(info.task, info.num_classes, device, info.denormalize_y)
+    acc = task.tally(device)
     ctx = autocast or contextlib.nullcontext
     for xb, yb in batches.epoch(0):
         xb, yb = xb.to(device), yb.to(device)
         with ctx():
-            out = model(xb)
-            loss = loss_fn(out, yb)
-        acc.update(out.float(), yb, loss.float())
+            loss, out = task.forward(model, xb, yb)
+        acc.update(out.float() if torch.is_tensor(out) else out, yb, loss.float())
     model.train(was_training)
     return acc.compute()
 

@@ -50,6 +50,8 @@ def build_loss(cfg: LossConfig, task: str) -> tuple[str, LossFn]:
     from liandan.registry import LOSSES
 
     name = cfg.name or default_loss(task)
+    if name is None:
+        return "", None
     entry = LOSSES.get(name)
     tasks = entry.extra.get("tasks", ("classify", "regress"))
     if task not in tasks:
