@@ -6,6 +6,12 @@ temporary name, each file fsync'ed, then renamed into place in one atomic ``rena
 killed at any instant leaves either the previous complete checkpoints or the new one, never a
 half-written newest checkpoint. State files contain only tensors and plain containers, so they
 load with ``torch.load(weights_only=True)`` (no unpickling of arbitrary objects).
+
+Writes happen on a background thread (:class:`CheckpointWriter`): the training thread only takes
+a CPU snapshot of the weights and state (a copy, so the next steps cannot change what is
+written) and goes on training while the files are serialised and fsync'ed, as PyTorch's
+``torch.distributed.checkpoint.async_save`` does. ``last.safetensors`` and ``best.safetensors``
+are hard links to the checkpoint's weights file: no second copy to write and fsync.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +63,64 @@ def atomic_write_text(path: Path, text: str) -> None:
 def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage (tied weights): store contiguous clones.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def snapshot(obj: Any) -> Any:
+    """A CPU copy of every tensor in a nested state (optimizer moments are updated in place)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` the same file as ``src`` (a hard link; a copy where links fail)."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+
+
+class CheckpointWriter:
+    """Runs checkpoint writes one at a time on a background thread.
+
+    ``submit`` first waits for the previous write, so checkpoints land in order; ``wait`` joins
+    the pending write and re-raises its error in the training thread (a full disk fails the run
+    loudly, not silently).
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 (handed to the training thread)
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="liandan-checkpoint")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -109,15 +175,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --- step checkpoints -----------------------------------------------------------------------
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str, Any], keep: int) -> Path:
-    """Atomically write checkpoint ``step`` and prune older ones down to ``keep``."""
+def save_checkpoint(ckpt_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any], keep: int,
+                    links: tuple[Path, ...] = ()) -> Path:
+    """Atomically write checkpoint ``step`` (``weights``: a CPU state dict), point each of
+    ``links`` (e.g. ``last.safetensors``) at its weights file, and prune older ones down to ``keep``."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"{STEP_PREFIX}{step:08d}"
     tmp = ckpt_dir / f".tmp-{STEP_PREFIX}{step:08d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(state_dict_cpu(model), str(tmp / "model.safetensors"))
+    save_file(weights, str(tmp / "model.safetensors"))
     torch.save(state, tmp / "state.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -133,6 +201,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str
     fsync_dir(ckpt_dir)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+    for link in links:
+        link_or_copy(final / "model.safetensors", link)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         doomed = ckpt_dir / f".old-{old.name}-{os.getpid()}"
         os.rename(old, doomed)  # out of the listing at once; leftovers are cleaned on resume

@@ -89,6 +89,7 @@ class Trainer:
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
         self._log_n = 0
+        self.writer = ck.CheckpointWriter()
         self.task.setup(self)
 
     # --- set-up ----------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class Trainer:
             self.state.wall_s = time.perf_counter() - t_start
             self._restore_signals(handlers)
             self.progress.close()
+            self.writer.wait()
             if self.tb is not None:
                 self.tb.close()
             self.log.close()
@@ -325,10 +327,8 @@ class Trainer:
             or (value < st.best_value - (tc.early_stopping.min_delta if tc.early_stopping else 0.0)
                 if self.monitor_mode == "min"
                 else value > st.best_value + (tc.early_stopping.min_delta if tc.early_stopping else 0.0)))
-        if improved:
+        if improved:  # best.safetensors is linked to this epoch's checkpoint below
             st.best_value, st.best_step, st.best_epoch, st.stale_epochs = float(value), st.step, st.epoch, 0
-            if self.is_main:
-                ck.save_weights(self.model, self.dir / "checkpoints" / "best.safetensors")
         else:
             st.stale_epochs += 1
         if self.is_main:
@@ -343,37 +343,42 @@ class Trainer:
             self.stop_reason = f"{self.monitor} did not improve for {st.stale_epochs} epochs"
         if tc.max_steps and st.step >= tc.max_steps and self.status == "running":
             self.status = "completed"
-        self.checkpoint(t_start)
+        self.checkpoint(t_start, best=improved)
 
     def _epoch_line(self, metrics: dict[str, dict[str, float]]) -> str:
         parts = [f"epoch {self.state.epoch + 1}/{self.cfg.epochs}"]
         for split, m in metrics.items():
-            keys = ["loss", self.metrics[0]]
+            keys = ["loss", *self.metrics[:1]]  # tasks may log the loss only
             parts.append(" ".join(f"{split}.{k}={m[k]:.4f}" for k in keys if k in m))
         return "  ".join(parts)
 
-    def checkpoint(self, t_start: float) -> Path | None:
+    def checkpoint(self, t_start: float, best: bool = False) -> Path | None:
+        """Snapshot weights and training state now; write them on the checkpoint thread (the
+        previous write is finished first). ``best``: these weights are also the best so far."""
         st = self.state
         st.wall_s = time.perf_counter() - t_start
         if not self.is_main:
             return None
         st.csv_rows = self.log.rows
         acc = {k: v for k, v in vars(self.train_acc).items() if torch.is_tensor(v) or k == "n"}
-        state = {
+        state = ck.snapshot({
             "counters": asdict(st),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ck.rng_state(),
-            "train_acc": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in acc.items()},
-            "log": {"loss": self._log_loss.cpu(), "n": self._log_n},
+            "train_acc": acc,
+            "log": {"loss": self._log_loss, "n": self._log_n},
             "task": self.task.state_dict(),
-        }
-        path = ck.save_checkpoint(self.dir / "checkpoints", st.step, self.model, state, self.cfg.keep_checkpoints)
-        ck.save_weights(self.model, self.dir / "checkpoints" / "last.safetensors")
+        })
+        weights = ck.state_dict_cpu(self.model)
+        ckpt_dir = self.dir / "checkpoints"
+        links = (ckpt_dir / "last.safetensors", *((ckpt_dir / "best.safetensors",) if best else ()))
+        step, keep = st.step, self.cfg.keep_checkpoints
+        self.writer.submit(lambda: ck.save_checkpoint(ckpt_dir, step, weights, state, keep, links))
         if self.tb is not None:
             self.tb.flush()
-        return path
+        return ckpt_dir / f"{ck.STEP_PREFIX}{step:08d}"
 
     # --- signals: finish the step, checkpoint, exit with status interrupted -------------------------
 
