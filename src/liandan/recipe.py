@@ -107,7 +107,8 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallelism under torchrun: ddp or fsdp")
-    channels_last: bool = Field(False, description="NHWC memory format for image models")
+    channels_last: bool | None = Field(None, description="NHWC memory format for convolutional image models "
+                                       "(default: on for CPU, where oneDNN's NHWC convolutions are faster)")
 
 
 class DoctorConfig(_Section):

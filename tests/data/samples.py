@@ -64,7 +64,14 @@ def write_cifar_batches(root: Path) -> dict:
     return {"path": str(d)}
 
 
+def write_text(root: Path) -> dict:
+    p = root / "corpus.txt"
+    p.write_text("\n".join(f"sample line {i} of a small corpus" for i in range(40)) + "\n")
+    return {"path": str(p), "max_len": 16}
+
+
 FILE_SOURCES = {
+    "text": write_text,
     "csv": write_csv,
     "image_folder": write_image_folder,
     "mnist_idx": write_mnist_idx,

@@ -37,7 +37,8 @@ def test_source_builds_batches(name: str, tmp_path) -> None:
     all_idx = np.concatenate(list(dm.indices.values()))
     assert len(np.unique(all_idx)) == len(all_idx) == len(dm.source)
     xb, yb = next(iter(dm.train.epoch(0)))
-    assert tuple(xb.shape[1:]) == info.input_shape and xb.dtype == torch.float32
+    assert tuple(xb.shape[1:]) == info.input_shape
+    assert xb.dtype == torch.float32 or (info.vocab_size and xb.dtype == torch.int64)  # features or token ids
     assert torch.isfinite(xb).all()
     if info.task == "classify":
         assert yb.dtype == torch.int64 and int(dm.source.y.max()) < info.num_classes

@@ -8,7 +8,7 @@ import typer
 
 from liandan.cli.app import app, print_json
 
-KINDS = ("models", "data", "losses", "optimizers", "schedules", "presets", "rules")
+KINDS = ("models", "data", "losses", "optimizers", "schedules", "presets", "rules", "tasks")
 
 
 @app.command("list")
@@ -17,7 +17,7 @@ def list_(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show each entry's options and defaults."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List registered models, data sources, losses, optimizers, schedules, presets or rules."""
+    """List registered models, data sources, losses, optimizers, schedules, presets, rules or tasks."""
     from liandan.errors import LiandanError
 
     if kind not in KINDS:
@@ -32,7 +32,7 @@ def list_(
     else:
         from liandan.registry import REGISTRIES
 
-        rows = [{"name": e.name, "description": e.description, "options": _options(e)}
+        rows = [{"name": e.name, "description": e.description, "options": _options(e) if kind != "tasks" else {}}
                 for e in REGISTRIES[kind].entries()]
     if json_:
         print_json(rows)

@@ -30,6 +30,8 @@ class Source:
     feature_names: list[str] | None = None
     fixed_splits: dict[str, np.ndarray] | None = None  # e.g. MNIST's own train/test files
     meta: dict[str, Any] = field(default_factory=dict)  # per-sample extras (e.g. shape colours)
+    tokenizer: Any = None  # token sources: saved to the run directory as tokenizer.json
+    facts: dict[str, Any] = field(default_factory=dict)  # copied into DataInfo (vocab_size, pad_id, ...)
 
     def __len__(self) -> int:
         return len(self.y)

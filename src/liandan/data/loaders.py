@@ -84,12 +84,14 @@ class TensorBatches(_Sharded):
                 yield self.x[i * b : (i + 1) * b], self.y[i * b : (i + 1) * b]
             return
         order = epoch_order(n, self.seed, epoch, self.shuffle)
+        x, y, augment = self.x, self.y, self.augment
+        # index_select, not x[idx]: advanced indexing costs 3-4x more per batch on small batches
         for i in range(start, len(self)):
-            idx = self._local(order, i)
-            xb = self.x[idx]
-            if self.augment is not None:
-                xb = self.augment(xb, epoch_generator(self.seed, epoch, i))
-            yield xb, self.y[idx]
+            idx = order[i * b : (i + 1) * b] if self.world == 1 else self._local(order, i)
+            xb = x.index_select(0, idx)
+            if augment is not None:
+                xb = augment(xb, epoch_generator(self.seed, epoch, i))
+            yield xb, y.index_select(0, idx)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)

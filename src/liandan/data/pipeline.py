@@ -33,6 +33,14 @@ class DataInfo:
     y_mean: list[float] | None = None  # regression targets are standardised too
     y_std: list[float] | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+    # token data (lm, mlm, text classification); zero/None for features
+    vocab_size: int = 0
+    max_len: int = 0  # tokens per row: the model's context
+    pad_id: int | None = None
+    num_special: int = 0  # ids below this are special tokens (never masked or learned as text)
+    mask_prob: float = 0.0  # mlm: re-draw masks at this rate every training batch (0: fixed masks)
+    tokenizer: str | None = None  # file in the run directory
+    extras: dict[str, Any] = field(default_factory=dict)  # source-specific facts (e.g. arith's answer_after)
 
     @property
     def in_channels(self) -> int:
@@ -92,13 +100,15 @@ class DataModule:
         return LoaderBatches(b.dataset, max(b.batch_size, 256))
 
 
-def load_source(name: str, options: dict[str, Any], seed: int) -> Source:
+def load_source(name: str, options: dict[str, Any], seed: int, task: str = "auto") -> Source:
     from liandan.registry import DATA
 
     entry = DATA.get(name)
     opts = entry.validate(options, where="data")
     if "seed" in entry.options() and "seed" not in opts:
         opts["seed"] = seed
+    if task != "auto" and "task" in entry.options() and "task" not in opts:
+        opts["task"] = task  # sources serving several tasks (text: lm or mlm pairs) build the recipe's
     src = entry.fn(**opts)
     check_source(src, name)
     return src
@@ -144,7 +154,7 @@ def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule:
     """Load the source, split, normalise with training statistics, and batch."""
-    src = load_source(cfg.source, cfg.options, seed)
+    src = load_source(cfg.source, cfg.options, seed, task)
     if task != "auto":
         from liandan.registry import TASKS
 
@@ -160,9 +170,18 @@ def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule
         raise LiandanError("data.split leaves no training samples")
     y = src.y
     out_dim = src.num_classes if src.task == "classify" else (y.shape[1] if y.dim() > 1 else 1)
+    if src.facts and src.task != "classify":
+        out_dim = 0  # token targets (lm, mlm): the output size is the vocabulary, not a class count
     info = DataInfo(source=cfg.source, task=src.task, num_classes=int(out_dim or 0),
                     input_shape=src.sample_shape, class_names=src.class_names,
                     sizes={k: int(len(v)) for k, v in idx.items()})
+    for k, v in src.facts.items():
+        if k in DataInfo.__dataclass_fields__:
+            setattr(info, k, v)
+        else:
+            info.extras[k] = v
+    if src.tokenizer is not None:
+        info.tokenizer = "tokenizer.json"
     if src.task == "regress" and y.dim() == 1:
         y = y[:, None]
     if src.task == "regress" and cfg.normalize:
@@ -173,7 +192,7 @@ def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule
     eval_bs = cfg.eval_batch_size or 4 * cfg.batch_size
     if src.x is not None:
         x = src.x
-        if cfg.normalize:
+        if cfg.normalize and x.is_floating_point():  # token ids are never standardised
             mean, std = _stats(x[idx["train"]])
             info.x_mean, info.x_std = mean.tolist(), std.tolist()
             x = info.normalize_x(x)

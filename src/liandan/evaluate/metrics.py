@@ -174,6 +174,12 @@ def evaluate_loaded(
     from liandan.train.setup import build_loss
 
     info = run.info
+    if info.task not in ("classify", "regress") and source is None:
+        # tasks that own their loss and metrics (lm, mlm, ...): the trainer's evaluation of the split
+        from liandan.train.loop import evaluate
+
+        res = evaluate(run.model, data.eval_batches(split), None, info, torch.device("cpu"))
+        return {"split": split, "source": split, "n": int(info.sizes.get(split, 0)), **res}
     if source is None:
         x, y = raw_split(data, split)
         label = split

@@ -223,6 +223,8 @@ def summary(
             model = copy.deepcopy(model).to("meta")  # never move the caller's model
     dev = torch.device(device)
     x = example.to(dev) if example is not None else torch.randn(shape, device=dev)
+    if example is None and isinstance(model_or_name, str) and _takes_tokens(model_or_name):
+        x = torch.randint(0, 2, shape, device=dev)  # token ids (0 and 1 exist in every vocabulary)
 
     was_training = model.training
     model.eval()  # shapes and MACs of inference: BN uses running stats, aux heads and dropout are off
@@ -233,6 +235,12 @@ def summary(
     finally:
         model.train(was_training)
     return s
+
+
+def _takes_tokens(name: str) -> bool:
+    from liandan.registry import MODELS
+
+    return MODELS.get(name).extra.get("input_kind") == "tokens"
 
 
 def _rows(model: nn.Module) -> dict[str, nn.Module]:

@@ -24,7 +24,7 @@ from liandan.train.callbacks import Callback
 from liandan.train.flops import forward_flops, peak_flops, utilisation
 from liandan.train.loop import Trainer, evaluate, write_summary
 from liandan.train.rundir import new_run_dir, read_json, write_json
-from liandan.train.setup import build_loss, build_model, default_threads, pick_device
+from liandan.train.setup import build_loss, build_model, default_threads, pick_device, set_memory_format
 from liandan.train.tasks import Task, build_task
 
 
@@ -115,6 +115,8 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
         run_dir = new_run_dir(recipe.name, out)
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
         write_json(run_dir / "data.json", data.info.to_dict())
+        if (tokenizer := getattr(data.source, "tokenizer", None)) is not None:  # generate/evaluate reload it
+            tokenizer.save(run_dir / (data.info.tokenizer or "tokenizer.json"))
         write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
     run_dir = Path(dist.broadcast(str(run_dir)))
     seed_everything(recipe.seed)
@@ -146,8 +148,7 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
     denv = dist.env()
     echo = _echo(quiet or not denv.is_main)
     data.train.shard(denv.rank, denv.world)
-    if recipe.train.channels_last and len(data.info.input_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
+    model = set_memory_format(model, recipe.train.channels_last, data.info, device)
     threads_before = torch.get_num_threads()
     threads = recipe.train.threads or default_threads(model)
     torch.set_num_threads(threads)
@@ -186,6 +187,10 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
                 final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
         if denv.is_main:
             ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
+            if hasattr(model, "save_pretrained"):  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
+                model.save_pretrained(run_dir / "hf")
+                if hasattr(tokenizer := getattr(data.source, "tokenizer", None), "to_hf"):
+                    tokenizer.to_hf().save_pretrained(str(run_dir / "hf"))
     n_params = sum(p.numel() for p in model.parameters())
     st = trainer.state
     extra = {"weights": "final" if final else weights, "device": str(device), "threads": threads,
@@ -203,9 +208,8 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
             write_report(run_dir)
         except Exception as e:  # noqa: BLE001 (a report must never fail a finished run)
             echo(f"report skipped: {type(e).__name__}: {e}")
-    if "test" in final:
-        m = data.info
-        key = "accuracy" if m.task == "classify" else "r2"
+    key = "accuracy" if data.info.task == "classify" else "r2" if data.info.task == "regress" else "loss"
+    if key in final.get("test", {}):  # tasks without accuracy/r2 (gan, diffusion, lm) report their loss
         echo(f"{status}: test {key} {final['test'][key]:.4f}  ({run_dir})")
     elif status != "completed":
         echo(f"{status}: {trainer.stop_reason}  ({run_dir})")
@@ -235,5 +239,6 @@ def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
     if not path.exists():
         raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
     ck.load_weights(model, path)
-    model.eval()
+    # evaluate with the memory format it trained with: the same kernels, the same last bits
+    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
     return Run(run_dir, recipe, summary, info, model)

@@ -237,8 +237,9 @@ class Trainer:
                 factor = share * world
                 scaled = loss if factor == 1.0 else loss * factor  # one batch, one process: as is
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_sum = loss.detach() if share == 1.0 else loss_sum + loss.detach() * share
-            self.train_acc.update(out.detach() if torch.is_tensor(out) else out, y, loss.detach())
+            loss = loss.detach()
+            loss_sum = loss if share == 1.0 else loss_sum + loss * share
+            self.train_acc.update(out.detach() if torch.is_tensor(out) else out, y, loss)
         applied, grad_norm = self._optimizer_step(loss_sum)
         return applied, grad_norm, loss_sum
 

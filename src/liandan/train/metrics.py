@@ -40,13 +40,14 @@ class MetricAccumulator:
         else:
             self.sse, self.sae, self.y_sum, self.y_sq = z(), z(), z(), z()
 
-    @torch.no_grad()
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        """Add a batch; ``out`` and ``loss`` must be detached (no graph is recorded then, so no
+        ``no_grad`` context is needed: this runs every training step, where each op counts)."""
         b = len(y)
-        self.loss_sum += loss.detach() * b
+        self.loss_sum.add_(loss, alpha=b)
         self.n += b
         if self.light:
-            self.correct += (out.argmax(-1) == y).sum()
+            self.correct.add_((out.argmax(-1) == y).sum())
         elif self.task == "classify":
             pred = out.argmax(-1)
             self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k).view(self.k, self.k)

@@ -23,7 +23,9 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     opts = entry.validate(cfg.options, where="model", inferred=INFERRED)
     params = entry.options()
     inferred: dict[str, Any] = {"num_classes": info.num_classes, "in_channels": info.input_shape[0],
-                                "input_shape": tuple(info.input_shape)}
+                                "input_shape": tuple(info.input_shape), "task": info.task}
+    if info.vocab_size:  # token data: the vocabulary and context length come from the tokenizer/source
+        inferred.update(vocab_size=info.vocab_size, max_len=info.max_len)
     for k, v in inferred.items():
         if k in params and k not in opts:
             opts[k] = v
@@ -82,3 +84,15 @@ def default_threads(model: nn.Module) -> int:
     parallel work (bench/threads.py measures the crossover on this machine)."""
     n = sum(p.numel() for p in model.parameters())
     return 1 if n < 2_000_000 else torch.get_num_threads()
+
+
+def set_memory_format(model: nn.Module, channels_last: bool | None, info: DataInfo, device: torch.device) -> nn.Module:
+    """NHWC (channels-last) weights for a convolutional image model when asked, or by default on a
+    CPU: oneDNN's NHWC convolution kernels skip the layout reorders of NCHW (LeNet-5 trains about
+    a third faster on one thread; bench/trainer_overhead.py). Inputs may stay NCHW: the first
+    convolution converts them."""
+    if channels_last is None:
+        channels_last = device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last and len(info.input_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    return model

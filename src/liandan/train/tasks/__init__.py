@@ -63,7 +63,7 @@ class Task:
         return LossTally(device)
 
     # --- hooks for tasks that own the optimizer step -------------------------------------------
-    train_step = None  # or a method (trainer, batches: list[(x, y)]) -> (loss, grad_norm, applied)
+    train_step = None  # or a method (trainer, batches: list[(x, y)]) -> (applied, grad_norm, loss)
 
     def setup(self, trainer: Trainer) -> None:
         """Called once the trainer has built its optimizer and schedule (add more here)."""
@@ -102,4 +102,9 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
-from liandan.train.tasks import supervised  # noqa: E402,F401  (registers classify/regress)
+from liandan.train.tasks import (  # noqa: E402,F401  (sibling modules register their tasks on import)
+    generative,  # gan, diffusion
+    language,  # lm, mlm
+    supervised,  # classify, regress
+    vision_language,  # contrastive, caption
+)
