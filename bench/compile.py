@@ -4,7 +4,13 @@ For each model, the same training step (forward, cross entropy, backward, fused 
 eagerly and compiled (inductor), alternating, on one torch thread (the trainer's default for
 small models). Printed per model: compile time (first compiled step minus an eager step),
 steady-state ms/step of both, the speed-up, and the break-even point: the number of steps after
-which the compiled run has caught up with the time spent compiling.
+which the compiled run has caught up with the time spent compiling. Compile time is much shorter
+once inductor's on-disk cache (``/tmp/torchinductor_$USER``) holds the model: the first run on a
+machine pays the full price (14-78 s here for these models), later runs a second or two.
+
+Measured on the 2-core development machine (one thread): compiled steps were *slower* than eager
+ones for all three (speed-up 0.91 mlp, 0.68 lenet5, 0.66 transformer), so on this CPU
+``train.compile`` never pays for models this small; it is meant for GPUs (bench/gpu.py).
 
     python bench/compile.py [--models mlp,lenet5,transformer] [--steps 60] [--threads 1]
 

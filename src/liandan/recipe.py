@@ -104,7 +104,8 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1, description="write a train row to metrics.csv every N steps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: chosen by model size)")
     tensorboard: bool = Field(True, description="write TensorBoard event files under tb/")
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool = Field(False, description="torch.compile the model (pays on GPUs; on a small CPU it "
+                          "was slower than eager for every model in bench/compile.py)")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallelism under torchrun: ddp or fsdp")
     channels_last: bool | None = Field(None, description="NHWC memory format for convolutional image models "
