@@ -46,3 +46,17 @@ class ConvStem(nn.Module):
 def use_conv_stem(vision_model: nn.Module, in_channels: int, dim: int, patch: int) -> None:
     """Swap a Hugging Face ViT's patch embedding for a :class:`ConvStem` (same output grid)."""
     vision_model.embeddings.patch_embedding = ConvStem(in_channels, dim, patch)
+
+
+def check_image_shape(name: str, input_shape: tuple[int, ...], patch: int | None = None) -> None:
+    """Vision-language builders take square (C, H, W) images cut into whole patches."""
+    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+        raise ValueError(f"{name} takes square images (C, H, W), not {tuple(input_shape)}")
+    if patch is not None and input_shape[1] % patch:
+        raise ValueError(f"image {input_shape[1]}×{input_shape[2]} is not divisible into {patch}×{patch} patches")
+
+
+def apply_stem(vision_model: nn.Module, stem: str, size: str, input_shape: tuple[int, ...], vision_config) -> None:
+    """``conv`` (or ``auto`` at size tiny) swaps in the conv stem; base keeps ViT's patchify stem (the reference)."""
+    if stem == "conv" or (stem == "auto" and size == "tiny"):
+        use_conv_stem(vision_model, int(input_shape[0]), vision_config.hidden_size, vision_config.patch_size)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from liandan.models._vl import use_conv_stem
+from liandan.models._vl import apply_stem, check_image_shape
 from liandan.registry import register_model
 
 PAD, BOS, EOS = 0, 1, 2  # liandan's token conventions (liandan.data.tokenize)
@@ -112,13 +112,9 @@ def clip(
     """CLIP: image and text encoders in one embedding space, trained contrastively (ViT-B/32: 151.3 M)."""
     from transformers import CLIPModel
 
-    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
-        raise ValueError(f"clip takes square images (C, H, W), not {tuple(input_shape)}")
+    check_image_shape("clip", input_shape)
     cfg = clip_config(size, int(input_shape[1]), int(input_shape[0]), vocab_size, max_len)
-    patch = cfg.vision_config.patch_size
-    if input_shape[1] % patch:
-        raise ValueError(f"image {input_shape[1]}×{input_shape[2]} is not divisible into {patch}×{patch} patches")
+    check_image_shape("clip", input_shape, cfg.vision_config.patch_size)
     hf = CLIPModel(cfg)
-    if stem == "conv" or (stem == "auto" and size == "tiny"):  # base keeps ViT's patchify stem (the reference)
-        use_conv_stem(hf.vision_model, int(input_shape[0]), cfg.vision_config.hidden_size, patch)
+    apply_stem(hf.vision_model, stem, size, input_shape, cfg.vision_config)
     return CLIP(hf)
