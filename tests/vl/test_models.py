@@ -114,3 +114,20 @@ def test_image_alone_is_accepted(captioned) -> None:
     with torch.no_grad():
         assert clip(**kw)(x).shape == (len(x), 64)
         assert blip(**kw)(x).shape == (len(x), 1, info.vocab_size)
+
+
+def test_blip_tiny_decoder_hears_the_image(captioned) -> None:
+    """At initialisation the image must move the decoder's state by more than a rounding error.
+
+    With BERT's N(0, 0.02) at width 64 swapping the images moved it by 0.24 % (measured here)
+    and the encoder never learned shapes from captions; the width-scaled init moves it by 5.7 %."""
+    from liandan.models.blip import blip
+
+    x, y, info = captioned
+    torch.manual_seed(0)
+    model = blip(input_shape=tuple(info.input_shape), vocab_size=info.vocab_size, max_len=info.max_len).eval()
+    other = x[torch.randperm(len(x))]  # the same captions, other images
+    with torch.no_grad():
+        bert = model.hf.text_decoder.bert
+        ha, hb = (bert(input_ids=y, encoder_hidden_states=model.encode_image(i)).last_hidden_state for i in (x, other))
+    assert float((ha - hb).norm() / ha.norm()) > 0.02

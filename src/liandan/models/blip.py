@@ -93,7 +93,12 @@ def blip_config(size: str, image_size: int, in_channels: int, vocab_size: int, m
               "initializer_range": 0.02}
     text = {"hidden_size": tw, "num_hidden_layers": tl, "num_attention_heads": th, "intermediate_size": 4 * tw,
             "vocab_size": vocab_size, "max_position_embeddings": max_len, "encoder_hidden_size": vw,
-            "pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "sep_token_id": EOS}
+            "pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "sep_token_id": EOS,
+            # BERT's N(0, 0.02) suits width 768 (0.02·√768 ≈ 0.55 gain per linear map); at width 64 it is 0.16,
+            # so the image reaches the decoder through value and output maps at 0.16² ≈ 3 % of the text's
+            # scale and the encoder's gradient shrinks alike: from scratch it never learned shapes (shape
+            # accuracy 0.11). 1/√width keeps each map's gain near one (shape accuracy 0.98 teacher-forced).
+            "initializer_range": tw**-0.5}
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=tw)
 
 

@@ -348,8 +348,10 @@ class Trainer:
 
     def _epoch_line(self, metrics: dict[str, dict[str, float]]) -> str:
         parts = [f"epoch {self.state.epoch + 1}/{self.cfg.epochs}"]
+        train = metrics.get("train", {})
         for split, m in metrics.items():
-            keys = ["loss", *self.metrics[:1]]  # tasks may log the loss only
+            # the loss, the first metric, and those only evaluation computes (zero-shot, generated captions)
+            keys = ["loss", *self.metrics[:1], *(k for k in self.metrics[1:] if k not in train)]
             parts.append(" ".join(f"{split}.{k}={m[k]:.4f}" for k in keys if k in m))
         return "  ".join(parts)
 
