@@ -127,3 +127,21 @@ def test_cli_ood(tiny_run, capsys):
         main(["ood", str(tiny_run), "--ood", "shapes", "--method", "bogus"])
     assert e.value.code == 2
     assert capsys.readouterr().err.startswith("error: unknown OOD method")
+
+
+def test_cli_ood_sweep(tiny_run, capsys):
+    """Repeated --ood is a severity sweep: one row per source, AUROC ± SE, and a verdict row."""
+    from liandan.cli import main
+
+    args = ["ood", str(tiny_run), "--method", "msp,mahalanobis", "--max-samples", "150", "--no-save"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--ood", "rotate:0", "--ood", "rotate:90"])
+    assert e.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["rotate:0", "0.500", "±"]  # no shift: chance
+    assert lines[-1].startswith("rises within noise") and len(lines) == 5
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--ood", "rotate:0", "--ood", "rotate:90", "--json"])
+    docs = json.loads(capsys.readouterr().out)
+    assert [d["ood"]["source"] for d in docs] == ["rotate:0", "rotate:90"]
+    assert docs[1]["methods"]["mahalanobis"]["auroc"] > 0.8 and docs[1]["methods"]["msp"]["auroc_se"] > 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from liandan.evaluate.ood_metrics import auroc, fpr_at_tpr, ood_metrics
+from liandan.evaluate.ood_metrics import auroc, auroc_se, fpr_at_tpr, ood_metrics, rises_within_noise
 
 
 def _scores(seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,25 @@ def test_fpr95_convention_on_a_hand_example():
 
 
 def test_extremes():
-    assert ood_metrics(np.ones(10), np.zeros(10)) == {"auroc": 1.0, "fpr95": 0.0, "aupr_in": 1.0, "aupr_out": 1.0}
+    assert ood_metrics(np.ones(10), np.zeros(10)) == {"auroc": 1.0, "auroc_se": 0.0, "fpr95": 0.0, "aupr_in": 1.0,
+                                                      "aupr_out": 1.0}
     same = np.linspace(0, 1, 50)
     assert auroc(same, same) == pytest.approx(0.5)
     assert auroc(np.zeros(5), np.ones(5)) == 0.0
+
+
+@pytest.mark.parametrize("shift", [0.3, 1.0, 2.0])
+def test_auroc_standard_error_matches_the_bootstrap(shift):
+    """Hanley & McNeil's closed form against 400 bootstrap resamples of the same scores."""
+    rng = np.random.default_rng(0)
+    id_s, ood_s = rng.normal(shift, 1.0, 300), rng.normal(0.0, 1.0, 200)
+    boot = [auroc(rng.choice(id_s, len(id_s)), rng.choice(ood_s, len(ood_s))) for _ in range(400)]
+    se = ood_metrics(id_s, ood_s)["auroc_se"]
+    assert se == pytest.approx(float(np.std(boot)), rel=0.2)
+    assert auroc_se(0.5, 300, 200) > auroc_se(0.95, 300, 200) > 0
+
+
+def test_rises_within_noise():
+    se = [0.02] * 4
+    assert rises_within_noise([0.5, 0.7, 0.69, 0.9], se)  # a dip of 0.01 is noise at SE 0.02
+    assert not rises_within_noise([0.5, 0.9, 0.8, 0.75], se)  # 0.9 -> 0.75 is over five SEs

@@ -17,7 +17,7 @@ OOD_HELP = (
 @app.command()
 def ood(
     run_dir: Path = typer.Argument(..., help="Run directory of a trained classifier."),
-    ood_: str = typer.Option(..., "--ood", help=OOD_HELP),
+    ood_: list[str] = typer.Option(..., "--ood", help=OOD_HELP + " Repeat for a sweep: one AUROC table."),
     method: list[str] = typer.Option(
         ["msp"], "--method", help="msp, energy, odin, mahalanobis or all (repeatable or comma-separated)."
     ),
@@ -28,12 +28,21 @@ def ood(
     no_save: bool = typer.Option(False, "--no-save", help="Do not merge the result into RUN_DIR/ood.json."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Detect out-of-distribution inputs: AUROC, FPR@95 (OOD positive), AUPR-In/Out per method."""
-    from liandan.evaluate.ood import ood as run_ood
+    """Detect out-of-distribution inputs: AUROC, FPR@95 (OOD positive), AUPR-In/Out per method.
 
+    Several --ood sources (e.g. --ood rotate:0 --ood rotate:45 --ood rotate:90) share one fit and
+    print a sweep: AUROC ± standard error per source and method, and whether it rises within noise."""
+    from liandan.evaluate.ood import ood as run_ood
+    from liandan.evaluate.ood import ood_sweep
+
+    if len(ood_) > 1:
+        results = ood_sweep(run_dir, ood_, method, split=split, max_samples=max_samples, temperature=temperature,
+                            epsilon=epsilon, save=not no_save)
+        print_json(results) if json_ else _echo_sweep(results)
+        return
     res = run_ood(
         run_dir,
-        ood_,
+        ood_[0],
         method,
         split=split,
         max_samples=max_samples,
@@ -60,6 +69,20 @@ def ood(
         "FPR@95: fraction of ID inputs flagged when 95% of OOD inputs are (OOD positive, as OpenOOD); "
         f"thresholds keep 95% of the {res['calibration_split']} split."
     )
+
+
+def _echo_sweep(results: list[dict]) -> None:
+    from liandan.evaluate.ood_metrics import rises_within_noise
+
+    methods = list(results[0]["methods"])
+    typer.echo(f"ID: {results[0]['id']['source']} {results[0]['id']['split']} ({results[0]['id']['n']})   AUROC ± SE")
+    typer.echo(f"{'OOD source':<22}" + "".join(f"{m:>18}" for m in methods))
+    for r in results:
+        cells = (f"{r['methods'][m]['auroc']:.3f} ± {r['methods'][m]['auroc_se']:.3f}" for m in methods)
+        typer.echo(f"{r['ood']['source']:<22}" + "".join(f"{c:>18}" for c in cells))
+    rises = {m: rises_within_noise([r["methods"][m]["auroc"] for r in results],
+                                   [r["methods"][m]["auroc_se"] for r in results]) for m in methods}
+    typer.echo(f"{'rises within noise':<22}" + "".join(f"{'yes' if rises[m] else 'no':>18}" for m in methods))
 
 
 @app.command()

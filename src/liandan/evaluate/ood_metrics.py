@@ -8,6 +8,9 @@ Scores are *confidences*: larger = more in-distribution (ID).
   the fraction of ID samples flagged as OOD at the first threshold where 95 % of the OOD samples
   are flagged. ODIN / Energy papers call ID positive instead (the fraction of OOD accepted at
   95 % ID recall); ``fpr_at_tpr(..., positive="id")`` gives that number. The two differ.
+* **AUROC standard error** — Hanley & McNeil (1982), "The meaning and use of the area under a
+  ROC curve", eq. 2: ``SE² = (A(1−A) + (n_id−1)(Q1−A²) + (n_ood−1)(Q2−A²)) / (n_id·n_ood)`` with
+  ``Q1 = A/(2−A)``, ``Q2 = 2A²/(1+A)``; what "within noise" means when AUROCs are compared.
 * **AUPR-In** — ID positive, score ``conf``; **AUPR-Out** — OOD positive, score ``−conf``; both the
   trapezoidal area under the precision–recall curve (``sklearn.metrics.auc``), not average
   precision.
@@ -66,12 +69,30 @@ def aupr(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.trapezoid(precision, recall))
 
 
+def auroc_se(auc: float, n_id: int, n_ood: int) -> float:
+    """Standard error of an AUROC from ``n_id`` and ``n_ood`` samples (Hanley & McNeil 1982, eq. 2)."""
+    if n_id < 1 or n_ood < 1 or not np.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_id - 1) * (q1 - auc**2) + (n_ood - 1) * (q2 - auc**2)) / (n_id * n_ood)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def rises_within_noise(aurocs: list[float], ses: list[float], z: float = 2.0) -> bool:
+    """True when no AUROC falls below an earlier one by more than ``z`` standard errors of the
+    difference (``√(se_i² + se_j²)``): monotone non-decreasing up to sampling noise."""
+    return all(aurocs[j] >= aurocs[i] - z * float(np.hypot(ses[i], ses[j]))
+               for i in range(len(aurocs)) for j in range(i + 1, len(aurocs)))
+
+
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> dict[str, float]:
     """AUROC, FPR@95 (OOD positive), AUPR-In and AUPR-Out, as fractions (OpenOOD reports ×100)."""
     l_out, s_out = _labels_scores(id_scores, ood_scores, "ood")
     l_in, s_in = _labels_scores(id_scores, ood_scores, "id")
+    auc = auroc(id_scores, ood_scores)
     return {
-        "auroc": auroc(id_scores, ood_scores),
+        "auroc": auc,
+        "auroc_se": auroc_se(auc, int(np.size(id_scores)), int(np.size(ood_scores))),
         "fpr95": fpr_at_tpr(id_scores, ood_scores, tpr, "ood"),
         "aupr_in": aupr(l_in, s_in),
         "aupr_out": aupr(l_out, s_out),
