@@ -192,6 +192,7 @@ class Trainer:
                 applied, grad_norm, loss_sum = custom_step(self, group)
             else:
                 applied, grad_norm, loss_sum = self._step(group, total, world, task_forward)
+                self.task.after_step(self, applied)
             group.clear()
             st.batch = i + 1
             st.step += 1

@@ -68,6 +68,9 @@ class Task:
     def setup(self, trainer: Trainer) -> None:
         """Called once the trainer has built its optimizer and schedule (add more here)."""
 
+    def after_step(self, trainer: Trainer, applied: bool) -> None:
+        """Called after every optimizer step of the trainer's own (``applied``: not skipped as non-finite)."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -218,11 +218,7 @@ class Diffusion(Task):
     def tally(self, device: torch.device, light: bool = False) -> LossTally:
         return LossTally(device)
 
-    def train_step(self, trainer: Trainer, group: list[tuple[torch.Tensor, torch.Tensor]]
-                   ) -> tuple[bool, torch.Tensor, torch.Tensor]:
-        """The trainer's own step (accumulation, clipping, the non-finite guard), then the EMA update."""
-        total = sum(len(b[1]) for b in group)
-        applied, grad_norm, loss = trainer._step(group, total * trainer.dist.world, trainer.dist.world, self.forward)
+    def after_step(self, trainer: Trainer, applied: bool) -> None:
+        """The EMA weights follow every applied step (the trainer's own: accumulation, clipping, non-finite guard)."""
         if applied:
             _unwrap(trainer.net).update_ema()
-        return applied, grad_norm, loss
