@@ -1,11 +1,12 @@
 """Text generation from a trained language-model run: ``liandan.generate`` and ``exact_match``.
 
-Sampling (one token at a time, the whole context re-read each step: the models here are small):
-the logits are divided by the temperature (T → 0 is greedy, T > 1 flattens), then optionally
-cut to the ``top_k`` most likely tokens (Fan et al. 2018) and to the nucleus, the smallest set
-of tokens whose probability reaches ``top_p`` (Holtzman et al. 2019, "The curious case of
-neural text degeneration"), and one token is drawn from what is left. A seeded generator makes
-a generation a function of (run, prompt, options, seed).
+Sampling, one token at a time: models with a key/value cache (``decode_step``: the Hugging Face
+GPTs) feed only the new token each step while the context fits their positions; others re-read
+the (last ``max_len`` tokens of the) context. The logits are divided by the temperature (T → 0
+is greedy, T > 1 flattens), then optionally cut to the ``top_k`` most likely tokens (Fan et al.
+2018) and to the nucleus, the smallest set of tokens whose probability reaches ``top_p``
+(Holtzman et al. 2019, "The curious case of neural text degeneration"), and one token is drawn
+from what is left. A seeded generator makes a generation a function of (run, prompt, options, seed).
 """
 
 from __future__ import annotations
@@ -60,10 +61,16 @@ def sample(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, *, temperat
     """Extend prompts ``ids`` ``(B, T)`` (all the same length) by up to ``max_new_tokens``;
     rows that produced ``eos`` continue with ``pad``. Returns ``(B, T + n)``."""
     context = getattr(model, "max_len", None)
+    cached = hasattr(model, "decode_step") and not model.training
     done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    past, seen = None, 0  # the cache holds the first `seen` tokens of `ids`
     for _ in range(max_new_tokens):
-        window = ids if context is None else ids[:, -context:]  # learned positions end at max_len
-        logits = model(window)[:, -1, :]  # (B, V)
+        if cached and (context is None or ids.shape[1] <= context):
+            logits, past = model.decode_step(ids[:, seen:], past)  # (B, V)
+            seen = ids.shape[1]
+        else:  # learned positions end at max_len: slide the window, re-reading it
+            window = ids if context is None else ids[:, -context:]
+            logits = model(window)[:, -1, :]  # (B, V)
         tok = next_token(logits, temperature, top_k, top_p, generator)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         ids = torch.cat([ids, tok[:, None]], 1)

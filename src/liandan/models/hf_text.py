@@ -47,6 +47,14 @@ class HFTokenModel(nn.Module):
         mask = (x != self.pad_id).long() if self.needs_mask else None  # (B, T), 1 = real token
         return self.hf(input_ids=x, attention_mask=mask, use_cache=False).logits
 
+    def decode_step(self, ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
+        """Incremental decoding with the key/value cache: ``ids`` are the tokens the cache has not
+        seen yet (the whole prompt first, then one token per step); returns the last position's
+        logits ``(B, V)`` and the cache. Each step attends over the cache instead of re-reading
+        the context, so a step costs O(T) rather than O(T²)."""
+        out = self.hf(input_ids=ids, past_key_values=past, use_cache=True)
+        return out.logits[:, -1, :], out.past_key_values
+
     @property
     def max_len(self) -> int:
         c = self.hf.config
