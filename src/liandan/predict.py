@@ -50,6 +50,10 @@ def predict(model_or_run: str | Path, inputs: list[str], trust: bool = False, to
     if path.is_dir():
         run = load_run(path)
         model, info = run.model, run.info
+        if info.task not in ("classify", "regress"):
+            verb = {"lm": f"liandan generate {path} --prompt TEXT", "gan": f"liandan sample {path}",
+                    "diffusion": f"liandan sample {path}"}.get(info.task, f"liandan evaluate {path}")
+            raise LiandanError(f"predict serves classifiers and regressors; {path} is a {info.task} run: try `{verb}`")
     else:
         model = load_model(path, trust=trust)
     shape = tuple(info.input_shape) if info else None

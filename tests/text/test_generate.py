@@ -104,6 +104,8 @@ def test_cli_errors_are_one_line(tmp_path, cli, arith_run) -> None:
     assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and out == ""
     code, _, err = cli("generate", str(arith_run), "--top-p", "1.5")
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1
+    code, _, err = cli("predict", str(arith_run), "1,2,3")  # a language model: the error names the right verb
+    assert code == 2 and err.count("\n") == 1 and f"liandan generate {arith_run}" in err
 
 
 def test_evaluate_cli_reports_the_task_metrics(arith_run, cli) -> None:
