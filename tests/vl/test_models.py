@@ -42,7 +42,7 @@ def test_forward_backward_and_steps_lower_the_loss(entry: Entry, captioned) -> N
         loss, _ = task.forward(model, x, y)
         opt.zero_grad()
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         opt.step()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads), "every parameter takes part in the loss"

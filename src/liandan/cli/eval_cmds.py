@@ -38,7 +38,10 @@ def ood(
     if len(ood_) > 1:
         results = ood_sweep(run_dir, ood_, method, split=split, max_samples=max_samples, temperature=temperature,
                             epsilon=epsilon, save=not no_save)
-        print_json(results) if json_ else _echo_sweep(results)
+        if json_:
+            print_json(results)
+        else:
+            _echo_sweep(results)
         return
     res = run_ood(
         run_dir,
