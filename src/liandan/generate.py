@@ -57,11 +57,12 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 @torch.no_grad()
 def sample(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, eos: int | None = None,
-           generator: torch.Generator | None = None, pad: int = 0) -> torch.Tensor:
+           generator: torch.Generator | None = None, pad: int = 0, use_cache: bool = True) -> torch.Tensor:
     """Extend prompts ``ids`` ``(B, T)`` (all the same length) by up to ``max_new_tokens``;
-    rows that produced ``eos`` continue with ``pad``. Returns ``(B, T + n)``."""
+    rows that produced ``eos`` continue with ``pad``. Returns ``(B, T + n)``. ``use_cache=False``
+    re-reads the context every step even where the model has a key/value cache."""
     context = getattr(model, "max_len", None)
-    cached = hasattr(model, "decode_step") and not model.training
+    cached = use_cache and hasattr(model, "decode_step") and not model.training
     done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     past, seen = None, 0  # the cache holds the first `seen` tokens of `ids`
     for _ in range(max_new_tokens):

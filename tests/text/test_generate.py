@@ -149,17 +149,6 @@ def test_exact_match_with_working_judges_the_final_answer(tmp_path) -> None:
     assert res["n"] == 12 and res["exact_match"] == right / 12
 
 
-class _NoCache(torch.nn.Module):
-    """The same model without ``decode_step``: sampling re-reads the context every step."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.max_len = model, model.max_len
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
 @pytest.mark.parametrize("style", ["gpt2", "llama"])
 def test_key_value_cache_samples_what_rereading_samples(style: str) -> None:
     """The cached decode draws the same tokens as re-reading the context, including after the
@@ -171,5 +160,5 @@ def test_key_value_cache_samples_what_rereading_samples(style: str) -> None:
     prompt = torch.randint(3, 40, (3, 4))
     kw = {"temperature": 0.8, "top_k": 20}
     fast = sample(model, prompt, 14, generator=torch.Generator().manual_seed(1), **kw)
-    slow = sample(_NoCache(model), prompt, 14, generator=torch.Generator().manual_seed(1), **kw)
+    slow = sample(model, prompt, 14, generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
     assert fast.shape == (3, 18) and torch.equal(fast, slow)
