@@ -63,3 +63,35 @@ def test_shapes_blip_learns_to_caption(tmp_path) -> None:
     said = [next((i for i, c in enumerate(COLOURS) if c in cap.split()), -1) for cap in caps]
     colour = caption_class(y, torch.tensor([tok.index[c] for c in COLOURS]))
     assert float((torch.tensor(said) == colour).float().mean()) > 0.25  # the caption names the colour; chance 0.125
+
+
+@pytest.fixture
+def shape_images(tmp_path) -> tuple[Path, torch.Tensor]:
+    """Four raw shape images (the predict verb normalises them) saved as one .npy file."""
+    import numpy as np
+
+    from liandan.data.shapes import render
+
+    imgs = render(4, 32, seed=123)[0]  # (4, 3, 32, 32) in [0, 1]
+    np.save(tmp_path / "shapes.npy", imgs)
+    return tmp_path / "shapes.npy", torch.from_numpy(imgs)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_predict_captions_or_classifies_zero_shot(name: str, tmp_path, shape_images, cli) -> None:
+    """``liandan predict`` on an image-text run: the caption a captioner writes, the zero-shot
+    classes of a CLIP run; the same as the Python surface on the normalised images."""
+    run = liandan.train(name, overrides=[*FAST, "data.n=300", "train.epochs=1"], out=tmp_path / "r", quiet=True)
+    path, raw = shape_images
+    preds = liandan.predict(run.dir, [str(path)])
+    x = torch.stack([run.info.normalize_x(im) for im in raw])
+    if name == "shapes-blip":
+        assert [p["caption"] for p in preds] == generate_captions(run.model, x, tokenizer(), run.info.max_len - 1)
+    else:
+        prompts = torch.as_tensor(run.info.extras["prompt_ids"])
+        probs = zero_shot_logits(run.model, x, prompts).softmax(-1)  # (4, K)
+        assert [p["classes"][0]["label"] for p in preds] == [SHAPES[i] for i in probs.argmax(-1).tolist()]
+        got = torch.tensor([p["classes"][0]["prob"] for p in preds])
+        assert torch.allclose(got, probs.max(-1).values, atol=1e-5)
+    code, out, _ = cli("predict", str(run.dir), str(path))
+    assert code == 0 and len(out.splitlines()) == 4 and out.startswith(f"{path}[0]: ")

@@ -120,7 +120,8 @@ def predict(
     trust: bool = typer.Option(False, "--trust", help="Allow unpickling a whole-model file (runs its code)."),
     top: int = typer.Option(3, "--top", help="Classes to show per input."),
 ) -> None:
-    """Predict with a trained run (or a saved whole model) on files or literal feature vectors."""
+    """Predict with a trained run (or a saved whole model) on files or literal feature vectors:
+    top classes, a regressor's value, a captioner's caption, or a CLIP run's zero-shot classes."""
     import liandan
 
     preds = liandan.predict(model, inputs, trust=trust, top=top)
@@ -131,6 +132,8 @@ def predict(
         if "classes" in p:
             best = ", ".join(f"{c['label']} {c['prob']:.3f}" for c in p["classes"])
             typer.echo(f"{p['input']}: {best}")
+        elif "caption" in p:
+            typer.echo(f"{p['input']}: {p['caption']}")
         else:
             typer.echo(f"{p['input']}: {p['value']}")
 

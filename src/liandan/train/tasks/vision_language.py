@@ -78,13 +78,19 @@ def zero_shot_logits(model: nn.Module, images: torch.Tensor, prompt_ids: torch.T
     ``ensemble``: ``marginal`` (:func:`class_scores`, what the task reports) or ``mean``
     (cosine similarity to the mean prompt embedding, :func:`class_embeddings`).
     """
-    img = F.normalize(plain(model).encode_image(images), dim=-1)  # (B, E)
-    prompt_ids = prompt_ids.to(images.device)
-    if ensemble == "mean":
-        return plain(model).logit_scale * img @ class_embeddings(model, prompt_ids).T
-    if ensemble != "marginal":
+    if ensemble not in ("marginal", "mean"):
         raise LiandanError(f"ensemble must be marginal or mean, got {ensemble!r}")
-    return class_scores(model, img, prompt_ids)
+    model = plain(model)
+    was = model.training
+    model.eval()  # batch norm in the image stem: running statistics, so a batch of one works
+    try:
+        img = F.normalize(model.encode_image(images), dim=-1)  # (B, E)
+        prompt_ids = prompt_ids.to(images.device)
+        if ensemble == "mean":
+            return model.logit_scale * img @ class_embeddings(model, prompt_ids).T
+        return class_scores(model, img, prompt_ids)
+    finally:
+        model.train(was)
 
 
 class _ImageText(Task):
