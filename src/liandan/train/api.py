@@ -21,7 +21,7 @@ from liandan.recipe import Recipe, load_recipe
 from liandan.train import checkpoint as ck
 from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
-from liandan.train.flops import forward_flops, peak_flops, utilisation
+from liandan.train.flops import peak_flops, utilisation
 from liandan.train.loop import Trainer, evaluate, write_summary
 from liandan.train.rundir import new_run_dir, read_json, write_json
 from liandan.train.setup import build_loss, build_model, default_threads, pick_device, set_memory_format
@@ -158,11 +158,11 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
     if recipe.doctor.enabled and denv.is_main:
         cbs += _doctor_callbacks(recipe)
     sample = next(iter(data.eval_batches("train").epoch(0)))[0][:1].to(device)
-    flops = forward_flops(model, sample)
     net = dist.wrap(model, recipe.train.strategy, device) if denv.enabled else model
     if recipe.train.compile:
         net = torch.compile(net)
     trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo, net=net, quiet=quiet)
+    flops = trainer.task.train_flops(model, sample)
     if resume_path is not None:
         trainer.resume_from(resume_path)
         echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")

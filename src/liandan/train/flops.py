@@ -1,7 +1,8 @@
 """Achieved FLOP/s and model FLOPs utilisation (MFU), as nanoGPT reports it.
 
 Training FLOPs per sample = 3 × forward FLOPs (the backward pass costs about twice the
-forward: gradients with respect to activations and to weights; Kaplan et al. 2020, §2.1).
+forward: gradients with respect to activations and to weights; Kaplan et al. 2020, §2.1); tasks
+with several networks count their own (``Task.train_flops``: a GAN step runs G and D unevenly).
 Forward FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one sample.
 The peak comes from a table for CUDA devices, and for a CPU from a GEMM probe measured once
 and cached under ``$LIANDAN_HOME`` (default ``~/.liandan``).
@@ -82,8 +83,8 @@ def _gemm_probe(threads: int, n: int = 512, seconds: float = 0.3) -> float:
     return best
 
 
-def utilisation(flops_per_sample: int, samples: int, wall_s: float, peak: float | None) -> dict:
-    train_flops = 3 * flops_per_sample
+def utilisation(train_flops: int, samples: int, wall_s: float, peak: float | None) -> dict:
+    """Achieved FLOP/s and MFU from the training FLOPs per sample (a task's ``train_flops``)."""
     achieved = train_flops * samples / wall_s if wall_s > 0 else 0.0
     return {"train_flops_per_sample": train_flops, "achieved_flops_per_s": round(achieved, 1),
             "peak_flops_per_s": peak, "mfu": round(achieved / peak, 4) if peak else None}

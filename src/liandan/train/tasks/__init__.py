@@ -58,6 +58,12 @@ class Task:
         out = net(x)
         return self.loss_fn(out, y), out
 
+    def train_flops(self, model: nn.Module, sample: torch.Tensor) -> int:
+        """Training FLOPs per sample: forward + backward ≈ 3 × the forward of one sample (0: unknown)."""
+        from liandan.train.flops import forward_flops
+
+        return 3 * forward_flops(model, sample)
+
     def tally(self, device: torch.device, light: bool = False) -> Tally:
         """Accumulator of ``metric_names()``; ``light`` is the per-step training tally (cheap)."""
         return LossTally(device)

@@ -131,6 +131,17 @@ class GAN(Task):
         out["g_loss"] = F.binary_cross_entropy_with_logits(g, torch.ones_like(g))
         return out["d_loss"] + out["g_loss"], out
 
+    def train_flops(self, model: nn.Module, sample: torch.Tensor) -> int:
+        """Per real sample and step: G's forward once (the fakes serve both steps); the D step runs
+        D forward and backward on the real and the fake image (2 × 3 D); the G step runs D forward
+        and its backward to the input only (D is frozen: 2 D) and G's backward (2 G). 8 D + 3 G."""
+        from liandan.train.flops import forward_flops
+
+        m = _unwrap(model)
+        f_d = forward_flops(m.discriminator, sample)
+        f_g = forward_flops(m.generator, m.noise(1, sample.device))
+        return 8 * f_d + 3 * f_g if f_d and f_g else 0
+
     def _step(self, trainer: Trainer, opt: torch.optim.Optimizer, params: list,
               loss: torch.Tensor) -> torch.Tensor | None:
         """backward, the finiteness guard, clipping, step; the gradient norm, or None if skipped."""
