@@ -12,7 +12,7 @@ import pytest
 from liandan.report import write_report
 
 SECTIONS = ("overview", "training", "evaluation", "doctor", "ood", "model", "recipe", "notes")
-FIGURES = {"loss", "metrics", "lr", "grad_norm", "confusion", "calibration", "ood_0"}
+FIGURES = {"loss", "metrics", "lr", "grad_norm", "confusion", "calibration", "examples", "ood_0"}
 
 
 def _srcs(html: str) -> list[str]:
@@ -102,3 +102,17 @@ def test_regression_report(tmp_path):
     html = write_report(run.dir).read_text()
     assert "r2" in html and "rmse" in html and "Confusion" not in html
     assert {p.stem for p in (run.dir / "figures").glob("*.png")} == {"loss", "metrics", "lr", "grad_norm"}
+
+
+def test_examples_show_the_models_answers(tiny_run):
+    """The examples figure's labels are the model's predicted classes, right where they match."""
+    from liandan.evaluate.runio import logits_of, open_run, raw_split
+    from liandan.report.examples import N_EXAMPLES, examples
+
+    run, data = open_run(tiny_run)
+    ex = examples(run, data, "test")
+    x, y = raw_split(data, "test", N_EXAMPLES, run.recipe.seed)
+    pred = logits_of(run.model, run.info, x).argmax(-1)
+    assert ex["images"].shape == x.shape and 0 <= float(ex["images"].min()) <= float(ex["images"].max()) <= 1
+    assert [right for _, right in ex["labels"]] == (pred == y).tolist()
+    assert [text.split("\n")[0] for text, _ in ex["labels"]] == [run.info.class_names[i] for i in pred.tolist()]

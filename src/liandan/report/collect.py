@@ -23,6 +23,7 @@ class Pieces:
     doctor: dict[str, Any] | None = None
     ood: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
+    examples: dict[str, Any] | None = None  # a few inputs and the model's answers (report/examples.py)
     model: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -120,6 +121,12 @@ def _evaluation(p: Pieces) -> None:
     run, data = open_run(p.run_dir)
     split = "test" if data.test is not None else "val" if data.val is not None else "train"
     p.evaluation = evaluate_loaded(run, data, split)
+    try:
+        from liandan.report.examples import examples
+
+        p.examples = examples(run, data, split)
+    except Exception as e:  # noqa: BLE001 - the figure is optional
+        p.notes["examples"] = _short(e)
     try:
         p.model = _model_summary(run, raw_split(data, split, 1)[0], p.detailed_model)
     except Exception as e:  # noqa: BLE001

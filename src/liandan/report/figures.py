@@ -14,6 +14,7 @@ from typing import Any
 DPI = 110
 BASE = {"epoch", "step", "split", "loss", "lr", "grad_norm", "wall_s"}
 TRAIN, VAL, STEP = "#1f77b4", "#d62728", "#9ecae1"
+RIGHT, WRONG = "#1a7f37", "#d62728"
 
 
 def _figure(w: float = 5.2, h: float = 3.2, rows: int = 1, cols: int = 1, **kw: Any):
@@ -228,4 +229,29 @@ def ood_histograms(res: dict[str, Any]) -> bytes | None:
         a.legend(fontsize=7)
     for a in flat[n:]:
         a.set_axis_off()
+    return _png(fig)
+
+
+def examples(ex: dict[str, Any]) -> bytes | None:
+    """Inputs (or samples) in a grid, each titled with the model's answer: green right, red wrong."""
+    imgs, labels = ex["images"], ex["labels"]
+    if not len(imgs):
+        return None
+    ncol = min(len(imgs), 8)
+    nrow = -(-len(imgs) // ncol)
+    titled = any(lab is not None for lab in labels)
+    w, h = 1.4 * ncol, (1.75 if titled else 1.3) * nrow + 0.4
+    fig, ax = _figure(w, h, nrow, ncol)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.4 / h, wspace=0.1, hspace=0.6 if titled else 0.1)
+    for i, a in enumerate(ax.flat):
+        a.axis("off")
+        if i >= len(imgs):
+            continue
+        im = imgs[i].permute(1, 2, 0).numpy()
+        a.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
+                 vmin=0, vmax=1, interpolation="nearest")
+        if labels[i] is not None:
+            text, right = labels[i]
+            a.set_title(text, fontsize=7, color=RIGHT if right else WRONG)
+    fig.suptitle(ex["title"], fontsize=9)
     return _png(fig)

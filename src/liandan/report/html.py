@@ -144,6 +144,8 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
         "r2",
     ]
     rows = [[k, ev[k]] for k in keys if k in ev]
+    # a task's own metrics (token accuracy, zero-shot accuracy, ...) after the standard ones
+    rows += [[k, v] for k, v in ev.items() if k not in keys and k not in ("split", "source") and isinstance(v, float)]
     rows += [[f"top-{k} accuracy", v] for k, v in (ev.get("top_k") or {}).items()]
     html = f"<p>split <code>{escape(str(ev.get('source')))}</code></p>"
     row1 = [f"<div>{_table(['metric', 'value'], rows)}</div>"] + [_img(figs[n], n) for n in ("confusion",) if n in figs]
@@ -155,8 +157,10 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
         row2.append(
             "<div><h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], per) + "</div>"
         )
-    for row in (row1, row2):
-        html += f'<div class="figs">{"".join(row)}</div>'
+    row3 = [_img(figs[n], n) for n in ("examples",) if n in figs]
+    for row in (row1, row2, row3):
+        if row:
+            html += f'<div class="figs">{"".join(row)}</div>'
     return _section("evaluation", "Evaluation", html)
 
 

@@ -31,6 +31,8 @@ def _draw(p: Pieces) -> dict[str, bytes]:
     if p.evaluation:
         ev = p.evaluation
         jobs += [("confusion", lambda: F.confusion(ev)), ("calibration", lambda: F.calibration(ev))]
+    if p.examples:
+        jobs.append(("examples", lambda: F.examples(p.examples)))
     for i, r in enumerate(p.ood):
         jobs.append((f"ood_{i}", lambda r=r: F.ood_histograms(r)))
     figs: dict[str, bytes] = {}
