@@ -164,7 +164,7 @@ def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | Non
         else:
             continue
         groups.setdefault(cut, []).append((seq[:cut], seq[cut:]))
-    right, total, examples = 0, 0, []
+    right, total, shown, wrong = 0, 0, [], []
     for cut, items in sorted(groups.items()):  # prompts of one length batch without padding
         prompts = torch.tensor([p for p, _ in items])
         # a right answer is exactly as long as the expected one; with working judged by its final
@@ -177,6 +177,10 @@ def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | Non
             ok = judged(got) == judged(answer) and (final_id is None or final_id in got)
             right += ok
             total += 1
-            if len(examples) < 5 and not ok:
-                examples.append({"prompt": tok.decode(p), "expected": tok.decode(answer), "got": tok.decode(got)})
-    return {"split": split, "n": total, "exact_match": right / max(total, 1), "wrong_examples": examples}
+            row = {"prompt": tok.decode(p), "expected": tok.decode(answer), "got": tok.decode(got)}
+            if len(shown) < 8:  # the first few, right or wrong (the report's examples)
+                shown.append({**row, "right": bool(ok)})
+            if len(wrong) < 5 and not ok:
+                wrong.append(row)
+    return {"split": split, "n": total, "exact_match": right / max(total, 1), "examples": shown,
+            "wrong_examples": wrong}

@@ -97,6 +97,9 @@ def test_exact_match_by_generation_equals_the_teacher_forced_metric(arith_run, c
     assert res["n"] == 60 and res["exact_match"] == pytest.approx(summary["final"]["test"]["exact_match"])
     code, out, _ = cli("generate", str(arith_run), "--exact-match", "--json")
     assert code == 0 and json.loads(out)["exact_match"] == res["exact_match"]
+    shown = res["examples"]  # the first few problems, right or wrong (the report's table)
+    assert len(shown) == 8 and all(e["right"] == (e["got"] == e["expected"]) for e in shown), shown
+    assert all(w["got"] != w["expected"] for w in res["wrong_examples"])
 
 
 def test_cli_errors_are_one_line(tmp_path, cli, arith_run) -> None:

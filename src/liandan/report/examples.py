@@ -3,7 +3,8 @@
 - ``caption`` runs: test images with the greedy caption (green when it equals the true one);
 - ``contrastive`` runs: test images with the zero-shot class from the text prompts;
 - ``classify`` runs on images: test images with the predicted class;
-- ``gan`` / ``diffusion`` runs: a seeded grid of samples (diffusion with 50 DDIM steps: seconds).
+- ``gan`` / ``diffusion`` runs: a seeded grid of samples (diffusion with 50 DDIM steps: seconds);
+- ``lm`` runs: a table of test prompts, expected and greedy completions (``rows``, no images).
 
 The result holds the images as pixels in [0, 1] ``(N, C, H, W)`` and per image a label
 ``(text, right)`` (``right``: the prediction equals the truth; a wrong one names the truth),
@@ -43,6 +44,11 @@ def examples(run, data, split: str) -> dict[str, Any] | None:
         steps = DIFFUSION_STEPS if task == "diffusion" else None
         imgs = generate(run.model, N_SAMPLES, seed=0, steps=steps)
         return {"title": f"{N_SAMPLES} samples (seed 0)", "images": imgs, "labels": [None] * len(imgs)}
+    if task == "lm" and info.tokenizer:
+        from liandan.generate import exact_match
+
+        res = exact_match(run.dir, split, max_samples=64)
+        return {"title": f"greedy completions of {split} prompts", "rows": res["examples"]}
     if task not in ("caption", "contrastive", "classify") or len(info.input_shape) != 3:
         return None
     x_raw, y = raw_split(data, split, N_EXAMPLES, run.recipe.seed)

@@ -158,6 +158,10 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
             "<div><h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], per) + "</div>"
         )
     row3 = [_img(figs[n], n) for n in ("examples",) if n in figs]
+    if p.examples and p.examples.get("rows"):  # text tasks: prompt, expected, what the model wrote
+        rows_ = [[r["prompt"], r["expected"], r["got"], "yes" if r["right"] else "no"] for r in p.examples["rows"]]
+        row3.append(f"<div><h3>{escape(p.examples['title'])}</h3>"
+                    + _table(["prompt", "expected", "generated", "right"], rows_) + "</div>")
     for row in (row1, row2, row3):
         if row:
             html += f'<div class="figs">{"".join(row)}</div>'

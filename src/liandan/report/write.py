@@ -31,7 +31,7 @@ def _draw(p: Pieces) -> dict[str, bytes]:
     if p.evaluation:
         ev = p.evaluation
         jobs += [("confusion", lambda: F.confusion(ev)), ("calibration", lambda: F.calibration(ev))]
-    if p.examples:
+    if p.examples and "images" in p.examples:
         jobs.append(("examples", lambda: F.examples(p.examples)))
     for i, r in enumerate(p.ood):
         jobs.append((f"ood_{i}", lambda r=r: F.ood_histograms(r)))
