@@ -116,3 +116,20 @@ def test_examples_show_the_models_answers(tiny_run):
     assert ex["images"].shape == x.shape and 0 <= float(ex["images"].min()) <= float(ex["images"].max()) <= 1
     assert [right for _, right in ex["labels"]] == (pred == y).tolist()
     assert [text.split("\n")[0] for text, _ in ex["labels"]] == [run.info.class_names[i] for i in pred.tolist()]
+
+
+def test_severity_sweep_section(tiny_run, tmp_path):
+    """Saved OOD results at three or more severities of one shift become a sweep: a figure of
+    AUROC against severity and a table whose last row says whether each method rises."""
+    from liandan.evaluate.ood import ood_sweep
+    from liandan.report.collect import ood_sweeps
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("ood.json", "report.html", "figures"))
+    res = ood_sweep(run, ["rotate:0", "rotate:45", "rotate:90", "invert"], "msp,mahalanobis", max_samples=120,
+                    save=True)
+    sweeps = ood_sweeps(res)
+    assert list(sweeps) == ["rotate (test)"] and [s for s, _ in sweeps["rotate (test)"]] == [0.0, 45.0, 90.0]
+    html = write_report(run, evaluate=False).read_text()
+    assert "Severity sweep: rotate (test)" in html and "rises within noise" in html
+    assert (run / "figures" / "ood_sweep_0.png").stat().st_size > 5000

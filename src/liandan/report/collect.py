@@ -207,3 +207,18 @@ def _model_summary(run, example, detailed: bool | None = None) -> dict[str, Any]
         if n and not any(True for _ in m.children())
     ]
     return out
+
+
+def ood_sweeps(results: list[dict[str, Any]]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """OOD results that form severity sweeps: per shift kind (``rotate``, ``blur``, ``noise``) with
+    three or more numeric severities against the same ID split, ``[(severity, result), ...]`` sorted."""
+    groups: dict[str, dict[float, dict[str, Any]]] = {}
+    for r in results:
+        kind, _, arg = str(r.get("ood", {}).get("source", "")).partition(":")
+        try:
+            sev = float(arg)
+        except ValueError:
+            continue
+        key = f"{kind} ({r.get('id', {}).get('split', '?')})"
+        groups.setdefault(key, {})[sev] = r
+    return {k: sorted(v.items()) for k, v in groups.items() if len(v) >= 3}

@@ -232,6 +232,25 @@ def ood_histograms(res: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def ood_sweep(name: str, points: list[tuple[float, dict[str, Any]]]) -> bytes | None:
+    """AUROC against shift severity per method, with ±2 standard-error bars (Hanley & McNeil)."""
+    methods = list(points[0][1].get("methods", {}))
+    if not methods:
+        return None
+    fig, ax = _figure(5.2, 3.2)
+    a = ax[0, 0]
+    for m in methods:
+        pts = [(sev, r["methods"][m]) for sev, r in points if m in r.get("methods", {})]
+        xs, ys = [p[0] for p in pts], [p[1].get("auroc") for p in pts]
+        err = [2 * (p[1].get("auroc_se") or 0.0) for p in pts]
+        a.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, lw=1.2, label=m)
+    a.axhline(0.5, color="k", lw=0.8, ls=":", label="chance")
+    a.set(xlabel=f"severity: {name}", ylabel="AUROC", title="OOD severity sweep", ylim=(0, 1.02))
+    a.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    return _png(fig)
+
+
 def examples(ex: dict[str, Any]) -> bytes | None:
     """Inputs (or samples) in a grid, each titled with the model's answer: green right, red wrong."""
     imgs, labels = ex["images"], ex["labels"]

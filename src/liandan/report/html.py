@@ -13,7 +13,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from liandan.report.collect import Pieces
+from liandan.report.collect import Pieces, ood_sweeps
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STATUS_COLOUR = {
@@ -212,6 +212,22 @@ def _doctor(p: Pieces) -> str:
     return _section("doctor", "Doctor", html)
 
 
+def _sweep_table(points: list[tuple[float, dict]]) -> str:
+    """AUROC ± SE per severity and method, and whether each method's AUROC rises within noise."""
+    from liandan.evaluate.ood_metrics import rises_within_noise
+
+    methods = list(points[0][1].get("methods", {}))
+    cell = lambda v: f"{v['auroc']:.3f} ± {v.get('auroc_se') or 0:.3f}" if v else ""  # noqa: E731
+    rows = [[sev, *(cell(r["methods"].get(m)) for m in methods)] for sev, r in points]
+    rises = []
+    for m in methods:
+        vals = [r["methods"][m] for _, r in points if m in r["methods"]]
+        ok = all(v.get("auroc_se") is not None for v in vals)
+        rises.append(("yes" if rises_within_noise([v["auroc"] for v in vals], [v["auroc_se"] for v in vals])
+                      else "no") if ok else "")
+    return _table(["severity", *methods], [*rows, ["rises within noise", *rises]])
+
+
 def _ood(p: Pieces, figs: dict[str, bytes]) -> str:
     if not p.ood:
         return ""
@@ -220,6 +236,8 @@ def _ood(p: Pieces, figs: dict[str, bytes]) -> str:
         "of OOD inputs are flagged (OOD positive, as OpenOOD v1.5). Thresholds keep 95% of the "
         "calibration split; “flagged” = score below the threshold.</p>"
     )
+    for k, (name, points) in enumerate(ood_sweeps(p.ood).items()):
+        html += f"<h3>Severity sweep: {escape(name)}</h3>" + _sweep_table(points) + _figs(figs, [f"ood_sweep_{k}"])
     for i, r in enumerate(p.ood):
         idd, od = r.get("id", {}), r.get("ood", {})
         html += (

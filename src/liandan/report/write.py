@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from liandan.errors import LiandanError
-from liandan.report.collect import Pieces, _short, collect
+from liandan.report.collect import Pieces, _short, collect, ood_sweeps
 
 
 def _draw(p: Pieces) -> dict[str, bytes]:
@@ -35,6 +35,8 @@ def _draw(p: Pieces) -> dict[str, bytes]:
         jobs.append(("examples", lambda: F.examples(p.examples)))
     for i, r in enumerate(p.ood):
         jobs.append((f"ood_{i}", lambda r=r: F.ood_histograms(r)))
+    for k, (name, points) in enumerate(ood_sweeps(p.ood).items()):
+        jobs.append((f"ood_sweep_{k}", lambda name=name, points=points: F.ood_sweep(name, points)))
     figs: dict[str, bytes] = {}
     for name, job in jobs:
         try:
