@@ -144,8 +144,8 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
         "r2",
     ]
     rows = [[k, ev[k]] for k in keys if k in ev]
-    # a task's own metrics (token accuracy, zero-shot accuracy, ...) after the standard ones
-    rows += [[k, v] for k, v in ev.items() if k not in keys and k not in ("split", "source") and isinstance(v, float)]
+    if not {k for k in keys if k in ev} - {"n", "loss"}:  # a task that owns its metrics (token accuracy, ...)
+        rows += [[k, v] for k, v in ev.items() if k not in keys and isinstance(v, float)]
     rows += [[f"top-{k} accuracy", v] for k, v in (ev.get("top_k") or {}).items()]
     html = f"<p>split <code>{escape(str(ev.get('source')))}</code></p>"
     row1 = [f"<div>{_table(['metric', 'value'], rows)}</div>"] + [_img(figs[n], n) for n in ("confusion",) if n in figs]
