@@ -95,3 +95,9 @@ def test_predict_captions_or_classifies_zero_shot(name: str, tmp_path, shape_ima
         assert torch.allclose(got, probs.max(-1).values, atol=1e-5)
     code, out, _ = cli("predict", str(run.dir), str(path))
     assert code == 0 and len(out.splitlines()) == 4 and out.startswith(f"{path}[0]: ")
+    # the report shows the task's metrics and a figure of test images with the model's answers
+    from liandan.report import write_report
+
+    html = write_report(run.dir).read_text()
+    assert ("shape_accuracy" if name == "shapes-blip" else "zero_shot_accuracy") in html
+    assert (run.dir / "figures" / "examples.png").stat().st_size > 5000
