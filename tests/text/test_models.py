@@ -125,3 +125,16 @@ def test_summary_feeds_token_ids() -> None:
     # per token: the blocks' 12·d² weights and the tied V×d head (the summary counts layers, not the
     # attention products inside scaled_dot_product_attention)
     assert s.macs == 128 * (2 * 12 * 64**2 + V * 64)
+
+
+@pytest.mark.parametrize(("name", "task"), PAIRS)
+def test_cpu_sizes_init_at_one_over_root_width(name: str, task: str) -> None:
+    """Base sizes keep the published N(0, 0.02); CPU sizes draw linear weights at 1/√width (a gain
+    near one per map), measured on the first attention block's query/key/value weights."""
+    model = _build(name, task, dim=64, heads=4)
+    names = ("query", "c_attn")  # BERT, GPT-2
+    qkv = [p for n, p in model.named_parameters() if p.dim() == 2 and any(k in n for k in names)]
+    assert qkv and float(qkv[0].detach().std()) == pytest.approx(64**-0.5, rel=0.1)
+    with torch.device("meta"):
+        base = MODELS.get(name).fn(**MODELS.get(name).extra["ref_options"])
+    assert base.hf.config.initializer_range == 0.02
