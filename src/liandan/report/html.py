@@ -216,8 +216,10 @@ def _sweep_table(points: list[tuple[float, dict]]) -> str:
     """AUROC ± SE per severity and method, and whether each method's AUROC rises within noise."""
     from liandan.evaluate.ood_metrics import rises_within_noise
 
+    def cell(v: dict | None) -> str:
+        return f"{v['auroc']:.3f} ± {v.get('auroc_se') or 0:.3f}" if v else ""
+
     methods = list(points[0][1].get("methods", {}))
-    cell = lambda v: f"{v['auroc']:.3f} ± {v.get('auroc_se') or 0:.3f}" if v else ""  # noqa: E731
     rows = [[sev, *(cell(r["methods"].get(m)) for m in methods)] for sev, r in points]
     rises = []
     for m in methods:
