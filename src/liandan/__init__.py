@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 _API = {
     "train": "liandan.train.api",
     "resume": "liandan.train.api",
-    "load_run": "liandan.train.api",
-    "Run": "liandan.train.api",
+    "load_run": "liandan.train.run",
+    "Run": "liandan.train.run",
     "evaluate": ("liandan.evaluate.metrics", "evaluate_full"),
     "ood": ("liandan.evaluate.ood", "ood"),
     "OODDetector": ("liandan.evaluate.ood", "OODDetector"),

@@ -97,7 +97,7 @@ def _threads(model: nn.Module):
 
 def _load(run_dir: str | Path):
     from liandan.data.tokenize import load_tokenizer
-    from liandan.train.api import load_run
+    from liandan.train.run import load_run
 
     run = load_run(run_dir)
     if run.info.task != "lm" or not run.info.tokenizer:

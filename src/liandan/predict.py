@@ -65,7 +65,7 @@ def predict(model_or_run: str | Path, inputs: list[str], trust: bool = False, to
     """Predict each input: the top classes with probabilities (classifiers, and CLIP-style runs
     zero-shot), the value (regressors), or the caption (captioning runs)."""
     from liandan.serialize import load_model
-    from liandan.train.api import load_run
+    from liandan.train.run import load_run
 
     path = Path(model_or_run)
     info, special = None, None

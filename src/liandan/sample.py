@@ -85,7 +85,7 @@ def sample(run_dir: str | Path, n: int = 64, out: str | Path = "grid.png", seed:
     ``steps``: fewer denoising steps for a diffusion model (DDIM). Returns what was written:
     ``{"out", "n", "seed", "shape", "wall_s", "mean_pixel"}``.
     """
-    from liandan.train.api import load_run
+    from liandan.train.run import load_run
 
     run = load_run(run_dir)
     t0 = time.perf_counter()

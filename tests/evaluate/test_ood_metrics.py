@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from liandan.evaluate.ood_metrics import auroc, auroc_se, fpr_at_tpr, ood_metrics, rises_within_noise
+from liandan.evaluate.ood_metrics import (
+    auroc,
+    auroc_se,
+    fpr_at_tpr,
+    ood_metrics,
+    rises_within_noise,
+    sweep_advice,
+    sweep_verdicts,
+)
 
 
 def _scores(seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +95,20 @@ def test_rises_within_noise():
     se = [0.02] * 4
     assert rises_within_noise([0.5, 0.7, 0.69, 0.9], se)  # a dip of 0.01 is noise at SE 0.02
     assert not rises_within_noise([0.5, 0.9, 0.8, 0.75], se)  # 0.9 -> 0.75 is over five SEs
+
+
+def test_sweep_verdicts_and_advice():
+    """A logit score that peaks mid-sweep is named with its peak and end, explained, and pointed to
+    Mahalanobis when that one rises; a sweep where every method rises needs no advice."""
+    pts = lambda *a: [{"auroc": v, "auroc_se": 0.02} for v in a]  # noqa: E731
+    labels = ["rotate:0", "rotate:45", "rotate:90"]
+    v = sweep_verdicts(labels, {"msp": pts(0.5, 0.9, 0.74), "mahalanobis": pts(0.5, 0.97, 0.99)})
+    assert v["msp"] == {"rises": False, "peak": "rotate:45", "peak_auroc": 0.9, "end_auroc": 0.74}
+    assert v["mahalanobis"]["rises"] is True and v["mahalanobis"]["peak"] == "rotate:90"
+    text = sweep_advice(v)
+    assert text.startswith("msp peaks at rotate:45 (0.900) and falls to 0.740.")
+    assert "Hein et al. 2019" in text and "use --method mahalanobis" in text
+    assert "Try --method mahalanobis" in sweep_advice({"msp": v["msp"]})
+    assert sweep_advice({"mahalanobis": v["mahalanobis"]}) is None
+    no_se = sweep_verdicts(labels, {"msp": [{"auroc": 0.5}, {"auroc": 0.9}, {"auroc": 0.7}]})
+    assert no_se["msp"]["rises"] is None and sweep_advice(no_se) is None  # old results without SE: no verdict

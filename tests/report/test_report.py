@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 
 import pytest
 
@@ -20,9 +19,7 @@ def _srcs(html: str) -> list[str]:
 
 
 def test_full_report(report_run):
-    t0 = time.perf_counter()
     page = write_report(report_run)
-    took = time.perf_counter() - t0
     html = page.read_text()
     assert page == report_run / "report.html"
     for s in SECTIONS:
@@ -44,7 +41,6 @@ def test_full_report(report_run):
         "completed",
     ):
         assert text in html, text
-    assert took < 20, f"report took {took:.1f} s"  # ~2 s on an idle 2-core machine; generous for CI load
 
 
 def test_report_without_evaluation_or_extras(tiny_run, tmp_path):

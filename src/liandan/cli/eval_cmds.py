@@ -75,7 +75,7 @@ def ood(
 
 
 def _echo_sweep(results: list[dict]) -> None:
-    from liandan.evaluate.ood_metrics import rises_within_noise
+    from liandan.evaluate.ood_metrics import sweep_advice, sweep_verdicts
 
     methods = list(results[0]["methods"])
     typer.echo(f"ID: {results[0]['id']['source']} {results[0]['id']['split']} ({results[0]['id']['n']})   AUROC ± SE")
@@ -83,9 +83,13 @@ def _echo_sweep(results: list[dict]) -> None:
     for r in results:
         cells = (f"{r['methods'][m]['auroc']:.3f} ± {r['methods'][m]['auroc_se']:.3f}" for m in methods)
         typer.echo(f"{r['ood']['source']:<22}" + "".join(f"{c:>18}" for c in cells))
-    rises = {m: rises_within_noise([r["methods"][m]["auroc"] for r in results],
-                                   [r["methods"][m]["auroc_se"] for r in results]) for m in methods}
-    typer.echo(f"{'rises within noise':<22}" + "".join(f"{'yes' if rises[m] else 'no':>18}" for m in methods))
+    verdicts = sweep_verdicts([r["ood"]["source"] for r in results],
+                              {m: [r["methods"][m] for r in results] for m in methods})
+    typer.echo(f"{'rises within noise':<22}" + "".join(f"{'yes' if verdicts[m]['rises'] else 'no':>18}"
+                                                     for m in methods))
+    advice = sweep_advice(verdicts)
+    if advice:
+        typer.echo(advice)
 
 
 @app.command()

@@ -108,7 +108,7 @@ def overfit_check(recipe: Recipe, samples: int = CHECK_SAMPLES, steps: int = CHE
     import torch
 
     from liandan.optim import build_optimizer
-    from liandan.train.api import prepare
+    from liandan.train.run import prepare
 
     data, model, _, loss_fn, device = prepare(recipe)
     xb, yb = next(iter(data.eval_batches("train").epoch(0)))

@@ -58,7 +58,7 @@ def run_metrics(run_dir: Any) -> dict[str, Any]:
     """Judge metrics of a finished run directory (rebuilds its data, loads its weights)."""
     from liandan.data.pipeline import build_data
     from liandan.errors import LiandanError
-    from liandan.train.api import load_run
+    from liandan.train.run import load_run
 
     try:
         run = load_run(run_dir)

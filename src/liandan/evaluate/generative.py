@@ -74,7 +74,7 @@ def sample_quality(run_dir: str | Path, classifier_run: str | Path | None = None
 
     from liandan.data.pipeline import build_data
     from liandan.sample import generate
-    from liandan.train.api import load_run
+    from liandan.train.run import load_run
 
     t0 = time.perf_counter()
     gen = load_run(run_dir)

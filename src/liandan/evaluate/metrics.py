@@ -21,7 +21,7 @@ from liandan.evaluate.calibration import reliability
 
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataModule
-    from liandan.train.api import Run
+    from liandan.train.run import Run
 
 
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

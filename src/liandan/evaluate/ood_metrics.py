@@ -18,6 +18,8 @@ Scores are *confidences*: larger = more in-distribution (ID).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -83,6 +85,47 @@ def rises_within_noise(aurocs: list[float], ses: list[float], z: float = 2.0) ->
     difference (``√(se_i² + se_j²)``): monotone non-decreasing up to sampling noise."""
     return all(aurocs[j] >= aurocs[i] - z * float(np.hypot(ses[i], ses[j]))
                for i in range(len(aurocs)) for j in range(i + 1, len(aurocs)))
+
+
+LOGIT_METHODS = ("msp", "energy", "odin")  # scores read off the classifier's logits
+
+
+def sweep_verdicts(labels: list[str], methods: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per method of a severity sweep (``methods[m][i]`` = metrics at ``labels[i]``): whether its
+    AUROC rises within noise, and where it peaks and ends (the evidence when it does not)."""
+    out = {}
+    for m, vals in methods.items():
+        au = [v["auroc"] for v in vals]
+        ses = [v.get("auroc_se") for v in vals]
+        top = int(np.argmax(au))
+        out[m] = {
+            "rises": rises_within_noise(au, ses) if all(s is not None for s in ses) else None,
+            "peak": labels[top],
+            "peak_auroc": au[top],
+            "end_auroc": au[-1],
+        }
+    return out
+
+
+def sweep_advice(verdicts: dict[str, dict[str, Any]]) -> str | None:
+    """One sentence on the methods whose AUROC does not rise with severity: why, and what to use."""
+    falls = [m for m, v in verdicts.items() if v["rises"] is False]
+    if not falls:
+        return None
+    parts = [f"{m} peaks at {verdicts[m]['peak']} ({verdicts[m]['peak_auroc']:.3f}) and falls to "
+             f"{verdicts[m]['end_auroc']:.3f}" for m in falls]
+    text = "; ".join(parts) + "."
+    if any(m in LOGIT_METHODS for m in falls):
+        text += (" Strongly shifted inputs get answers as confident as real ones: networks of ReLUs grow"
+                 " confident far from their data (Hein et al. 2019), so the logits stop telling the shift apart.")
+        maha = verdicts.get("mahalanobis")
+        if maha is None:
+            text += " Try --method mahalanobis: a distance to the training features, not the classifier's confidence."
+        elif maha["rises"]:
+            text += " Mahalanobis distance on the features rises throughout: use --method mahalanobis for this shift."
+    if "mahalanobis" in falls:
+        text += " The features themselves move back towards the training classes at high severity."
+    return text
 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> dict[str, float]:

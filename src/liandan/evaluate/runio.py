@@ -17,7 +17,7 @@ from torch import nn
 
 from liandan.data.pipeline import DataInfo, DataModule, build_data
 from liandan.errors import LiandanError
-from liandan.train.api import Run, load_run
+from liandan.train.run import Run, load_run
 
 
 def open_run(run_dir: str | Path) -> tuple[Run, DataModule]:

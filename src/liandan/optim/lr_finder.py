@@ -36,7 +36,7 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
     """Run the range test on ``recipe`` and return the curve and the suggested learning rate."""
     from liandan.optim import build_optimizer
     from liandan.recipe import load_recipe
-    from liandan.train.api import prepare
+    from liandan.train.run import prepare
     from liandan.train.setup import default_threads
 
     if not 0 < start_lr < end_lr:

@@ -213,21 +213,23 @@ def _doctor(p: Pieces) -> str:
 
 
 def _sweep_table(points: list[tuple[float, dict]]) -> str:
-    """AUROC ± SE per severity and method, and whether each method's AUROC rises within noise."""
-    from liandan.evaluate.ood_metrics import rises_within_noise
+    """AUROC ± SE per severity and method, whether each method's AUROC rises within noise, and
+    why not when it does not."""
+    from liandan.evaluate.ood_metrics import sweep_advice, sweep_verdicts
 
     def cell(v: dict | None) -> str:
         return f"{v['auroc']:.3f} ± {v.get('auroc_se') or 0:.3f}" if v else ""
 
     methods = list(points[0][1].get("methods", {}))
     rows = [[sev, *(cell(r["methods"].get(m)) for m in methods)] for sev, r in points]
-    rises = []
+    verdicts = {}
     for m in methods:
-        vals = [r["methods"][m] for _, r in points if m in r["methods"]]
-        ok = all(v.get("auroc_se") is not None for v in vals)
-        rises.append(("yes" if rises_within_noise([v["auroc"] for v in vals], [v["auroc_se"] for v in vals])
-                      else "no") if ok else "")
-    return _table(["severity", *methods], [*rows, ["rises within noise", *rises]])
+        pts = [(sev, r["methods"][m]) for sev, r in points if m in r["methods"]]
+        verdicts[m] = sweep_verdicts([f"{sev:g}" for sev, _ in pts], {m: [v for _, v in pts]})[m]
+    rises = [{True: "yes", False: "no", None: ""}[verdicts[m]["rises"]] for m in methods]
+    advice = sweep_advice(verdicts)
+    return (_table(["severity", *methods], [*rows, ["rises within noise", *rises]])
+            + (f'<p class="muted">{escape(advice)}</p>' if advice else ""))
 
 
 def _ood(p: Pieces, figs: dict[str, bytes]) -> str:

@@ -255,8 +255,8 @@ def vision_language_metrics(run_dir: str | Path, split: str = "test") -> dict[st
     """Re-evaluate a finished contrastive or caption run on ``split``: its loss and metrics,
     including ``zero_shot_accuracy`` (contrastive) or ``shape_accuracy`` (caption)."""
     from liandan.data.pipeline import build_data
-    from liandan.train.api import load_run
     from liandan.train.loop import evaluate
+    from liandan.train.run import load_run
     from liandan.train.tasks import build_task
 
     run = load_run(run_dir)

@@ -1,0 +1,118 @@
+"""A run directory loaded back: :class:`Run`, :func:`load_run`, and :func:`prepare` (data, model,
+loss and device for a recipe, checked with one forward pass).
+
+This is the layer the pillars read runs through (evaluate, report, doctor, generate, sample,
+predict); :mod:`liandan.train.api` trains and, at the end, calls the doctor and the report, so it
+sits above them and this module below.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from liandan.data.pipeline import DataInfo, DataModule, build_data
+from liandan.errors import LiandanError
+from liandan.recipe import Recipe, load_recipe
+from liandan.train import checkpoint as ck
+from liandan.train.rundir import read_json
+from liandan.train.setup import build_loss, build_model, pick_device, set_memory_format
+from liandan.train.tasks import Task, build_task
+
+
+@dataclass
+class Run:
+    """A run directory with its recipe, summary, data facts and (lazily) its trained model."""
+
+    dir: Path
+    recipe: Recipe
+    summary: dict[str, Any]
+    info: DataInfo
+    model: nn.Module | None = None
+    data: DataModule | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.device]:
+    """Data, model, loss and device for ``recipe``, checked with one forward pass before training."""
+    seed_everything(recipe.seed)
+    data = build_data(recipe.data, recipe.seed, recipe.task)
+    seed_everything(recipe.seed)  # model init must not depend on how much RNG the data used
+    model = build_model(recipe.model, data.info)
+    loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
+    device = pick_device(recipe.train.device)
+    model.to(device)
+    _dry_run(model, build_task(data.info, loss_fn, recipe), data, device)
+    return data, model, loss_name, loss_fn, device
+
+
+def _dry_run(model: nn.Module, task: Task, data: DataModule, device: torch.device) -> None:
+    """Fail before any training when the model cannot take the data or the loss the output."""
+    b = data.eval_batches("train")
+    xb, yb = next(iter(b.epoch(0)))
+    xb, yb = xb[:2].to(device), yb[:2].to(device)
+    was = model.training
+    model.eval()  # eval mode: no batch-norm statistics move, no dropout RNG is drawn
+    try:
+        with torch.no_grad():
+            _check_forward(model, task, data, xb, yb)
+    finally:
+        model.train(was)
+
+
+def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    first = lambda e: str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # noqa: E731
+    if task.loss_fn is None:  # the task calls the model itself (lm, gan, diffusion, ...)
+        try:
+            task.forward(model, xb, yb)
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            raise LiandanError(f"task {data.info.task!r} cannot run model on a batch from "
+                               f"{data.info.source!r}: {first(e)}") from None
+        return
+    try:
+        out = model(xb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
+                           f"{data.info.source!r}: {first(e)}") from None
+    if data.info.task == "classify" and out.dim() == 2 and out.shape[1] < data.info.num_classes:
+        raise LiandanError(f"model outputs {out.shape[1]} values but the data has {data.info.num_classes} classes")
+    try:
+        task.loss_fn(out, yb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"loss cannot compare the model output {tuple(out.shape)} with targets "
+                           f"{tuple(yb.shape)}: {first(e)}") from None
+
+
+def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
+    """Load a finished run: recipe, summary, data facts and the model with its trained weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    info = DataInfo.from_dict(read_json(run_dir / "data.json"))
+    seed_everything(recipe.seed)
+    model = build_model(recipe.model, info)
+    name = weights or summary.get("weights", "last")
+    path = run_dir / "checkpoints" / f"{name}.safetensors"
+    if not path.exists():
+        raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
+    ck.load_weights(model, path)
+    # evaluate with the memory format it trained with: the same kernels, the same last bits
+    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
+    return Run(run_dir, recipe, summary, info, model)
