@@ -42,6 +42,12 @@ _API = {
     "lr_find": "liandan.optim.lr_finder",
     "summary": ("liandan.inspect", "summary"),
     "diagnose": ("liandan.doctor", "diagnose"),
+    "finetune": ("liandan.llm.finetune", "finetune"),
+    "quantize": ("liandan.compress", "quantize"),
+    "prune": ("liandan.compress", "prune"),
+    "distill": ("liandan.compress", "distill"),
+    "to_onnx": ("liandan.export", "to_onnx"),
+    "to_gguf": ("liandan.export", "to_gguf"),
 }
 
 __all__ = sorted(_API)

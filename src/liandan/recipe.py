@@ -61,6 +61,13 @@ class ModelConfig(_Options):
     init_value: float = Field(0.1, description="value for constant init")
     reparam: Literal["none", "weight", "spectral"] = Field(
         "none", description="wrap Linear/Conv weights in weight normalisation or spectral normalisation")
+    from_run: str | None = Field(None, description="fine-tune: start from this run directory's trained "
+                                 "weights (same model options) instead of the init")
+
+
+class AdapterConfig(_Options):
+    name: str = Field(description="parameter-efficient fine-tuning method (liandan list adapters): the base "
+                      "model freezes, only the adapter trains")
 
 
 class LossConfig(_Options):
@@ -130,6 +137,8 @@ class Recipe(_Section):
                       "(classify, regress, lm, mlm, caption, contrastive, gan, diffusion, ...)")
     data: DataConfig
     model: ModelConfig
+    adapter: AdapterConfig | None = Field(None, description="PEFT adapter, e.g. {name: lora, r: 8} (with "
+                                          "model.from_run to fine-tune a trained run)")
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -285,6 +294,10 @@ def check_names(recipe: Recipe) -> None:
     MODELS.get(recipe.model.name).validate(recipe.model.options, where="model", inferred=INFERRED)
     if recipe.model.init not in INIT_SCHEMES:
         raise LiandanError(f"model.init: unknown init {recipe.model.init!r}; available: {', '.join(INIT_SCHEMES)}")
+    if recipe.adapter is not None:
+        from liandan.registry import ADAPTERS
+
+        ADAPTERS.get(recipe.adapter.name).validate(recipe.adapter.options, where="adapter")
     if recipe.loss.name is not None:
         LOSSES.get(recipe.loss.name).validate(recipe.loss.options, where="loss")
     OPTIMIZERS.get(recipe.optim.name).validate(recipe.optim.options, where="optim")

@@ -134,11 +134,12 @@ class Registry:
 
 MODELS = Registry("model", ("liandan.models",))
 DATA = Registry("data source", ("liandan.data.sources",))
-LOSSES = Registry("loss", ("liandan.losses",))
+LOSSES = Registry("loss", ("liandan.losses", "liandan.compress.distill"))
 OPTIMIZERS = Registry("optimizer", ("liandan.optim.optimizers",))
 SCHEDULES = Registry("schedule", ("liandan.optim.schedules",))
 RULES = Registry("rule", ("liandan.doctor.rules",))
 TASKS = Registry("task", ("liandan.train.tasks",))
+ADAPTERS = Registry("adapter", ("liandan.llm.peft",))
 
 register_model = MODELS.register
 register_data = DATA.register
@@ -147,6 +148,7 @@ register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_rule = RULES.register
 register_task = TASKS.register
+register_adapter = ADAPTERS.register
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -156,4 +158,5 @@ REGISTRIES: dict[str, Registry] = {
     "schedules": SCHEDULES,
     "rules": RULES,
     "tasks": TASKS,
+    "adapters": ADAPTERS,
 }

@@ -8,7 +8,7 @@ import typer
 
 from liandan.cli.app import app, print_json
 
-KINDS = ("models", "data", "losses", "optimizers", "schedules", "presets", "rules", "tasks")
+KINDS = ("models", "data", "losses", "optimizers", "schedules", "presets", "rules", "tasks", "adapters")
 
 
 @app.command("list")
@@ -17,7 +17,7 @@ def list_(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show each entry's options and defaults."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List registered models, data sources, losses, optimizers, schedules, presets, rules or tasks."""
+    """List registered models, data sources, losses, optimizers, schedules, presets, rules, tasks or adapters."""
     from liandan.errors import LiandanError
 
     if kind not in KINDS:

@@ -113,14 +113,17 @@ def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, ru
                 final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
         if denv.is_main:
             ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
+            if recipe.adapter is not None:
+                _save_adapter(model, run_dir)
             if hasattr(model, "save_pretrained"):  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
-                model.save_pretrained(run_dir / "hf")
+                _plain(model, recipe).save_pretrained(run_dir / "hf")
                 if hasattr(tokenizer := getattr(data.source, "tokenizer", None), "to_hf"):
                     tokenizer.to_hf().save_pretrained(str(run_dir / "hf"))
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     st = trainer.state
     extra = {"weights": "final" if final else weights, "device": str(device), "threads": threads,
-             "params": n_params, "world_size": denv.world,
+             "params": n_params, "trainable_params": n_trainable, "world_size": denv.world,
              "effective_batch_size": recipe.data.batch_size * recipe.train.accumulate * denv.world,
              "lr_scaling": "none: the recipe's lr is used as is for the effective batch size",
              **utilisation(flops, st.samples, st.wall_s, peak_flops(device, threads) if flops else None)}
@@ -148,3 +151,19 @@ def _doctor_callbacks(recipe: Recipe) -> list[Callback]:
     except ImportError:
         return []
     return doctor_callbacks(recipe)
+
+
+def _save_adapter(model: nn.Module, run_dir: Path) -> None:
+    """RUN/adapter.safetensors: the adapter's trained tensors alone (what a fine-tune adds)."""
+    from liandan.llm.peft import adapter_state_dict
+
+    ck.save_weights(adapter_state_dict(model), run_dir / "adapter.safetensors")
+
+
+def _plain(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """The model as its architecture's own class: adapters merged into a copy (RUN/hf/ loads anywhere)."""
+    if recipe.adapter is None:
+        return model
+    from liandan.llm.peft import merged_copy
+
+    return merged_copy(model)

@@ -60,9 +60,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+def state_dict_cpu(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage (tied weights): store contiguous clones.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    sd = model if isinstance(model, dict) else model.state_dict()
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
 
 
 def snapshot(obj: Any) -> Any:
@@ -123,7 +124,7 @@ class CheckpointWriter:
             raise err
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
+def save_weights(model: nn.Module | dict[str, torch.Tensor], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(state_dict_cpu(model), str(tmp))

@@ -53,7 +53,9 @@ def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.devi
     seed_everything(recipe.seed)
     data = build_data(recipe.data, recipe.seed, recipe.task)
     seed_everything(recipe.seed)  # model init must not depend on how much RNG the data used
-    model = build_model(recipe.model, data.info)
+    if recipe.model.from_run:
+        data.info = fine_tune_info(data.info, Path(recipe.model.from_run))
+    model = build_recipe_model(recipe, data.info)
     loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
     device = pick_device(recipe.train.device)
     model.to(device)
@@ -101,18 +103,73 @@ def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Ten
 def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
     """Load a finished run: recipe, summary, data facts and the model with its trained weights."""
     run_dir = Path(run_dir)
+    if weights is None and (run_dir / "compress.json").is_file():  # quantised or pruned: rebuilt by compress
+        from liandan.compress import load_compressed
+
+        return load_compressed(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
         raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
     recipe = load_recipe(run_dir / "recipe.yaml")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     info = DataInfo.from_dict(read_json(run_dir / "data.json"))
     seed_everything(recipe.seed)
-    model = build_model(recipe.model, info)
+    model = build_recipe_model(recipe, info, base_weights=False)  # its own checkpoint has every weight
+    ck.load_weights(model, weights_path(run_dir, weights, summary))
+    # evaluate with the memory format it trained with: the same kernels, the same last bits
+    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
+    return Run(run_dir, recipe, summary, info, model)
+
+
+def weights_path(run_dir: Path, weights: str | None = None, summary: dict[str, Any] | None = None) -> Path:
+    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``)."""
+    summary = summary if summary is not None else (
+        read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {})
     name = weights or summary.get("weights", "last")
     path = run_dir / "checkpoints" / f"{name}.safetensors"
     if not path.exists():
         raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
-    ck.load_weights(model, path)
-    # evaluate with the memory format it trained with: the same kernels, the same last bits
-    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
-    return Run(run_dir, recipe, summary, info, model)
+    return path
+
+
+def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = True) -> nn.Module:
+    """The recipe's model: built and initialised; with ``model.from_run`` the trained weights of that
+    run (``base_weights``); with ``adapter`` the base frozen and the adapter in place."""
+    base = Path(recipe.model.from_run) if recipe.model.from_run and base_weights else None
+    model = build_model(recipe.model, info)
+    if base is not None:
+        try:
+            ck.load_weights(model, weights_path(base))
+        except (RuntimeError, KeyError) as e:
+            raise LiandanError(f"model.from_run: {base}'s weights do not fit this model (give the base run's "
+                               f"model options): {str(e).strip().splitlines()[0]}") from None
+    if recipe.adapter is not None:
+        from liandan.registry import ADAPTERS
+
+        entry = ADAPTERS.get(recipe.adapter.name)
+        model = entry.fn(**entry.validate(recipe.adapter.options, where="adapter")).apply(model)
+    return model
+
+
+def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
+    """The data facts of a fine-tune: the new data's, with the base model's context, once the new
+    data is checked to fit the base run (same vocabulary, classes and input shape; context ≤ the
+    base's). Saved as the run's data.json, so the fine-tuned run loads without its base."""
+    import dataclasses
+
+    if not (base_dir / "data.json").is_file():
+        raise LiandanError(f"model.from_run: {base_dir} is not a run directory (no data.json)")
+    base = DataInfo.from_dict(read_json(base_dir / "data.json"))
+    where = f"model.from_run ({base_dir})"
+    if new.vocab_size != base.vocab_size:
+        raise LiandanError(f"{where}: the base run has a vocabulary of {base.vocab_size} tokens, this data "
+                           f"{new.vocab_size}; fine-tune on data with the same tokenizer")
+    if new.max_len > base.max_len:
+        raise LiandanError(f"{where}: this data needs a context of {new.max_len} tokens, the base model has "
+                           f"{base.max_len}")
+    if not new.vocab_size and tuple(new.input_shape) != tuple(base.input_shape):
+        raise LiandanError(f"{where}: inputs of shape {tuple(new.input_shape)} but the base model takes "
+                           f"{tuple(base.input_shape)}")
+    if new.task == "classify" and new.num_classes != base.num_classes:
+        raise LiandanError(f"{where}: {new.num_classes} classes but the base model has {base.num_classes}")
+    return dataclasses.replace(new, max_len=base.max_len)
+

@@ -21,7 +21,7 @@ from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
 
 CODE = "loss_output_mismatch"
-PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking")
+PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking", "distill")
 
 
 def _loss(view: RunView) -> str:

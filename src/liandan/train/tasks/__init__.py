@@ -56,6 +56,8 @@ class Task:
     def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Loss of one micro-batch and the output the tally sees."""
         out = net(x)
+        if getattr(self.loss_fn, "needs_input", False):  # distillation: the teacher sees the same batch
+            return self.loss_fn(out, y, x=x, info=self.info), out
         return self.loss_fn(out, y), out
 
     def train_flops(self, model: nn.Module, sample: torch.Tensor) -> int:

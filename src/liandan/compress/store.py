@@ -1,0 +1,111 @@
+"""The compressed output directory, and loading it back without pickle.
+
+Layout (a run directory, so ``liandan evaluate`` / ``report`` can read it)::
+
+    OUT/recipe.yaml                  the source run's recipe (structured pruning of an ``mlp``: its new widths)
+    OUT/data.json                    the source run's data facts (same splits, same normalisation)
+    OUT/summary.json                 status, weights "final", and the compressed model's test metrics
+    OUT/checkpoints/final.safetensors  float32 weights (pruned ones with their exact zeros)
+    OUT/compress.json                method, its parameters, the layer widths it cut, every measured number
+
+Why float32 weights plus a recipe rather than the int8 model itself: dynamically quantized
+layers keep their weights as packed ``torch.ScriptObject`` params that safetensors cannot hold,
+and ``torch.save`` of them is a pickle, which :mod:`liandan.serialize` refuses to load by
+default. Dynamic int8 quantisation is a *deterministic* function of the float weights (per-tensor
+scale ``max|w| / 127.5``, round to nearest; Jacob et al. 2018, §2), so :func:`load_compressed`
+rebuilds exactly the same int8 model from the float weights and ``compress.json`` — bit for bit
+the logits :func:`liandan.compress.quantize` measured — and no file ever executes code.
+The cost is disk size (float32 on disk); the in-memory model is the small one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from liandan.errors import LiandanError
+
+if TYPE_CHECKING:
+    from liandan.recipe import Recipe
+    from liandan.train.run import Run
+
+COMPRESS_JSON = "compress.json"
+
+
+def default_out(run_dir: Path, suffix: str) -> Path:
+    return run_dir.parent / f"{run_dir.name}-{suffix}"
+
+
+def check_out(out: Path) -> Path:
+    """``out`` must be new or empty: a compressed directory is never written over another run."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LiandanError(f"output directory {out} already exists and is not empty; pass another --out")
+    return out
+
+
+def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dict[str, Any],
+                 final: dict[str, dict[str, float]] | None = None) -> Path:
+    """Write the compressed directory: recipe, data facts, float weights, summary and ``compress.json``."""
+    from liandan.train import checkpoint as ck
+    from liandan.train.rundir import read_json, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "recipe.yaml").exists():
+        (out / "recipe.yaml").write_text(recipe.to_yaml(f"compressed from {run.dir} ({doc['method']})"))
+    shutil.copyfile(run.dir / "data.json", out / "data.json")
+    ck.save_weights(model, out / "checkpoints" / "final.safetensors")
+    summary = read_json(out / "summary.json") if (out / "summary.json").exists() else {}
+    summary.update({"name": recipe.name, "status": summary.get("status", "completed"), "weights": "final",
+                    "compressed": {"method": doc["method"], "from": str(run.dir)}})
+    if final is not None:  # a fine-tune's own train/val numbers stay; test is the compressed model's
+        summary["final"] = {**summary.get("final", {}), **final}
+    write_json(out / "summary.json", summary)
+    write_json(out / COMPRESS_JSON, doc)
+    return out
+
+
+def read_doc(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    f = path / COMPRESS_JSON
+    if not f.is_file():
+        raise LiandanError(f"{path} is not a compressed directory (no {COMPRESS_JSON})")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise LiandanError(f"{f}: invalid JSON: {e}") from None
+
+
+def load_compressed(path: str | Path) -> Run:
+    """Load a directory written by :func:`~liandan.compress.quantize`, :func:`~liandan.compress.prune`
+    or :func:`~liandan.compress.distill`: the model is rebuilt from the recipe, cut to the recorded
+    widths, loaded from safetensors and, for ``quantize``, quantised again (deterministic)."""
+    from liandan.compress.prune import apply_structure
+    from liandan.compress.quantize import apply_quantization
+    from liandan.data.pipeline import DataInfo
+    from liandan.recipe import load_recipe
+    from liandan.train import checkpoint as ck
+    from liandan.train.run import Run, seed_everything
+    from liandan.train.rundir import read_json
+    from liandan.train.setup import build_model, set_memory_format
+
+    path = Path(path)
+    doc = read_doc(path)
+    if not (path / "recipe.yaml").is_file() or not (path / "data.json").is_file():
+        raise LiandanError(f"{path} is not a run directory (no recipe.yaml / data.json)")
+    recipe = load_recipe(path / "recipe.yaml")
+    info = DataInfo.from_dict(read_json(path / "data.json"))
+    summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+    seed_everything(recipe.seed)
+    model = build_model(recipe.model, info)
+    if doc.get("structure"):
+        apply_structure(model, doc["structure"])
+    ck.load_weights(model, path / "checkpoints" / f"{summary.get('weights', 'final')}.safetensors")
+    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
+    if doc["method"] == "quantize":
+        model = apply_quantization(model, doc.get("options", {}))
+    return Run(path, recipe, summary, info, model)

@@ -1,0 +1,260 @@
+"""Export a trained run to one self-contained ONNX file, checked against PyTorch with onnxruntime.
+
+ONNX (Open Neural Network Exchange, https://onnx.ai/onnx/) stores the model as a graph of
+standard operators; onnxruntime runs it without Python or PyTorch. We use PyTorch's default
+exporter (``torch.onnx.export(..., dynamo=True)``: ``torch.export`` traces the model into an
+FX graph that onnxscript translates to ONNX) with ``external_data=False`` so the weights sit
+inside the one ``.onnx`` file.
+
+**The file takes raw inputs.** A run normalises its inputs with training-split statistics
+(``DataInfo.normalize_x``) and a regressor predicts standardised targets (``denormalize_y``).
+A deploying user has raw pixels or features and wants answers in the data's units, and nothing
+else in the file would tell them the mean and std, so both affine maps are baked into the graph
+as constants: the ONNX model maps exactly what ``liandan predict`` reads to what it prints
+(logits for classifiers, values in target units for regressors). Language models take token
+ids ``(batch, seq)`` (both axes dynamic, seq up to the run's context) and return logits
+``(batch, seq, vocab)``, without a key/value cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from liandan.errors import LiandanError
+from liandan.export._common import (
+    atomic_file,
+    destination,
+    first_line,
+    median_ms,
+    require,
+    run_path,
+    silenced,
+    write_manifest,
+)
+
+SERVED = ("classify", "regress", "lm", "mlm")
+CHECK_BATCHES = (1, 5)
+
+
+class RawInputModel(nn.Module):
+    """The run's model with its input normalisation (and a regressor's target scaling) built in."""
+
+    def __init__(self, model: nn.Module, info: Any, tokens: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.norm_x = info.x_mean is not None and not tokens
+        self.scale_y = info.task == "regress" and info.y_mean is not None
+        if self.norm_x:  # the same shapes and arithmetic as DataInfo.normalize_x: bit-identical in torch
+            shape = (-1, 1, 1) if info.is_image else (-1,)
+            self.register_buffer("x_mean", torch.tensor(info.x_mean, dtype=torch.float32).view(shape))
+            self.register_buffer("x_std", torch.tensor(info.x_std, dtype=torch.float32).view(shape))
+        if self.scale_y:
+            self.register_buffer("y_mean", torch.tensor(info.y_mean, dtype=torch.float32))
+            self.register_buffer("y_std", torch.tensor(info.y_std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_x:
+            x = (x - self.x_mean) / self.x_std
+        out = self.model(x)
+        if self.scale_y:
+            out = out * self.y_std + self.y_mean
+        return out
+
+
+def _check_run(run: Any, x: torch.Tensor) -> bool:
+    """Refuse what one input -> one output graph cannot hold; True for token-id inputs."""
+    task = run.info.task
+    if task not in SERVED:
+        raise LiandanError(f"ONNX export serves classifiers, regressors and language models; {run.dir} is a "
+                           f"{task!r} run (its model is driven by a sampling or multi-input loop)")
+    return not x.is_floating_point()  # token ids (batch, seq): the sequence axis is dynamic too
+
+
+def _inputs(run_dir: Path) -> tuple[Any, torch.Tensor]:
+    """The run and real raw inputs (test split, else val, else train) for tracing and checking."""
+    from liandan.evaluate.runio import open_run, raw_split
+
+    run, data = open_run(run_dir)
+    if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights
+        from liandan.llm.peft import merged_copy
+
+        run.model = merged_copy(run.model)
+    for split in ("test", "val", "train"):
+        if getattr(data, split) is not None and len(data.indices[split]):
+            x, _ = raw_split(data, split, max_samples=64)
+            return run, x
+    raise LiandanError(f"{run_dir}: the data has no samples to trace the model with")
+
+
+def _dynamic_shapes(x: torch.Tensor, tokens: bool, max_len: int, dynamic_batch: bool) -> tuple | None:
+    from torch.export import Dim
+
+    dims: dict[int, Any] = {}
+    if dynamic_batch:
+        dims[0] = Dim("batch", min=1, max=4096)
+    if tokens:
+        dims[1] = Dim("seq", min=1, max=max(max_len, x.shape[1]))
+    return (dims,) if dims else None
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's notes about itself (optional torchvision ops, pytree deprecations, and
+    the whole FX graph torch.export logs when it gives up): a failure is reported as one line."""
+    names = ["torch", *(n for n in logging.root.manager.loggerDict if n.startswith("torch."))]
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)  # e.g. RNN flat weights re-assigned while tracing
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _export(wrapper: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str], dyn: tuple | None,
+            opset: int | None) -> None:
+    kwargs: dict[str, Any] = {"dynamo": True, "external_data": False, "input_names": [names[0]],
+                              "output_names": [names[1]], "dynamic_shapes": dyn, "verbose": False}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    try:  # the exporter prints progress on stdout (keep stdout for --json) and warns about its own internals
+        with silenced(), torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(wrapper, (example,), str(path), **kwargs)
+    except LiandanError:
+        raise
+    except Exception as e:  # noqa: BLE001 (an exporter failure is reported as one line: its root cause)
+        while e.__cause__ is not None:
+            e = e.__cause__
+        why = re.sub(r"\x1b\[[0-9;]*m", "", first_line(e))
+        raise LiandanError(f"torch.onnx.export cannot export {type(wrapper.model).__name__}: "
+                           f"{type(e).__name__}: {why}") from None
+
+
+def _io_spec(path: Path) -> tuple[int, list[dict], list[dict]]:
+    """Opset and the graph's inputs/outputs (name, shape with symbolic axes named, element type).
+
+    Also drops the exporter's per-node provenance (``metadata_props``: the FX node, the module
+    path), which is for debugging the exporter and doubles a small model's file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    for node in [*m.graph.node, *(n for f in m.functions for n in f.node)]:
+        del node.metadata_props[:]
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+
+    def spec(v: Any) -> dict:
+        t = v.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return {"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+
+    return opset, [spec(v) for v in m.graph.input], [spec(v) for v in m.graph.output]
+
+
+def ort_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with as many intra-op threads as torch uses (a fair comparison)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _check(wrapper: nn.Module, sess: Any, x: torch.Tensor, tokens: bool, repeats: int) -> dict[str, Any]:
+    """max |Δ| ORT vs torch at two batch sizes (and a shorter sequence for token models), latency at batch 1."""
+    name = sess.get_inputs()[0].name
+    cases = [x[:b] for b in CHECK_BATCHES if b <= len(x)] or [x]
+    if tokens and x.shape[1] > 2:
+        cases.append(x[: min(5, len(x)), : x.shape[1] - 2])  # the sequence axis is dynamic too
+    diffs, shapes, scale = [], [], 0.0
+    with torch.no_grad():
+        for xb in cases:
+            ref = wrapper(xb).float().numpy()
+            got = sess.run(None, {name: xb.numpy()})[0]
+            if got.shape != ref.shape:
+                raise LiandanError(f"onnxruntime output shape {got.shape} differs from torch {ref.shape}")
+            diffs.append(float(abs(got - ref).max()))
+            shapes.append(list(xb.shape))
+            scale = max(scale, float(abs(ref).max()))
+        one = x[:1]
+        feed = {name: one.numpy()}
+        t_torch = median_ms(lambda: wrapper(one), repeats)
+    t_ort = median_ms(lambda: sess.run(None, feed), repeats)
+    return {"input_shapes": shapes, "max_abs_diff": max(diffs), "max_abs_diff_per_case": diffs, "output_scale": scale,
+            "latency_ms": {"torch_eager": round(t_torch, 4), "onnxruntime": round(t_ort, 4)},
+            "latency_ratio_ort_over_torch": round(t_ort / t_torch, 4), "latency_batch": 1,
+            "latency_repeats": repeats, "threads": torch.get_num_threads()}
+
+
+def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch: bool = True,
+            opset: int | None = None, check: bool = True, atol: float = 1e-4, repeats: int = 100) -> dict[str, Any]:
+    """Export the run's model to one ``.onnx`` file (default ``RUN_DIR/export/model.onnx``).
+
+    The graph takes raw inputs (see the module docstring). With ``check`` the temporary file is
+    run by onnxruntime on real test-split inputs at batch 1 and 5 (and a shorter sequence for
+    language models); it is renamed into place only if max |Δ| vs torch ≤ ``atol`` (times the
+    output magnitude where that exceeds 1), and the
+    torch-eager vs onnxruntime latency at batch 1 (median of ``repeats`` calls) is measured.
+    Returns the entry written to ``export.json`` beside the file."""
+    require("onnx", "onnxscript", *(["onnxruntime"] if check else []))
+    run_dir = run_path(run_dir)
+    path = destination(run_dir, out, "model.onnx", ".onnx")
+    run, x = _inputs(run_dir)
+    tokens = _check_run(run, x)
+    wrapper = RawInputModel(run.model, run.info, tokens).eval()
+    names = ("input_ids" if tokens else "input",
+             "prediction" if run.info.task == "regress" else "logits")
+    example = x[:2] if len(x) >= 2 else x.expand(2, *x.shape[1:])  # batch ≥ 2, or torch.export fixes it at 1
+    if not dynamic_batch:
+        example = x[:1]
+    dyn = _dynamic_shapes(example, tokens, run.info.max_len, dynamic_batch)
+    with atomic_file(path) as tmp:
+        _export(wrapper, example, tmp, names, dyn, opset)
+        got_opset, inputs, outputs = _io_spec(tmp)
+        entry: dict[str, Any] = {
+            "format": "onnx", "file": path.name, "run": str(run_dir), "task": run.info.task,
+            "model": run.recipe.model.name, "opset": got_opset, "inputs": inputs, "outputs": outputs,
+            "dynamic_batch": dynamic_batch, "raw_inputs": True,
+            "preprocessing": _preprocessing(run.info, tokens),
+            "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True, external_data=False)",
+        }
+        if check:
+            if not dynamic_batch:
+                x = x[:1]
+            res = _check(wrapper, ort_session(tmp), x, tokens, repeats)
+            # float32 keeps ~7 digits: outputs in target units (a regressor's, say 150 ± 77) are held
+            # to atol relative to their magnitude, logits of magnitude ≤ 1 to atol itself
+            res["tolerance"] = tol = atol * max(1.0, res["output_scale"])
+            if not res["max_abs_diff"] <= tol:
+                raise LiandanError(f"onnxruntime differs from torch by {res['max_abs_diff']:.3g} > {tol:.3g}; "
+                                   f"{path} not written (check=False writes it unchecked)")
+            entry["check"] = res
+        entry["bytes"] = tmp.stat().st_size
+    return {**write_manifest(path, entry), "path": str(path)}
+
+
+def _preprocessing(info: Any, tokens: bool) -> str:
+    if tokens:
+        tok = info.tokenizer or "tokenizer.json"
+        return f"none: token ids from the run's tokenizer ({tok}), vocab {info.vocab_size}"
+    parts = ["(x - mean) / std with the training split's statistics" if info.x_mean is not None else "none"]
+    if info.task == "regress" and info.y_mean is not None:
+        parts.append("outputs scaled back to target units (y * std + mean)")
+    return "inside the graph: " + "; ".join(parts)

@@ -1,0 +1,20 @@
+"""Parameter-efficient fine-tuning, one folder per method (as peft): ``lora``, ``dylora``, ``vera``.
+
+Each method registers a builder with ``@register_adapter``; its keyword options are the recipe's
+``adapter:`` options. The builder returns an :class:`~liandan.llm.peft.inject.Adapter` and the
+shared :func:`apply_adapter` does the surgery.
+"""
+
+from liandan.llm.peft import dylora, lora, vera  # noqa: F401  (register on import)
+from liandan.llm.peft.inject import (
+    Adapter,
+    adapter_layers,
+    adapter_state_dict,
+    apply_adapter,
+    merge_adapter,
+    merged_copy,
+    trainable_parameters,
+)
+
+__all__ = ["Adapter", "adapter_layers", "adapter_state_dict", "apply_adapter", "merge_adapter", "merged_copy",
+           "trainable_parameters"]

@@ -1,0 +1,120 @@
+"""Put adapter layers in place of a model's target layers, freeze the rest; merge them back.
+
+An :class:`Adapter` (what a registered builder returns) names its targets and wraps one layer;
+:func:`apply_adapter` does the model surgery every method shares. Targets match as in peft: a
+module named ``t`` or ending in ``.t``. Without targets, Hugging Face models take the attention
+projections the LoRA paper adapts (query and value); other models every Linear but the last
+(the output head stays as trained).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from liandan.errors import LiandanError
+from liandan.llm.peft.base import adaptable
+
+# Hu et al. 2022 §7.1: adapting W_q and W_v is the best use of a fixed budget.
+DEFAULT_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "bert": ["query", "value"]}
+ADAPTER_MARK = "_liandan_adapter"
+
+
+@dataclass
+class Adapter:
+    method: str
+    targets: list[str] | None
+    wrap: Callable[[str, nn.Module], nn.Module]  # (module name, layer) -> adapter layer
+    prepare: Callable[[nn.Module, list[tuple[str, nn.Module]]], None] | None = None  # before wrapping
+    finish: Callable[[nn.Module, list[nn.Module]], None] | None = None  # after wrapping
+    options: dict = field(default_factory=dict)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return apply_adapter(model, self)
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    for m in model.modules():
+        kind = getattr(getattr(m, "config", None), "model_type", None)
+        if kind in DEFAULT_TARGETS:
+            return DEFAULT_TARGETS[kind]
+    names = [n for n, m in model.named_modules() if n and adaptable(m)]
+    if len(names) < 2:
+        raise LiandanError("adapter: the model has no Linear layers to adapt besides its output head")
+    return names[:-1]
+
+
+def _matches(name: str, targets: list[str]) -> bool:
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def apply_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
+    """Freeze ``model`` and replace each target layer by ``adapter.wrap(name, layer)`` in place."""
+    targets = adapter.targets or default_targets(model)
+    found = [(n, m) for n, m in model.named_modules() if n and _matches(n, targets)]
+    bad = [n for n, m in found if not adaptable(m)]
+    if bad:
+        raise LiandanError(f"adapter.targets: {bad[0]!r} is a {type(dict(found)[bad[0]]).__name__}; "
+                           "adapters wrap Linear (or Hugging Face Conv1D) layers")
+    if not found:
+        layers = [n for n, m in model.named_modules() if n and adaptable(m)]
+        raise LiandanError(f"adapter.targets: none of {targets} names a layer of the model; "
+                           f"its Linear layers: {', '.join(layers[:12])}{' ...' if len(layers) > 12 else ''}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if adapter.prepare:
+        adapter.prepare(model, found)
+    wrapped = []
+    for name, layer in found:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = adapter.wrap(name, layer)
+        setattr(new, ADAPTER_MARK, adapter.method)
+        setattr(parent, attr, new)
+        wrapped.append(new)
+    if adapter.finish:
+        adapter.finish(model, wrapped)
+    return model
+
+
+def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, ADAPTER_MARK)]
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the trainable adapter tensors (what a fine-tune adds; kilobytes, not the base model)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+@torch.no_grad()
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base layer and put the base layer back (peft's
+    ``merge_and_unload``): the same function, no extra latency, a plain model."""
+    for name, layer in adapter_layers(model):
+        layer.merge()
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, layer.base)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """``model`` itself when it has no adapter, else a copy with every adapter merged: the plain
+    architecture that exporters and other libraries know."""
+    if not adapter_layers(model):
+        return model
+    import copy
+
+    return merge_adapter(copy.deepcopy(model))
+
