@@ -26,7 +26,7 @@ def finetune(run: Run, data: DataModule, model: nn.Module, recipe: Recipe, out: 
     repair (a repair would retrain from scratch); the doctor still watches if the recipe enables
     it. Returns the trainer's summary."""
     from liandan.recipe import load_recipe
-    from liandan.train.api import _fit
+    from liandan.train.api import fit
     from liandan.train.run import seed_everything
     from liandan.train.rundir import write_json
     from liandan.train.setup import build_loss
@@ -40,6 +40,6 @@ def finetune(run: Run, data: DataModule, model: nn.Module, recipe: Recipe, out: 
     _, loss_fn = build_loss(recipe.loss, data.info.task)
     seed_everything(recipe.seed)
     model.train()
-    done = _fit(recipe, data, model, loss_fn, torch.device("cpu"), out, None, None, quiet)
+    done = fit(recipe, data, model, loss_fn, torch.device("cpu"), out, None, None, quiet)
     model.eval()
     return done.summary

@@ -23,7 +23,7 @@ from liandan.train.run import Run, load_run, prepare, seed_everything
 from liandan.train.rundir import new_run_dir, write_json
 from liandan.train.setup import default_threads, pick_device, set_memory_format
 
-__all__ = ["Run", "load_run", "prepare", "resume", "seed_everything", "train"]
+__all__ = ["Run", "fit", "load_run", "prepare", "resume", "seed_everything", "train"]
 
 
 def _echo(quiet: bool):
@@ -46,7 +46,7 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
         write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
     run_dir = Path(dist.broadcast(str(run_dir)))
     seed_everything(recipe.seed)
-    return _fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
+    return fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
 
 
 def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: bool = False,
@@ -66,11 +66,13 @@ def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: 
         seed_everything(recipe.seed)
         if denv.is_main:
             (run_dir / "metrics.csv").unlink(missing_ok=True)
-    return _fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
+    return fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
 
 
-def _fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
-         resume_path: Path | None, callbacks, quiet: bool) -> Run:
+def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
+        resume_path: Path | None, callbacks, quiet: bool) -> Run:
+    """Train a model that is already built (``train`` and ``resume`` build theirs; compression
+    retrains its pruned one) in ``run_dir``, resuming from ``resume_path`` when given."""
     denv = dist.env()
     echo = _echo(quiet or not denv.is_main)
     data.train.shard(denv.rank, denv.world)
