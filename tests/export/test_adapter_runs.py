@@ -36,3 +36,20 @@ def test_lora_fine_tune_exports_merged(llama_run, tmp_path) -> None:
     sess = ort.InferenceSession(onnx["path"], providers=["CPUExecutionProvider"])
     out = sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})[0]
     assert np.abs(out - ref.numpy()).max() < 1e-4
+
+
+def test_prompt_tuned_run_is_refused_not_exported_without_its_prompt(llama_run, tmp_path) -> None:
+    """Virtual tokens are inputs, not weights: no hf/ copy and no export that would drop them."""
+    import pytest
+
+    from liandan.errors import LiandanError
+    from liandan.export import to_gguf, to_onnx
+
+    run = liandan.finetune(llama_run, "arith-gpt", adapter={"name": "prompt_tuning", "num_virtual_tokens": 4},
+                           overrides=["model.style=llama", "data.n=300", "train.epochs=1", *FAST],
+                           out=tmp_path / "pt", quiet=True)
+    assert (run.dir / "adapter.safetensors").exists() and not (run.dir / "hf").exists()
+    for export in (to_onnx, to_gguf):
+        with pytest.raises(LiandanError, match="virtual tokens"):
+            export(run.dir)
+    assert not (run.dir / "export").exists() or not any((run.dir / "export").iterdir())

@@ -11,26 +11,15 @@ from safetensors.torch import load_file
 import liandan
 from liandan.train.run import load_run
 
+from .conftest import FAST, arith_recipe
+
 transformers = pytest.importorskip("transformers")
-
-FAST = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
-MODEL = {"name": "gpt", "size": "tiny", "layers": 1, "dim": 32, "heads": 2}
-
-
-def _recipe(operators: str, **extra) -> dict:
-    return {"name": f"arith{operators}", "seed": 0, "data": {"source": "arith", "n": 600, "operators": operators},
-            "model": dict(MODEL), "optim": {"lr": 3e-3}, "train": {"epochs": 1}, **extra}
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return liandan.train(_recipe("+"), overrides=FAST, out=tmp_path_factory.mktemp("ft") / "base", quiet=True)
 
 
 def test_lora_fine_tune(base, tmp_path):
     """The base's weights load and stay frozen; only LoRA trains; adapter.safetensors holds it alone;
     hf/ is a plain GPT-2 with the adapter merged; the run loads without its base."""
-    rec = _recipe("-", adapter={"name": "lora", "r": 4, "targets": ["c_attn"]})
+    rec = arith_recipe("-", adapter={"name": "lora", "r": 4, "targets": ["c_attn"]})
     rec["model"]["from_run"] = str(base.dir)
     run = liandan.train(rec, overrides=FAST, out=tmp_path / "ft", quiet=True)
     assert run.summary["status"] == "completed"
@@ -59,10 +48,10 @@ def test_fine_tune_errors(base, tmp_path, cli):
     assert code == 2 and err.startswith("error: model.from_run:") and len(err.strip().splitlines()) == 1
     code, _, err = cli("train", "arith-gpt", "--set", f"model.from_run={base.dir}", "--out", str(tmp_path / "y"))
     assert code == 2 and "weights do not fit this model" in err  # arith-gpt is wider than the base
-    rec = _recipe("-", adapter={"name": "lora", "rank": 4})
+    rec = arith_recipe("-", adapter={"name": "lora", "rank": 4})
     with pytest.raises(liandan.LiandanError, match="adapter: unknown option 'rank'"):
         liandan.train(rec, overrides=FAST, out=tmp_path / "z", quiet=True)
-    rec = _recipe("-", adapter={"name": "lora", "targets": ["wte"]})
+    rec = arith_recipe("-", adapter={"name": "lora", "targets": ["wte"]})
     with pytest.raises(liandan.LiandanError, match="adapters wrap Linear"):
         liandan.train(rec, overrides=FAST, out=tmp_path / "w", quiet=True)
 
@@ -72,7 +61,7 @@ def test_finetune_verb(base, tmp_path, cli):
     without a recipe it continues on the base run's own data."""
     import yaml
 
-    (tmp_path / "sub.yaml").write_text(yaml.safe_dump(_recipe("-")))
+    (tmp_path / "sub.yaml").write_text(yaml.safe_dump(arith_recipe("-")))
     code, out, err = cli("finetune", str(base.dir), str(tmp_path / "sub.yaml"), "--adapter", "lora", "--set",
                          "adapter.r=2", "--set", "doctor.enabled=false", "--set", "report=false", "--out",
                          str(tmp_path / "ft"), "--quiet", "--json")

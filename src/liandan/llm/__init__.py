@@ -6,9 +6,12 @@ A recipe fine-tunes a trained run by naming it and an adapter::
     adapter: {name: lora, r: 8, alpha: 16, targets: [c_attn, c_fc]}
 
 The base weights load from ``from_run`` and freeze; only the adapter trains. ``liandan list
-adapters`` shows every method with its options.
+adapters`` shows every method with its options. :class:`AdapterServer` serves many LoRA
+fine-tunes of one base in mixed batches (S-LoRA style).
 """
 
 from liandan.llm.peft import adapter_state_dict, apply_adapter, merge_adapter, trainable_parameters
+from liandan.llm.serving import AdapterServer, serve_adapters
 
-__all__ = ["adapter_state_dict", "apply_adapter", "merge_adapter", "trainable_parameters"]
+__all__ = ["AdapterServer", "adapter_state_dict", "apply_adapter", "merge_adapter", "serve_adapters",
+           "trainable_parameters"]

@@ -117,8 +117,8 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
             ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
             if recipe.adapter is not None:
                 _save_adapter(model, run_dir)
-            if hasattr(model, "save_pretrained"):  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
-                _plain(model, recipe).save_pretrained(run_dir / "hf")
+            if hasattr(model, "save_pretrained") and (plain := _plain(model, recipe)) is not None:
+                plain.save_pretrained(run_dir / "hf")  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
                 if hasattr(tokenizer := getattr(data.source, "tokenizer", None), "to_hf"):
                     tokenizer.to_hf().save_pretrained(str(run_dir / "hf"))
     n_params = sum(p.numel() for p in model.parameters())
@@ -162,10 +162,12 @@ def _save_adapter(model: nn.Module, run_dir: Path) -> None:
     ck.save_weights(adapter_state_dict(model), run_dir / "adapter.safetensors")
 
 
-def _plain(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """The model as its architecture's own class: adapters merged into a copy (RUN/hf/ loads anywhere)."""
+def _plain(model: nn.Module, recipe: Recipe) -> nn.Module | None:
+    """The model as its architecture's own class: adapters merged into a copy (RUN/hf/ loads
+    anywhere); None for prompt and prefix adapters, whose virtual tokens no plain model holds
+    (their run keeps them in adapter.safetensors)."""
     if recipe.adapter is None:
         return model
-    from liandan.llm.peft import merged_copy
+    from liandan.llm.peft import merged_copy, model_adapters
 
-    return merged_copy(model)
+    return None if model_adapters(model) else merged_copy(model)

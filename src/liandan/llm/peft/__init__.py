@@ -1,11 +1,12 @@
-"""Parameter-efficient fine-tuning, one folder per method (as peft): ``lora``, ``dylora``, ``vera``.
+"""Parameter-efficient fine-tuning, one folder per method (as peft): ``lora``, ``dylora``, ``vera``;
+``prompt_tuning`` and ``prefix_tuning`` (which also registers ``p_tuning_v2``) add virtual tokens.
 
 Each method registers a builder with ``@register_adapter``; its keyword options are the recipe's
 ``adapter:`` options. The builder returns an :class:`~liandan.llm.peft.inject.Adapter` and the
 shared :func:`apply_adapter` does the surgery.
 """
 
-from liandan.llm.peft import dylora, lora, vera  # noqa: F401  (register on import)
+from liandan.llm.peft import dylora, lora, prefix_tuning, prompt_tuning, qalora, qlora, vera  # noqa: F401  (registers)
 from liandan.llm.peft.inject import (
     Adapter,
     adapter_layers,
@@ -13,8 +14,9 @@ from liandan.llm.peft.inject import (
     apply_adapter,
     merge_adapter,
     merged_copy,
+    model_adapters,
     trainable_parameters,
 )
 
 __all__ = ["Adapter", "adapter_layers", "adapter_state_dict", "apply_adapter", "merge_adapter", "merged_copy",
-           "trainable_parameters"]
+           "model_adapters", "trainable_parameters"]

@@ -5,6 +5,9 @@ An :class:`Adapter` (what a registered builder returns) names its targets and wr
 module named ``t`` or ending in ``.t``. Without targets, Hugging Face models take the attention
 projections the LoRA paper adapts (query and value); other models every Linear but the last
 (the output head stays as trained).
+
+Model-level methods (prompt tuning, prefix tuning: virtual tokens, not layer updates) give an
+``install`` instead of ``wrap``: :func:`apply_adapter` freezes the model and hands it over whole.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ from liandan.llm.peft.base import adaptable
 # Hu et al. 2022 §7.1: adapting W_q and W_v is the best use of a fixed budget.
 DEFAULT_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "bert": ["query", "value"]}
 ADAPTER_MARK = "_liandan_adapter"
+MODEL_ADAPTER_MARK = "_liandan_model_adapter"  # on the module a model-level method adds (its method name)
 
 
 @dataclass
 class Adapter:
     method: str
-    targets: list[str] | None
-    wrap: Callable[[str, nn.Module], nn.Module]  # (module name, layer) -> adapter layer
+    targets: list[str] | None = None
+    wrap: Callable[[str, nn.Module], nn.Module] | None = None  # (module name, layer) -> adapter layer
     prepare: Callable[[nn.Module, list[tuple[str, nn.Module]]], None] | None = None  # before wrapping
     finish: Callable[[nn.Module, list[nn.Module]], None] | None = None  # after wrapping
     options: dict = field(default_factory=dict)
+    install: Callable[[nn.Module], nn.Module] | None = None  # model-level methods: (frozen model) -> model
 
     def apply(self, model: nn.Module) -> nn.Module:
         return apply_adapter(model, self)
@@ -52,7 +57,12 @@ def _matches(name: str, targets: list[str]) -> bool:
 
 
 def apply_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
-    """Freeze ``model`` and replace each target layer by ``adapter.wrap(name, layer)`` in place."""
+    """Freeze ``model`` and replace each target layer by ``adapter.wrap(name, layer)`` in place
+    (model-level methods: freeze it and ``adapter.install`` it)."""
+    if adapter.install is not None:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return adapter.install(model)
     targets = adapter.targets or default_targets(model)
     found = [(n, m) for n, m in model.named_modules() if n and _matches(n, targets)]
     bad = [n for n, m in found if not adaptable(m)]
@@ -84,6 +94,11 @@ def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if hasattr(m, ADAPTER_MARK)]
 
 
+def model_adapters(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules model-level methods (prompt, prefix) added to ``model``."""
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, MODEL_ADAPTER_MARK)]
+
+
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the trainable adapter tensors (what a fine-tune adds; kilobytes, not the base model)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -98,7 +113,12 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 @torch.no_grad()
 def merge_adapter(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base layer and put the base layer back (peft's
-    ``merge_and_unload``): the same function, no extra latency, a plain model."""
+    ``merge_and_unload``): the same function, no extra latency, a plain model. Prompt and prefix
+    methods add virtual tokens, not a weight update: they cannot merge (a LiandanError)."""
+    for _, m in model_adapters(model):
+        method = getattr(m, MODEL_ADAPTER_MARK)
+        raise LiandanError(f"merge: {method} adds virtual tokens (a soft prompt or key/value prefix), not a weight "
+                           "update: there is nothing to merge; keep the model with its adapter")
     for name, layer in adapter_layers(model):
         layer.merge()
         parent_name, _, attr = name.rpartition(".")
@@ -112,9 +132,17 @@ def merge_adapter(model: nn.Module) -> nn.Module:
 def merged_copy(model: nn.Module) -> nn.Module:
     """``model`` itself when it has no adapter, else a copy with every adapter merged: the plain
     architecture that exporters and other libraries know."""
+    if model_adapters(model):
+        raise LiandanError("this run adds virtual tokens (a prompt or prefix adapter): they are inputs, not weights, "
+                           "so there is no merged model to export; LoRA-family adapters merge")
     if not adapter_layers(model):
         return model
     import copy
 
-    return merge_adapter(copy.deepcopy(model))
+    merged = merge_adapter(copy.deepcopy(model))
+    for name, m in list(merged.named_modules()):  # a base its merge kept quantised (QA-LoRA's INT4): float for export
+        if callable(getattr(m, "to_float", None)):
+            parent_name, _, attr = name.rpartition(".")
+            setattr(merged.get_submodule(parent_name) if parent_name else merged, attr, m.to_float())
+    return merged
 

@@ -1,0 +1,44 @@
+"""Deep key/value prefixes in every layer: prefix tuning (Li & Liang 2021, through an MLP) and
+P-Tuning v2 (Liu et al. 2022, trained directly) — one implementation, :class:`Prefix`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from liandan.errors import LiandanError
+from liandan.llm.peft.inject import Adapter
+from liandan.llm.peft.prefix_tuning.prefix import Prefix, kv_shape
+from liandan.llm.peft.prompt_tuning.virtual import Positions, hf_model, shifts
+from liandan.registry import register_adapter
+
+__all__ = ["Prefix", "kv_shape", "p_tuning_v2", "prefix_adapter", "prefix_tuning"]
+
+
+def prefix_adapter(method: str, n: int, projection: bool, hidden: int | None, positions: Positions) -> Adapter:
+    """The :class:`Adapter` of a deep-prefix method (both registered names build through this)."""
+    if hidden is not None and (hidden < 1 or not projection):
+        raise LiandanError("adapter.hidden: the MLP's width, ≥ 1, only with projection: true")
+
+    def install(model: nn.Module) -> nn.Module:
+        hf = hf_model(model, method)
+        return Prefix(method, hf, n, shifts(hf, positions), projection, hidden).install(model, hf)
+
+    return Adapter(method, install=install, options={"num_virtual_tokens": n, "projection": projection,
+                                                     "hidden": hidden, "positions": positions})
+
+
+@register_adapter("prefix_tuning", tags=("prompt",))
+def prefix_tuning(num_virtual_tokens: int = 8, projection: bool = True, hidden: int | None = None,
+                  positions: Positions = "auto") -> Adapter:
+    """Trainable keys and values before every layer's, through an MLP (Li & Liang 2021).
+
+    ``projection: true`` computes the prefix as MLP(P') (tanh, ``hidden`` wide; default the
+    key/value width); ``false`` trains it directly, which is P-Tuning v2. GPT-2 and LLaMA styles.
+    """
+    return prefix_adapter("prefix_tuning", num_virtual_tokens, projection, hidden, positions)
+
+
+@register_adapter("p_tuning_v2", tags=("prompt",))
+def p_tuning_v2(num_virtual_tokens: int = 8, positions: Positions = "auto") -> Adapter:
+    """Deep prompts: trainable keys and values before every layer's, n·L·2·H·D (Liu et al. 2022)."""
+    return prefix_adapter("p_tuning_v2", num_virtual_tokens, False, None, positions)

@@ -1,0 +1,125 @@
+"""Virtual tokens in front of every sequence: what prompt tuning and prefix tuning share.
+
+Both methods leave the weights alone and change what the frozen model attends to: ``n`` trainable
+positions before the ``T`` real tokens. Prompt tuning (Lester et al. 2021) feeds them as input
+embeddings, ``(B, n + T, C)``; prefix tuning (Li & Liang 2021) and P-Tuning v2 (Liu et al. 2022)
+give every layer's attention ``n`` extra keys and values, a ``past_key_values`` of length ``n``.
+
+A :class:`VirtualTokens` module hooks the Hugging Face causal LM (``model.hf`` of liandan's ``gpt``,
+or the model itself) instead of wrapping it, so ``HFTokenModel.forward``/``decode_step``, the
+checkpoint keys of the base and ``save_pretrained`` stay as they are. Per call the pre-hook:
+
+- prepends ``n`` ones to a padding mask ``(B, T)`` -> ``(B, n + T)`` (virtual tokens are never padding);
+- sets the real tokens' positions: ``shift`` puts them after the virtual tokens (``n .. n + T - 1``,
+  as peft and both papers); ``keep`` leaves them at ``0 .. T - 1`` (soft-prompt tokens take
+  ``0 .. n - 1`` too). ``auto`` (default) keeps them for learned absolute positions (GPT-2: a base
+  trained at its full context has no row ``≥ T`` in its position table, and never trained the rows
+  past its data) and shifts for rotary ones (LLaMA: no table to run out of; peft's function);
+- injects the virtual tokens on the first call of a sequence only (no cache, or an empty one):
+  later decoding steps find them in the key/value cache, whose length is then ``n +`` the real
+  tokens seen.
+
+The forward hook drops the virtual positions from the logits, so outputs keep the input's shape
+``(B, T, V)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from liandan.errors import LiandanError
+from liandan.llm.peft.inject import MODEL_ADAPTER_MARK, model_adapters
+
+SUPPORTED = ("gpt2", "llama")  # the decoder-only styles of model 'gpt'
+LEARNED_POSITIONS = ("gpt2",)  # absolute position tables; the others are rotary
+Positions = Literal["auto", "shift", "keep"]
+
+
+def hf_model(model: nn.Module, method: str) -> nn.Module:
+    """The Hugging Face causal LM inside ``model`` (liandan's wrapper keeps it as ``.hf``)."""
+    hf = getattr(model, "hf", model)
+    kind = getattr(getattr(hf, "config", None), "model_type", None)
+    if kind is None:
+        raise LiandanError(f"adapter {method}: needs a Hugging Face language model (model 'gpt'), "
+                           f"not a {type(model).__name__}")
+    if kind not in SUPPORTED:
+        raise LiandanError(f"adapter {method}: supports the decoder-only models of model 'gpt' (style gpt2 or "
+                           f"llama), not {kind!r}")
+    if present := model_adapters(model):
+        raise LiandanError(f"adapter {method}: the model already has {getattr(present[0][1], MODEL_ADAPTER_MARK)}")
+    return hf
+
+
+def shifts(hf: nn.Module, positions: Positions) -> bool:
+    """Whether the real tokens' positions start after the ``n`` virtual ones (see the module doc)."""
+    if positions not in ("auto", "shift", "keep"):
+        raise LiandanError(f"adapter.positions: use auto, shift or keep, not {positions!r}")
+    return positions == "shift" or (positions == "auto" and hf.config.model_type not in LEARNED_POSITIONS)
+
+
+class VirtualTokens(nn.Module):
+    """``n`` virtual positions before every sequence of a hooked Hugging Face causal LM.
+
+    Subclasses implement :meth:`inject` (put the virtual tokens into the call's keyword
+    arguments); ``prepends`` says whether they are inputs whose outputs must be dropped.
+    """
+
+    prepends = False
+
+    def __init__(self, method: str, n: int, shift: bool) -> None:
+        super().__init__()
+        if n < 1:
+            raise LiandanError(f"adapter.num_virtual_tokens must be ≥ 1, got {n}")
+        self.n, self.shift = n, shift
+        self._strip = 0  # this call prepended inputs to its T real ones: keep only the last T logits
+        setattr(self, MODEL_ADAPTER_MARK, method)
+
+    def install(self, model: nn.Module, hf: nn.Module) -> nn.Module:
+        """Hook ``hf`` and keep this module as ``model.prompt_encoder`` (peft's name): its weights
+        are the model's only trainable ones and live beside, not inside, the base's."""
+        # bound methods: a deepcopy of the model copies the hooks onto the copied module
+        hf.register_forward_pre_hook(self._before, with_kwargs=True)
+        hf.register_forward_hook(self._after, with_kwargs=True)
+        model.add_module("prompt_encoder", self)
+        return model
+
+    def inject(self, hf: nn.Module, kw: dict[str, Any], batch: int) -> None:
+        raise NotImplementedError
+
+    def _before(self, hf: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        kw = dict(kwargs)
+        if args:  # model(ids): the first positional parameter of a causal LM is input_ids
+            if len(args) > 1:
+                raise TypeError("with virtual tokens, pass the model's inputs by keyword")
+            kw["input_ids"] = args[0]
+        x = kw["input_ids"] if kw.get("input_ids") is not None else kw["inputs_embeds"]
+        batch, length = x.shape[0], x.shape[1]
+        past = kw.get("past_key_values")
+        cached = past.get_seq_length() if past is not None else 0
+        first = cached == 0
+        seen = 0 if first else cached - self.n  # real tokens the cache already holds
+        pos = kw.get("position_ids")
+        if pos is None:
+            pos = torch.arange(seen, seen + length, device=x.device)[None]  # (1, T)
+        kw["position_ids"] = pos + (self.n if self.shift else 0)
+        mask = kw.get("attention_mask")
+        if mask is not None:  # (B, seen + T) -> (B, n + seen + T)
+            kw["attention_mask"] = torch.cat([mask.new_ones(batch, self.n), mask], 1)
+        self._strip = 0
+        if first:
+            self.inject(hf, kw, batch)
+            self._strip = length if self.prepends else 0
+        return (), kw
+
+    def _after(self, hf: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+        keep, self._strip = self._strip, 0
+        logits = getattr(output, "logits", None)
+        if keep and logits is not None and logits.shape[1] > keep:  # (transformers' logits_to_keep: fewer)
+            output.logits = logits[:, -keep:]  # (B, n + T, V) -> (B, T, V)
+        return output
+
+    def extra_repr(self) -> str:
+        return f"{getattr(self, MODEL_ADAPTER_MARK)}, n={self.n}, positions={'shift' if self.shift else 'keep'}"

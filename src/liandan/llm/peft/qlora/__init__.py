@@ -1,0 +1,27 @@
+"""QLoRA (Dettmers et al. 2023): LoRA over a frozen base stored as 4-bit NormalFloat, with blockwise
+absmax scaling and double quantisation of the scaling constants; pure PyTorch (no bitsandbytes)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from liandan.errors import LiandanError
+from liandan.llm.peft.inject import Adapter
+from liandan.llm.peft.qlora.layer import NF4Linear, QLoraLinear, QuantizedLinear
+from liandan.registry import register_adapter
+
+__all__ = ["NF4Linear", "QLoraLinear", "QuantizedLinear", "qlora"]
+
+
+@register_adapter("qlora", tags=("quantized",))
+def qlora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, block_size: int = 64, double_quant: bool = True,
+          targets: list[str] | None = None) -> Adapter:
+    """LoRA (α/r)·BA over an NF4 4-bit base, blockwise absmax, double-quantised (Dettmers et al. 2023)."""
+    if block_size < 2 or block_size % 2:
+        raise LiandanError(f"adapter.block_size must be an even number ≥ 2 (two 4-bit codes a byte), got {block_size}")
+
+    def wrap(_name: str, layer: nn.Module) -> nn.Module:
+        return QLoraLinear(layer, r, alpha, dropout, block_size, double_quant)
+
+    return Adapter("qlora", targets, wrap,
+                   options={"r": r, "alpha": alpha, "block_size": block_size, "double_quant": double_quant})
