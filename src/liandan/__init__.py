@@ -43,6 +43,8 @@ _API = {
     "summary": ("liandan.inspect", "summary"),
     "diagnose": ("liandan.doctor", "diagnose"),
     "finetune": ("liandan.llm.finetune", "finetune"),
+    "grpo": ("liandan.llm.rl", "grpo"),
+    "reward_model": ("liandan.llm.rl", "reward_model"),
     "quantize": ("liandan.compress", "quantize"),
     "prune": ("liandan.compress", "prune"),
     "distill": ("liandan.compress", "distill"),

@@ -125,6 +125,27 @@ def generate(run_dir: str | Path, prompt: str = "", max_new_tokens: int = 64, te
             "temperature": temperature, "top_k": top_k, "top_p": top_p}
 
 
+def prompted_problems(x: torch.Tensor, y: torch.Tensor, marker: int | None) -> dict[int, list[tuple[list, list]]]:
+    """Each row of an lm split as ``(prompt, answer)`` token lists, grouped by prompt length (one
+    length batches without padding). The prompt ends at ``marker`` (arith: ``=``), else before the
+    first learned token; rows with neither are left out."""
+    from liandan.data.tokenize import PAD
+
+    groups: dict[int, list[tuple[list, list]]] = {}
+    for xr, yr in zip(x.tolist(), y.tolist(), strict=True):
+        n = sum(t != PAD for t in xr)
+        seq = xr[:n] + [yr[n - 1]]  # x is the sequence but its last token, which y ends with
+        learned = [j for j, t in enumerate(yr) if t != -100]
+        if marker is not None and marker in seq:
+            cut = seq.index(marker) + 1
+        elif learned:
+            cut = learned[0] + 1
+        else:
+            continue
+        groups.setdefault(cut, []).append((seq[:cut], seq[cut:]))
+    return groups
+
+
 def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | None = None) -> dict[str, Any]:
     """Greedy-generate the answer of every problem in ``split`` and count the exactly right ones.
 
@@ -134,7 +155,7 @@ def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | Non
     only what follows its last occurrence counts: the final answer, not the working.
     """
     from liandan.data.pipeline import build_data
-    from liandan.data.tokenize import EOS, PAD
+    from liandan.data.tokenize import EOS
 
     run, tok = _load(run_dir)
     data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
@@ -152,18 +173,7 @@ def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | Non
         if final_id is None or final_id not in ids:
             return ids
         return ids[len(ids) - ids[::-1].index(final_id):]  # after the last marker
-    groups: dict[int, list[tuple[list[int], list[int]]]] = {}
-    for xr, yr in zip(x.tolist(), y.tolist(), strict=True):
-        n = sum(t != PAD for t in xr)
-        seq = xr[:n] + [yr[n - 1]]  # x is the sequence but its last token, which y ends with
-        learned = [j for j, t in enumerate(yr) if t != -100]
-        if marker is not None and marker in seq:
-            cut = seq.index(marker) + 1
-        elif learned:
-            cut = learned[0] + 1
-        else:
-            continue
-        groups.setdefault(cut, []).append((seq[:cut], seq[cut:]))
+    groups = prompted_problems(x, y, marker)
     right, total, shown, wrong = 0, 0, [], []
     for cut, items in sorted(groups.items()):  # prompts of one length batch without padding
         prompts = torch.tensor([p for p, _ in items])
