@@ -68,6 +68,7 @@ def test_listing_and_model_tools(toolbox):
     (lambda b: b.train("wine-mlp", overrides=["data.source=csv", "data.path=/etc/hostname", "data.target=x"]),
      "data.path '/etc/hostname' is outside"),
     (lambda b: b.train("wine-mlp", overrides=["model.from_run=/tmp"]), "outside the allowed"),
+    (lambda b: b.train("wine-mlp", overrides=["loss.name=distill", "loss.teacher=/tmp"]), "outside the allowed"),
     (lambda b: b.train("wine-mlp", overrides=["doctor.memory=/tmp/m.db"]), "doctor.memory '/tmp/m.db' is outside"),
     (lambda b: b.train("wine-mlp", out="/tmp/elsewhere"), "outside the allowed"),
     (lambda b: b.train("wine-mlp", out="tiny"), "not empty"),

@@ -220,7 +220,7 @@ class Toolbox:
         return load_dict(path)
 
     def _sandbox_recipe(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Check the file paths a recipe names (data files, a base run, the doctor's memory) against
+        """Check the file paths a recipe names (data files, a base run, a teacher, the doctor's memory) against
         the roots; relative ones resolve against the first root like every other client path."""
         data = doc.get("data", {})
         for key in PATH_OPTIONS:
@@ -229,6 +229,9 @@ class Toolbox:
         model = doc.get("model", {})
         if model.get("from_run"):
             model["from_run"] = str(self.sandbox.run_dir(str(model["from_run"])))
+        loss = doc.get("loss") or {}
+        if loss.get("teacher"):  # distillation reads a teacher run
+            loss["teacher"] = str(self.sandbox.run_dir(str(loss["teacher"])))
         doctor = doc.get("doctor", {})
         if doctor.get("memory"):
             doctor["memory"] = str(self.sandbox.resolve(str(doctor["memory"]), what="doctor.memory"))
