@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 RECIPE = "wine-mlp"
 OVERRIDES = ["train.epochs=25", "train.checkpoint_every=1", "train.keep_checkpoints=2", "doctor.enabled=false",
-             "train.tensorboard=false", "train.threads=1"]
+             "train.tensorboard=false", "train.threads=1", "report=false"]
 
 
 def _cmd(*args: str) -> list[str]:
