@@ -96,7 +96,8 @@ def moe_run(tmp_path_factory):
     from liandan.train.run import load_run
 
     out = tmp_path_factory.mktemp("moe") / "run"
-    liandan.train("digits-moe", overrides=["train.epochs=10", "doctor.enabled=false", "train.tensorboard=false"],
+    liandan.train("digits-moe", overrides=["train.epochs=10", "doctor.enabled=false", "train.tensorboard=false",
+                                           "report=false"],
                   out=out, quiet=True)
     run = load_run(out)
     from liandan.data.pipeline import build_data

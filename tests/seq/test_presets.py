@@ -13,7 +13,7 @@ from liandan.data.pipeline import build_data
 from liandan.train.run import load_run
 
 PRESETS = ["sine-lstm", "adding-peephole_lstm", "digits-vit", "digits-moe"]
-FAST = ["doctor.enabled=false", "train.tensorboard=false"]
+FAST = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)
 
 BASE = {"name": "t", "seed": 0, "data": {"source": "wine", "batch_size": 16},
         "model": {"name": "mlp", "hidden": [16]}, "optim": {"name": "sgd", "lr": 0.05, "weight_decay": 0.0},
-        "train": {"epochs": 2, "tensorboard": False}, "doctor": {"enabled": False}}
+        "train": {"epochs": 2, "tensorboard": False}, "doctor": {"enabled": False}, "report": False}
 
 
 def _weights(run) -> dict[str, torch.Tensor]:
