@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from liandan.errors import LiandanError
 from liandan.llm.peft import (
@@ -21,6 +20,8 @@ from liandan.llm.peft import (
 )
 from liandan.llm.peft.dylora import set_rank
 from liandan.registry import ADAPTERS
+
+from .conftest import lm_steps
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -116,17 +117,8 @@ def test_adapter_contract(name, base):
     trainable = adapter_state_dict(ours)
     assert trainable and sum(v.numel() for v in trainable.values()) == trainable_parameters(ours)[0]
     lr = 5e-2 if name == "vera" else 1e-2  # VeRA trains scaling vectors: the paper uses larger rates
-    opt = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=lr)
-    ours.train()
-    losses = []
-    for _ in range(5):
-        loss = F.cross_entropy(ours(input_ids=IDS).logits[:, :-1].flatten(0, 1), IDS[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = lm_steps(ours, IDS, lr)
     assert losses[-1] < losses[0]
-    ours.eval()
     adapted = _logits(ours)
     assert not torch.equal(adapted, before)
     for layer_name, layer in adapter_layers(ours):  # base weights (or 4-bit codes) untouched by training

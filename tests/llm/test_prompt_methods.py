@@ -12,7 +12,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import liandan
 from liandan.errors import LiandanError
@@ -20,7 +19,7 @@ from liandan.generate import sample
 from liandan.llm.peft import adapter_state_dict, apply_adapter, merge_adapter, merged_copy, trainable_parameters
 from liandan.registry import ADAPTERS
 
-from .conftest import FAST, arith_recipe
+from .conftest import FAST, arith_recipe, lm_steps
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -120,18 +119,8 @@ def test_prompt_contract(base, name):
     trainable = adapter_state_dict(ours)
     assert trainable and all(k.startswith("prompt_encoder.") for k in trainable)
     assert sum(v.numel() for v in trainable.values()) == trainable_parameters(ours)[0]
-    opt = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=1e-2)
-    ours.train()
-    losses = []
-    for _ in range(5):
-        logits = ours(input_ids=IDS, use_cache=False).logits  # (B, T, V): the virtual positions dropped
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), IDS[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = lm_steps(ours, IDS, 1e-2, use_cache=False)  # logits (B, T, V): the virtual positions dropped
     assert losses[-1] < losses[0]
-    ours.eval()
     state = ours.state_dict()
     assert all(torch.equal(state[k], v) for k, v in frozen.items())  # the base untouched
     with torch.no_grad():

@@ -7,6 +7,8 @@ and computes ``x @ W + b`` (peft calls this ``fan_in_fan_out``). Adapters comput
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -40,4 +42,12 @@ def set_merged(layer: nn.Module, merged: bool) -> None:
         delta = layer.delta_weight()
         add_to_weight(layer.base, delta if merged else -delta)
         layer.merged = merged
+
+
+def low_rank_pair(r: int, in_f: int, out_f: int, dtype: torch.dtype) -> tuple[nn.Parameter, nn.Parameter]:
+    """LoRA's ``A`` (r, in), Kaiming-uniform with a = √5 (as ``nn.Linear`` and peft), and ``B``
+    (out, r), zero: the update BA starts at exactly 0, so training starts from the base model."""
+    a = nn.Parameter(torch.empty(r, in_f, dtype=dtype))
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    return a, nn.Parameter(torch.zeros(out_f, r, dtype=dtype))
 

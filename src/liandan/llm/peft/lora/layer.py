@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims, set_merged
+from liandan.llm.peft.base import dims, low_rank_pair, set_merged
 
 
 class LoraLinear(nn.Module):
@@ -23,9 +23,7 @@ class LoraLinear(nn.Module):
         super().__init__()
         in_f, out_f = dims(base)
         self.base, self.r, self.alpha, self.rslora = base, r, alpha, rslora
-        self.lora_A = nn.Parameter(torch.empty(r, in_f, dtype=base.weight.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(out_f, r, dtype=base.weight.dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_A, self.lora_B = low_rank_pair(r, in_f, out_f, base.weight.dtype)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.active_rank: int | None = None  # None: all r ranks
         self.merged = False

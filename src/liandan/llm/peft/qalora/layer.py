@@ -20,12 +20,10 @@ The trainable count is r·(in/g + out) against LoRA's r·(in + out).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims
+from liandan.llm.peft.base import dims, low_rank_pair
 from liandan.llm.peft.qalora.int4 import Int4Linear
 
 
@@ -36,9 +34,7 @@ class QALoraLinear(nn.Module):
         dtype = base.weight.dtype
         self.base = Int4Linear(base, group)
         self.r, self.alpha, self.group = r, alpha, group
-        self.lora_A = nn.Parameter(torch.empty(r, in_f // group, dtype=dtype))  # on the pooled input
-        self.lora_B = nn.Parameter(torch.zeros(out_f, r, dtype=dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_A, self.lora_B = low_rank_pair(r, in_f // group, out_f, dtype)  # A reads the pooled input
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
 

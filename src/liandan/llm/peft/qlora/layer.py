@@ -21,14 +21,12 @@ re-quantising the merged weight would add a second rounding error (peft re-quant
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.base import dims, is_conv1d
+from liandan.llm.peft.base import dims, is_conv1d, low_rank_pair
 from liandan.llm.peft.qlora.nf4 import dequantize_nf4, quantize_nf4
 
 
@@ -115,9 +113,7 @@ class QLoraLinear(nn.Module):
         dtype = base.weight.dtype
         self.base: nn.Module = NF4Linear(base, block, double_quant)
         self.r, self.alpha = r, alpha
-        self.lora_A = nn.Parameter(torch.empty(r, in_f, dtype=dtype))
-        self.lora_B = nn.Parameter(torch.zeros(out_f, r, dtype=dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_A, self.lora_B = low_rank_pair(r, in_f, out_f, dtype)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
 
