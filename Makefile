@@ -1,18 +1,22 @@
 # Fresh machine, Python 3.11: `make demo` trains the default preset; `make test` runs the suite.
+# Every install goes through constraints.txt, the lock (`make lock` regenerates it on purpose).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := constraints.txt
+PIP_PIN := $(shell sed -n 's/^\# \(pip==[0-9.]*\)$$/\1/p' $(LOCK))
+LATEST := .venv-latest
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast test-latest lint lock bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '$(PIP_PIN)'
 
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/pip install -q -c $(LOCK) torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +26,26 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+# The fast tier: everything not marked slow (under 3 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
+
+# The newest release of every dependency (torch stays the CPU build on disk), in its own venv.
+# Not part of CI: run it before a release or a `make lock`, to see what the next lock brings.
+test-latest:
+	rm -rf $(LATEST)
+	$(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q torch==2.13.0
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
+	@echo "versions: $(LATEST)/versions.txt"
+	$(LATEST)/bin/python -m pytest -p no:cacheprovider
+
+lock:
+	PY=$(PY) bash tools/lock.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
@@ -29,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/trainer_overhead.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(LATEST) runs

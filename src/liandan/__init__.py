@@ -39,7 +39,7 @@ _API = {
     "save_model": "liandan.serialize",
     "load_model": "liandan.serialize",
     "LiandanError": "liandan.errors",
-    "lr_find": "liandan.optim.lr_finder",
+    "lr_find": "liandan.train.lr_finder",
     "summary": ("liandan.inspect", "summary"),
     "diagnose": ("liandan.doctor", "diagnose"),
     "finetune": ("liandan.llm.finetune", "finetune"),

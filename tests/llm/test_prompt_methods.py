@@ -8,6 +8,9 @@ trainable counts are peft's; only the virtual tokens train; generation with the 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import sys
 import warnings
 
 import pytest
@@ -142,21 +145,65 @@ def test_prompt_contract(base, name):
 @pytest.mark.parametrize("base", BASES)
 def test_generation_with_cache(base, name):
     """Greedy decoding through ``decode_step`` (the cache starts with the virtual tokens) gives the
-    tokens that re-reading the context gives, and transformers' own generate agrees."""
+    tokens that re-reading the context gives, and transformers' own generate agrees: token for
+    token, and every step's logits within 1e-4 of re-reading's. No warning about the deprecated
+    ``past_key_values`` (transformers 5 takes ``cache``, and ignores the prefix if given both)."""
     model = apply_adapter(HFTokenModel(BASES[base]()), ADAPTERS.get(name).fn(num_virtual_tokens=N)).eval()
     with torch.no_grad():
         model.prompt_encoder.embedding.mul_(3.0)  # a prompt that matters
     prompt = IDS[:, :4]
-    cached = sample(model, prompt, 8, temperature=0)
-    assert torch.equal(cached, sample(model, prompt, 8, temperature=0, use_cache=False))
-    hf = model.hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
-                           pad_token_id=0)
-    assert torch.equal(hf, cached)
+    new = 8
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cached = sample(model, prompt, new, temperature=0)
+        uncached = sample(model, prompt, new, temperature=0, use_cache=False)
+        with torch.no_grad():
+            reread = model(cached)[:, prompt.shape[1] - 1:-1]  # (B, new, V): the logits that chose each new token
+            logits, past = model.decode_step(cached[:, :prompt.shape[1]])
+            steps = [logits]
+            for t in range(prompt.shape[1], cached.shape[1] - 1):  # one token a step, through the cache
+                logits, past = model.decode_step(cached[:, t:t + 1], past)
+                steps.append(logits)
+        hf = model.hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, do_sample=False,
+                               pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    assert cached.shape == (len(prompt), prompt.shape[1] + new)
+    assert torch.equal(cached, uncached)
+    assert torch.equal(hf.sequences, cached)
+    assert len(steps) == len(hf.logits) == new
+    assert (torch.stack(steps, 1) - reread).abs().max() < 1e-4
+    assert (torch.stack(hf.logits, 1) - reread).abs().max() < 1e-4
+    assert past.get_seq_length() == N + cached.shape[1] - 1  # the prefix, then every token but the last
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))
+                  and "past_key_values" in str(w.message)]
+    assert deprecated == []
     with torch.no_grad():  # the virtual tokens are there, at the first step and after it
         plain = HFTokenModel(BASES[base]()).eval()
         first, past = model.decode_step(prompt)
         assert not torch.allclose(first, plain.decode_step(prompt)[0], atol=1e-3)
         assert past.get_seq_length() == N + prompt.shape[1]
+
+
+@pytest.mark.parametrize("name", PEFT)
+def test_cache_keyword_either_name(name):
+    """The cache reaches the model whichever keyword the caller uses (``cache`` or the older
+    ``past_key_values``), under the one its forward declares (no deprecation warning): the
+    continuation's logits are re-reading's either way."""
+    from liandan.models.hf_text import cache_keyword
+
+    model = _ours(_llama(), name, positions="shift").eval()
+    key = cache_keyword(model)
+    assert key in inspect.signature(type(model).forward).parameters
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        full = model(input_ids=IDS).logits[:, 8:]  # (B, 4, V)
+        for given in ("cache", "past_key_values"):
+            past = getattr(model(input_ids=IDS[:, :8], use_cache=True), key)
+            assert past.get_seq_length() == N + 8, given  # the virtual tokens, then 8 real ones
+            rest = model(input_ids=IDS[:, 8:], use_cache=True, **{given: past}).logits
+            assert rest.shape == full.shape
+            assert (rest - full).abs().max() < 1e-4, given
+            assert past.get_seq_length() == N + 12, given
+    assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []
 
 
 def test_positions():
@@ -204,7 +251,7 @@ def test_init_from_vocabulary():
 
 
 @pytest.mark.parametrize(("name", "trainable"), [("prompt_tuning", 8 * 32), ("p_tuning_v2", 8 * 1 * 2 * 32)])
-def test_fine_tune_througharith_recipe(base, tmp_path, name, trainable):
+def test_fine_tune_through_arith_recipe(base, tmp_path, monkeypatch, name, trainable):
     """``adapter: {name: prompt_tuning, num_virtual_tokens: 8}`` on a trained run: only the virtual
     tokens train (8 × 32; P-Tuning v2: 8 × 1 layer × keys and values × 32), adapter.safetensors
     holds them alone, and the run loads, generates and scores."""
@@ -218,6 +265,12 @@ def test_fine_tune_througharith_recipe(base, tmp_path, name, trainable):
 
     assert list(load_file(tmp_path / "ft" / "adapter.safetensors")) == ["prompt_encoder.embedding"]
     out = liandan.generate(tmp_path / "ft", "12-3=", max_new_tokens=4, temperature=0)
-    assert out["finish"] == "eos" or len(out["tokens"]) == 4
+    assert out["finish"] == ("eos" if len(out["tokens"]) < 4 else "length")
     score = liandan.exact_match(tmp_path / "ft", max_samples=20)
-    assert score["n"] == 20 and 0.0 <= score["exact_match"] <= 1.0
+    right = round(score["exact_match"] * score["n"])
+    assert score["n"] == 20 and abs(score["exact_match"] * 20 - right) < 1e-9  # a count of right answers
+    assert len(score["wrong_examples"]) == min(5, 20 - right)
+    # the loaded run's cached generation (the virtual tokens first in its cache) is re-reading's
+    monkeypatch.setattr(sys.modules["liandan.generate"], "sample", functools.partial(sample, use_cache=False))
+    assert liandan.generate(tmp_path / "ft", "12-3=", max_new_tokens=4, temperature=0)["tokens"] == out["tokens"]
+    assert liandan.exact_match(tmp_path / "ft", max_samples=20) == score

@@ -18,6 +18,8 @@ model is ``.hf``; ``save_pretrained`` writes the Hugging Face format (PEFT, TRL,
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -30,6 +32,21 @@ from liandan.registry import register_model
 SIZES = {"tiny": (2, 128, 4), "base": (12, 768, 12)}
 GPT2_BASE_PARAMS = 124_439_808
 BERT_BASE_PARAMS = 109_482_240  # BertModel incl. pooler; the registry's ref_params
+CACHE_KEYWORDS = ("cache", "past_key_values")  # transformers 5's name of the key/value cache, then 4's
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(hf: nn.Module) -> str:
+    """The keyword by which ``hf``'s forward takes its key/value cache, and the output field that
+    returns it: ``cache`` in transformers 5 (where ``past_key_values`` is a deprecated alias that
+    is ignored when both are given), ``past_key_values`` in 4.x. Read from the signature, not
+    the version."""
+    params = _forward_parameters(type(hf))
+    return next((k for k in CACHE_KEYWORDS if k in params), CACHE_KEYWORDS[-1])
 
 
 class HFTokenModel(nn.Module):
@@ -52,8 +69,9 @@ class HFTokenModel(nn.Module):
         seen yet (the whole prompt first, then one token per step); returns the last position's
         logits ``(B, V)`` and the cache. Each step attends over the cache instead of re-reading
         the context, so a step costs O(T) rather than O(T²)."""
-        out = self.hf(input_ids=ids, past_key_values=past, use_cache=True)
-        return out.logits[:, -1, :], out.past_key_values
+        key = cache_keyword(self.hf)
+        out = self.hf(input_ids=ids, use_cache=True, **{key: past})
+        return out.logits[:, -1, :], getattr(out, key)
 
     @property
     def max_len(self) -> int:

@@ -11,8 +11,9 @@
 For ``L`` layers with ``H`` key/value heads of width ``D`` the prefix is ``(n, L·2·H·D)``:
 1,280 numbers for 10 tokens on a 2-layer LLaMA with 2 × 16 key/value widths. It reaches the model
 as a ``transformers`` ``DynamicCache`` holding, per layer, keys and values ``(B, H, n, D)``:
-exactly a ``past_key_values`` of length ``n``, so the real tokens' queries attend to it and the
-cache of a generation simply begins with it.
+exactly a key/value cache of length ``n`` (the forward's ``cache``; ``past_key_values`` before
+transformers 5), so the real tokens' queries attend to it and the cache of a generation simply
+begins with it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from liandan.llm.peft.prompt_tuning.virtual import VirtualTokens
+from liandan.models.hf_text import cache_keyword
 
 
 def kv_shape(hf: nn.Module) -> tuple[int, int, int]:
@@ -68,11 +70,9 @@ class Prefix(VirtualTokens):
         from transformers import DynamicCache
 
         kv = self.key_values()
-        pairs = [(kv[2 * i][None].expand(batch, -1, -1, -1), kv[2 * i + 1][None].expand(batch, -1, -1, -1))
-                 for i in range(self.layers)]  # per layer (B, H, n, D) twice
-        past = kw.get("past_key_values")
+        key = cache_keyword(hf)
+        past = kw.get(key)  # an empty cache the caller made (transformers' generate) is filled
         if past is None:
-            kw["past_key_values"] = DynamicCache(pairs)
-        else:  # an empty cache the caller made (transformers' generate): fill it
-            for i, (k, v) in enumerate(pairs):
-                past.update(k, v, i)
+            past = kw[key] = DynamicCache(config=hf.config)
+        for i in range(self.layers):  # per layer (B, H, n, D) twice
+            past.update(kv[2 * i][None].expand(batch, -1, -1, -1), kv[2 * i + 1][None].expand(batch, -1, -1, -1), i)

@@ -51,6 +51,8 @@ class SoftPrompt(VirtualTokens):
         pos = kw["position_ids"]
         virtual = torch.arange(self.n, device=pos.device)[None].expand(pos.shape[0], -1)
         kw["position_ids"] = torch.cat([virtual, pos], 1)  # (1 or B, n + T)
+        if kw.get("cache_position") is not None:  # (transformers 4.x) the prompt fills the cache's first n slots
+            kw["cache_position"] = torch.cat([torch.arange(self.n, device=pos.device), kw["cache_position"]])
         if not self.shift and kw.get("attention_mask") is None:
             # positions 0..n-1, 0..T-1 read as two packed sequences to transformers' mask builder
             # (it would hide the prompt from the text): an explicit mask turns that guess off

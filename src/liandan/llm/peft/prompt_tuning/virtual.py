@@ -17,7 +17,13 @@ checkpoint keys of the base and ``save_pretrained`` stay as they are. Per call t
   past its data) and shifts for rotary ones (LLaMA: no table to run out of; peft's function);
 - injects the virtual tokens on the first call of a sequence only (no cache, or an empty one):
   later decoding steps find them in the key/value cache, whose length is then ``n +`` the real
-  tokens seen.
+  tokens seen. The cache is a ``transformers`` ``Cache`` (``DynamicCache``), taken by the keyword
+  the model's forward declares (:func:`~liandan.models.hf_text.cache_keyword`: ``cache`` in
+  transformers 5, ``past_key_values`` in 4.x) whichever of the two the caller used, so a 5.x
+  model never sees both (it would ignore the prefix in ``past_key_values``) nor the deprecated one;
+- shifts a ``cache_position`` (transformers 4.x's ``generate`` passes the cache slots of the real
+  tokens, counted without the virtual ones) by ``n``, so the causal mask lets every real token see
+  the whole prefix.
 
 The forward hook drops the virtual positions from the logits, so outputs keep the input's shape
 ``(B, T, V)``.
@@ -32,6 +38,7 @@ from torch import nn
 
 from liandan.errors import LiandanError
 from liandan.llm.peft.inject import MODEL_ADAPTER_MARK, model_adapters
+from liandan.models.hf_text import CACHE_KEYWORDS, cache_keyword
 
 SUPPORTED = ("gpt2", "llama")  # the decoder-only styles of model 'gpt'
 LEARNED_POSITIONS = ("gpt2",)  # absolute position tables; the others are rotary
@@ -58,6 +65,17 @@ def shifts(hf: nn.Module, positions: Positions) -> bool:
     if positions not in ("auto", "shift", "keep"):
         raise LiandanError(f"adapter.positions: use auto, shift or keep, not {positions!r}")
     return positions == "shift" or (positions == "auto" and hf.config.model_type not in LEARNED_POSITIONS)
+
+
+def take_cache(hf: nn.Module, kw: dict[str, Any]) -> Any:
+    """The key/value cache of a call's keyword arguments, under whichever name the caller gave it,
+    moved to the one ``hf``'s forward declares (the other name dropped); ``None`` if there is none."""
+    key = cache_keyword(hf)
+    given = [kw.pop(k) for k in (key, *(k for k in CACHE_KEYWORDS if k != key)) if k in kw]
+    past = next((p for p in given if p is not None), None)
+    if given:
+        kw[key] = past
+    return past
 
 
 class VirtualTokens(nn.Module):
@@ -97,7 +115,7 @@ class VirtualTokens(nn.Module):
             kw["input_ids"] = args[0]
         x = kw["input_ids"] if kw.get("input_ids") is not None else kw["inputs_embeds"]
         batch, length = x.shape[0], x.shape[1]
-        past = kw.get("past_key_values")
+        past = take_cache(hf, kw)
         cached = past.get_seq_length() if past is not None else 0
         first = cached == 0
         seen = 0 if first else cached - self.n  # real tokens the cache already holds
@@ -108,6 +126,8 @@ class VirtualTokens(nn.Module):
         mask = kw.get("attention_mask")
         if mask is not None:  # (B, seen + T) -> (B, n + seen + T)
             kw["attention_mask"] = torch.cat([mask.new_ones(batch, self.n), mask], 1)
+        if kw.get("cache_position") is not None:  # (transformers 4.x) the real tokens' slots: after the n virtual
+            kw["cache_position"] = kw["cache_position"] + self.n
         self._strip = 0
         if first:
             self.inject(hf, kw, batch)
