@@ -17,9 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from liandan.doctor.engine import run_rules
 from liandan.doctor.findings import DOCTOR_JSON, Finding, document, write_doctor_json
 from liandan.recipe import Recipe, load_recipe
+from liandan.train.callbacks import Callback
 
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 20, 200
 CHECK_SAMPLES, CHECK_STEPS = 16, 500
@@ -103,40 +106,51 @@ def diagnose_recipe(recipe: str | Path | dict | Recipe, overrides: list[str] | d
 
 def overfit_check(recipe: Recipe, samples: int = CHECK_SAMPLES, steps: int = CHECK_STEPS) -> dict[str, Any]:
     """Can the model drive the loss on one small batch to ~0? (TheDeepChecker's pre-training
-    check: passes when the loss falls below 10 % of its start, or every sample is classified
-    right.) Uses the recipe's model, loss and optimizer; the seed is restored afterwards."""
-    import torch
-
-    from liandan.optim import build_optimizer
+    check: passes when the loss falls below 10 % of its start, or every sample is predicted
+    right.) A short training through the trainer on that batch, so every task takes it with its
+    own loss; the recipe's model, loss and optimizer without weight decay or schedule."""
     from liandan.train.run import prepare
+    from liandan.train.short_runs import one_batch_data, short_fit
 
     data, model, _, loss_fn, device = prepare(recipe)
-    xb, yb = next(iter(data.eval_batches("train").epoch(0)))
-    xb, yb = xb[:samples].to(device), yb[:samples].to(device)
-    opt = build_optimizer(model, recipe.optim.name, recipe.optim.lr, 0.0, recipe.optim.options,
-                          recipe.optim.decay_bias_and_norm)
-    model.train()
-    first = last = float("nan")
-    acc = None
-    for i in range(steps):
-        out = model(xb)
-        loss = loss_fn(out, yb)
-        last = loss.item()
-        if i == 0:
-            first = last
-        if not math.isfinite(last):
-            break
-        if data.info.task == "classify":
-            acc = float((out.argmax(-1) == yb).float().mean())
-            if acc == 1.0 and last < 0.1 * first:
-                break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.grad_clip)
-        opt.step()
+    small, xb, yb = one_batch_data(data, samples, steps)
+    rc = load_recipe(recipe, {"optim.weight_decay": 0.0, "schedule.name": "constant", "schedule.warmup_steps": 0,
+                              "train.accumulate": 1, "train.epochs": 1, "train.max_steps": steps})
+    watch = _OverfitWatch(xb.to(device), yb.to(device))
+    trainer = short_fit(rc, small, model, loss_fn, device, [watch])
+    first, last, acc = watch.first, watch.last, watch.accuracy
     passed = math.isfinite(last) and (last < 0.1 * first or acc == 1.0)
-    res = {"samples": len(yb), "steps": i + 1, "loss_start": first, "loss_end": last, "passed": bool(passed)}
+    res = {"samples": len(yb), "steps": trainer.state.step, "loss_start": first, "loss_end": last,
+           "passed": bool(passed)}
     if acc is not None:
         res["accuracy"] = acc
     return res
+
+
+class _OverfitWatch(Callback):
+    """Loss of each step on the one batch; stops once it is fitted (or non-finite)."""
+
+    def __init__(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
+        self.first = self.last = math.nan
+        self.accuracy: float | None = None
+
+    def on_step_end(self, trainer: Any, loss: Any, grad_norm: Any, applied: bool) -> None:
+        self.last = float(loss)
+        if trainer.state.step == 1:
+            self.first = self.last
+        if not applied or not math.isfinite(self.last):
+            self.last = math.nan
+            trainer.status = "completed"
+            return
+        if "accuracy" in trainer.task.metric_names():  # every sample right, after this step
+            with torch.no_grad():
+                was = trainer.model.training
+                trainer.model.eval()
+                loss_now, out = trainer.task.forward(trainer.model, self.x, self.y)
+                tally = trainer.task.tally(self.x.device)
+                tally.update(out, self.y, loss_now)
+                trainer.model.train(was)
+            self.accuracy = tally.compute().get("accuracy")
+            if self.accuracy == 1.0 and self.last < 0.1 * self.first:
+                trainer.status = "completed"

@@ -53,7 +53,7 @@ class TrainState:
 class Trainer:
     def __init__(self, recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, run_dir: Path,
                  device: torch.device, callbacks: list[Callback] | None = None, echo=print,
-                 net: nn.Module | None = None, quiet: bool = False) -> None:
+                 net: nn.Module | None = None, quiet: bool = False, checkpoints: bool = True) -> None:
         self.recipe, self.data, self.model, self.loss_fn = recipe, data, model, loss_fn
         # ``net`` is what the training step calls (the model, or its DDP/FSDP/compiled wrapper);
         # ``model`` is the plain module that is evaluated, probed and saved.
@@ -61,6 +61,7 @@ class Trainer:
         self.dist = dist.env()
         self.is_main = self.dist.is_main
         self.quiet = quiet
+        self.checkpoints = checkpoints  # False: a short probe run (lr-find, overfit check) writes none
         self.dir, self.device, self.callbacks, self.echo = run_dir, device, list(callbacks or []), echo
         self.info = data.info
         tc = recipe.train
@@ -91,6 +92,10 @@ class Trainer:
         self._log_n = 0
         self.writer = ck.CheckpointWriter()
         self.task.setup(self)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer this run steps: the trainer's and those its task declares (a GAN's D)."""
+        return [self.optimizer, *self.task.optimizers()]
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -361,7 +366,7 @@ class Trainer:
         previous write is finished first). ``best``: these weights are also the best so far."""
         st = self.state
         st.wall_s = time.perf_counter() - t_start
-        if not self.is_main:
+        if not self.is_main or not self.checkpoints:
             return None
         st.csv_rows = self.log.rows
         acc = {k: v for k, v in vars(self.train_acc).items() if torch.is_tensor(v) or k == "n"}

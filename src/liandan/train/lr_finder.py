@@ -13,11 +13,15 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from liandan.errors import LiandanError
+from liandan.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from liandan.train.loop import Trainer
 
 
 @dataclass
@@ -30,14 +34,48 @@ class LRFindResult:
     plot_path: Path | None = None
 
 
+class RangeTest(Callback):
+    """Sets every optimizer's rate before each step and records the loss; stops on divergence."""
+
+    def __init__(self, start_lr: float, gamma: float, num_steps: int, beta: float, diverge: float) -> None:
+        self.start_lr, self.gamma, self.num_steps, self.beta, self.diverge = start_lr, gamma, num_steps, beta, diverge
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self._avg, self._best, self._lr = 0.0, math.inf, start_lr
+
+    def on_batch_start(self, trainer: Trainer, x: Any, y: Any) -> None:
+        lr = self._lr = self.start_lr * self.gamma ** len(self.lrs)
+        for opt in trainer.optimizers():
+            for g in opt.param_groups:
+                g["lr"] = lr
+
+    def on_step_end(self, trainer: Trainer, loss: Any, grad_norm: Any, applied: bool) -> None:
+        v = float(loss)
+        if not applied or not math.isfinite(v):  # the trainer skipped a non-finite step: diverged
+            trainer.status = "completed"
+            return
+        k = len(self.lrs)
+        self._avg = self.beta * self._avg + (1 - self.beta) * v
+        s = self._avg / (1 - self.beta ** (k + 1))  # bias-corrected EMA
+        self.lrs.append(self._lr)  # the rate this step ran at (the schedule may reset it after)
+        self.losses.append(v)
+        self.smoothed.append(s)
+        self._best = min(self._best, s)
+        if s > self.diverge * self._best or len(self.lrs) >= self.num_steps:
+            trainer.status = "completed"
+
+
 def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
             num_steps: int = 100, beta: float = 0.98, diverge: float = 4.0,
             out: str | Path | None = None) -> LRFindResult:
-    """Run the range test on ``recipe`` and return the curve and the suggested learning rate."""
-    from liandan.optim import build_optimizer
+    """Run the range test on ``recipe`` and return the curve and the suggested learning rate.
+
+    The test is a short training through the trainer, so it works for every task (the task owns
+    the loss: lm, gan, diffusion, ...), with the recipe's precision, clipping and accumulation."""
     from liandan.recipe import load_recipe
     from liandan.train.run import prepare
-    from liandan.train.setup import default_threads
+    from liandan.train.short_runs import short_fit
 
     if not 0 < start_lr < end_lr:
         raise LiandanError(f"lr-find: need 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
@@ -45,39 +83,13 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
         raise LiandanError("lr-find: num_steps must be at least 10")
     rec = load_recipe(recipe, overrides)
     data, model, _, loss_fn, device = prepare(rec)
-    torch.set_num_threads(rec.train.threads or default_threads(model))
-    opt = build_optimizer(model, rec.optim.name, start_lr, rec.optim.weight_decay, rec.optim.options,
-                          rec.optim.decay_bias_and_norm)
-    gamma = (end_lr / start_lr) ** (1 / (num_steps - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best = 0.0, math.inf
-    model.train()
-    step, epoch = 0, 0
-    while step < num_steps:
-        for xb, yb in data.train.epoch(epoch):
-            lr = start_lr * gamma**step
-            for g in opt.param_groups:
-                g["lr"] = lr
-            xb, yb = xb.to(device), yb.to(device)
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            v = float(loss.detach())
-            if not math.isfinite(v):
-                step = num_steps
-                break
-            avg = beta * avg + (1 - beta) * v
-            s = avg / (1 - beta ** (step + 1))
-            lrs.append(lr)
-            losses.append(v)
-            smoothed.append(s)
-            best = min(best, s)
-            step += 1
-            if s > diverge * best or step >= num_steps:
-                step = num_steps
-                break
-        epoch += 1
+    spe = max(1, -(-len(data.train) // rec.train.accumulate))
+    # a constant schedule (the callback sets the rate) and enough epochs for num_steps steps
+    rec = load_recipe(rec, {"schedule.name": "constant", "schedule.warmup_steps": 0, "train.max_steps": num_steps,
+                            "train.epochs": -(-num_steps // spe)})
+    test = RangeTest(start_lr, (end_lr / start_lr) ** (1 / (num_steps - 1)), num_steps, beta, diverge)
+    short_fit(rec, data, model, loss_fn, device, [test])
+    lrs, losses, smoothed = test.lrs, test.losses, test.smoothed
     if len(lrs) < 5:
         raise LiandanError("lr-find: the loss diverged almost at once; lower start_lr")
     suggestion = suggest(lrs, smoothed)
@@ -128,4 +140,4 @@ def _plot(res: LRFindResult, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["LRFindResult", "lr_find", "suggest", "torch"]
+__all__ = ["LRFindResult", "RangeTest", "lr_find", "suggest"]

@@ -76,6 +76,10 @@ class Task:
     def setup(self, trainer: Trainer) -> None:
         """Called once the trainer has built its optimizer and schedule (add more here)."""
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimizers this task steps besides the trainer's own (a GAN's discriminator's)."""
+        return []
+
     def after_step(self, trainer: Trainer, applied: bool) -> None:
         """Called after every optimizer step of the trainer's own (``applied``: not skipped as non-finite)."""
 

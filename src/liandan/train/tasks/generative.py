@@ -114,6 +114,9 @@ class GAN(Task):
         self.schedule_d = sched(self.opt_d)
         self.params_d = [p for p in model.discriminator.parameters() if p.requires_grad]
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_d]
+
     @staticmethod
     def _losses(model: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         d_real, d_fake = model.discriminator(real), model.discriminator(fake.detach())  # (B,) logits
