@@ -53,6 +53,13 @@ class DataConfig(_Options):
         return self
 
 
+# Weight initialisation schemes a recipe may name (liandan.models._init implements them).
+INIT_SCHEMES = (
+    "default", "zeros", "constant", "normal", "uniform", "xavier_uniform", "xavier_normal",
+    "kaiming_uniform", "kaiming_normal", "orthogonal",
+)
+
+
 class ModelConfig(_Options):
     name: str = Field(description="model name (liandan list models)")
     init: str = Field("default", description="weight init: default, zeros, constant, normal, uniform, "
@@ -286,9 +293,7 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
 
 def check_names(recipe: Recipe) -> None:
     """Check registry names and options (imports the registries, hence torch)."""
-    from liandan.models import INFERRED
-    from liandan.models._init import INIT_SCHEMES
-    from liandan.registry import DATA, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+    from liandan.registry import DATA, INFERRED, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 
     DATA.get(recipe.data.source).validate(recipe.data.options, where="data")
     MODELS.get(recipe.model.name).validate(recipe.model.options, where="model", inferred=INFERRED)

@@ -13,7 +13,9 @@ so every new entry is tested without being named in a test file.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,13 +75,16 @@ class Entry:
 class Registry:
     """A named collection of builders of one kind, filled by a decorator.
 
-    ``modules`` are imported on first lookup so registering stays a side effect of importing
-    the module that defines the entry, and ``liandan --help`` imports none of them.
+    The modules that register entries are found through the entry-point group
+    ``liandan.<group>`` (liandan's own in its pyproject.toml, a plugin's in its own) and imported
+    on first lookup: registering stays a side effect of importing the module that defines the
+    entry, ``liandan --help`` imports none of them, and this base layer names no module above it.
     """
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
-        self._modules = list(modules)
+        self.group = f"liandan.{group}"
+        self._modules: list[str] = []
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
@@ -92,7 +97,7 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for m in self._modules:
+        for m in [*entry_point_modules(self.group), *self._modules]:
             importlib.import_module(m)
 
     def register(self, name: str, *, tags: tuple[str, ...] = (), **extra: Any) -> Callable:
@@ -132,14 +137,32 @@ class Registry:
         return len(self._entries)
 
 
-MODELS = Registry("model", ("liandan.models",))
-DATA = Registry("data source", ("liandan.data.sources",))
-LOSSES = Registry("loss", ("liandan.losses", "liandan.compress.distill"))
-OPTIMIZERS = Registry("optimizer", ("liandan.optim.optimizers",))
-SCHEDULES = Registry("schedule", ("liandan.optim.schedules",))
-RULES = Registry("rule", ("liandan.doctor.rules",))
-TASKS = Registry("task", ("liandan.train.tasks",))
-ADAPTERS = Registry("adapter", ("liandan.llm.peft",))
+def entry_point_modules(group: str) -> list[str]:
+    """Modules named in ``group`` by every installed distribution (liandan first, then plugins)."""
+    eps = _all_entry_points().select(group=group)
+    return [ep.value for ep in sorted(eps, key=lambda ep: (ep.dist is None or ep.dist.name != "liandan", ep.name))]
+
+
+@functools.cache
+def _all_entry_points() -> importlib.metadata.EntryPoints:
+    eps = importlib.metadata.entry_points()  # one scan of the installed distributions per process
+    if not eps.select(group=MODELS.group):
+        raise LiandanError("liandan's entry points are missing: install it (pip install -e .) rather than "
+                           "putting src/ on PYTHONPATH")
+    return eps
+
+
+# Options a model builder gets from the data when the recipe does not set them (liandan.models).
+INFERRED = ("num_classes", "in_channels", "input_shape", "vocab_size", "max_len", "task")
+
+MODELS = Registry("model", "models")
+DATA = Registry("data source", "data")
+LOSSES = Registry("loss", "losses")
+OPTIMIZERS = Registry("optimizer", "optimizers")
+SCHEDULES = Registry("schedule", "schedules")
+RULES = Registry("rule", "rules")
+TASKS = Registry("task", "tasks")
+ADAPTERS = Registry("adapter", "adapters")
 
 register_model = MODELS.register
 register_data = DATA.register

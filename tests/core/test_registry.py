@@ -22,7 +22,7 @@ def test_unknown_name_lists_allowed_and_suggests() -> None:
 
 
 def test_validate_rejects_unknown_option_and_coerces_types() -> None:
-    reg = Registry("thing")
+    reg = Registry("thing", "test-things")  # no distribution fills this entry-point group
 
     @reg.register("t")
     def t(width: int = 3, rate: float = 0.1) -> int:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-INFERRED = ("num_classes", "in_channels", "input_shape", "vocab_size", "max_len", "task")
+from liandan.registry import INFERRED
+
+__all__ = ["INFERRED"]
 
 for _m in pkgutil.iter_modules(__path__):
     if not _m.name.startswith("_"):

@@ -12,11 +12,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-
-INIT_SCHEMES = (
-    "default", "zeros", "constant", "normal", "uniform", "xavier_uniform", "xavier_normal",
-    "kaiming_uniform", "kaiming_normal", "orthogonal",
-)
+from liandan.recipe import INIT_SCHEMES
 
 
 def _nonlinearity(model: nn.Module) -> str:
