@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from liandan.llm.peft.base import add_to_weight
+    from liandan.adapters.base import add_to_weight
     from liandan.llm.serving import BASE, AdapterServer
     from liandan.models.hf_text import gpt
 

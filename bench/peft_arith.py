@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import liandan
     from liandan.evaluate.metrics import evaluate_loaded
-    from liandan.llm.peft.dylora import set_rank
+    from liandan.adapters.dylora import set_rank
     from liandan.train.run import load_run
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "registry": 0, "recipe": 0, "paths": 0,
     # core: data, models, losses, optimizers and weight files
     "data": 1, "models": 1, "losses": 1, "optim": 1, "serialize": 1, "api_models": 1,
+    "adapters": 1,  # PEFT adapters wrap any Linear: a model-level tool, not a language-model pillar
     # training: the trainer, tasks, callbacks, run directories
     "train": 2,
     # pillars: what is built on trained models
@@ -36,7 +37,6 @@ KNOWN_UPWARD = {
     ("train/run", "liandan.compress"),  # compressed run directories: a run-format registry
     ("train/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
     ("train/api", "liandan.report"),  # the report: a post-run hook
-    ("train/api", "liandan.llm.peft"),  # adapters leave llm/ for the core (they wrap any Linear)
     ("doctor/bench/__init__", "liandan"),  # the facade: import liandan.train.api instead
     ("doctor/examine", "liandan"),
     ("doctor/repair", "liandan"),

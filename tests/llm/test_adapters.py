@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from liandan.errors import LiandanError
-from liandan.llm.peft import (
+from liandan.adapters import (
     adapter_layers,
     adapter_state_dict,
     apply_adapter,
@@ -18,7 +18,7 @@ from liandan.llm.peft import (
     merged_copy,
     trainable_parameters,
 )
-from liandan.llm.peft.dylora import set_rank
+from liandan.adapters.dylora import set_rank
 from liandan.registry import ADAPTERS
 
 from .conftest import lm_steps

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from safetensors.torch import load, load_file, save
 
 import liandan
-from liandan.llm.peft import adapter_layers, apply_adapter, merge_adapter
-from liandan.llm.peft.qalora import Int4Linear, QALoraLinear
-from liandan.llm.peft.qlora import NF4Linear, QLoraLinear
-from liandan.llm.peft.qlora.nf4 import (
+from liandan.adapters import adapter_layers, apply_adapter, merge_adapter
+from liandan.adapters.qalora import Int4Linear, QALoraLinear
+from liandan.adapters.qlora import NF4Linear, QLoraLinear
+from liandan.adapters.qlora.nf4 import (
     DQ_BLOCK,
     DYNAMIC8,
     NF4,

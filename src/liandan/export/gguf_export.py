@@ -51,7 +51,7 @@ def _llama_run(run_dir: Path) -> Any:
 
     run = load_run(run_dir)
     if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights
-        from liandan.llm.peft import merged_copy
+        from liandan.adapters import merged_copy
 
         run.model = merged_copy(run.model)
     name = run.recipe.model.name

@@ -85,7 +85,7 @@ def _inputs(run_dir: Path) -> tuple[Any, torch.Tensor]:
 
     run, data = open_run(run_dir)
     if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights
-        from liandan.llm.peft import merged_copy
+        from liandan.adapters import merged_copy
 
         run.model = merged_copy(run.model)
     for split in ("test", "val", "train"):

@@ -1,4 +1,4 @@
-"""Language-model adaptation: parameter-efficient fine-tuning (:mod:`liandan.llm.peft`).
+"""Language-model adaptation: parameter-efficient fine-tuning (:mod:`liandan.adapters`).
 
 A recipe fine-tunes a trained run by naming it and an adapter::
 
@@ -10,7 +10,7 @@ adapters`` shows every method with its options. :class:`AdapterServer` serves ma
 fine-tunes of one base in mixed batches (S-LoRA style).
 """
 
-from liandan.llm.peft import adapter_state_dict, apply_adapter, merge_adapter, trainable_parameters
+from liandan.adapters import adapter_state_dict, apply_adapter, merge_adapter, trainable_parameters
 from liandan.llm.serving import AdapterServer, serve_adapters
 
 __all__ = ["AdapterServer", "adapter_state_dict", "apply_adapter", "merge_adapter", "serve_adapters",

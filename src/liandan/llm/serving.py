@@ -124,7 +124,7 @@ class AdapterServer:
                 raise LiandanError(f"{where}: adapts {sorted(layers)} but this server's adapters adapt "
                                    f"{sorted(self._layers)}; serve adapters with the same targets together")
             raise LiandanError(f"{where}: no layer {sorted(set(layers) - set(targets))[0]!r} in the base model")
-        from liandan.llm.peft.base import adaptable, dims
+        from liandan.adapters.base import adaptable, dims
 
         for n, (a, b) in layers.items():
             layer = targets[n]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.base import dims
+from liandan.adapters.base import dims
 
 BASE_SLOT = 0  # the all-zero adapter: rows served by the base model alone
 

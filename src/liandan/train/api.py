@@ -157,7 +157,7 @@ def _doctor_callbacks(recipe: Recipe) -> list[Callback]:
 
 def _save_adapter(model: nn.Module, run_dir: Path) -> None:
     """RUN/adapter.safetensors: the adapter's trained tensors alone (what a fine-tune adds)."""
-    from liandan.llm.peft import adapter_state_dict
+    from liandan.adapters import adapter_state_dict
 
     ck.save_weights(adapter_state_dict(model), run_dir / "adapter.safetensors")
 
@@ -168,6 +168,6 @@ def _plain(model: nn.Module, recipe: Recipe) -> nn.Module | None:
     (their run keeps them in adapter.safetensors)."""
     if recipe.adapter is None:
         return model
-    from liandan.llm.peft import merged_copy, model_adapters
+    from liandan.adapters import merged_copy, model_adapters
 
     return None if model_adapters(model) else merged_copy(model)

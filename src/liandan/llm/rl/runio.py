@@ -85,7 +85,7 @@ def finish_run_dir(out_dir: Path, model: nn.Module, recipe, summary: dict[str, A
 
     ck.save_weights(model, out_dir / "checkpoints" / "final.safetensors")
     if recipe.adapter is not None:
-        from liandan.llm.peft import adapter_state_dict
+        from liandan.adapters import adapter_state_dict
 
         ck.save_weights(adapter_state_dict(model), out_dir / "adapter.safetensors")
     n = sum(p.numel() for p in model.parameters())

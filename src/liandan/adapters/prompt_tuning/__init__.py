@@ -6,9 +6,9 @@ from typing import Literal
 
 from torch import nn
 
-from liandan.llm.peft.inject import Adapter
-from liandan.llm.peft.prompt_tuning.prompt import SoftPrompt
-from liandan.llm.peft.prompt_tuning.virtual import Positions, VirtualTokens, hf_model, shifts
+from liandan.adapters.inject import Adapter
+from liandan.adapters.prompt_tuning.prompt import SoftPrompt
+from liandan.adapters.prompt_tuning.virtual import Positions, VirtualTokens, hf_model, shifts
 from liandan.registry import register_adapter
 
 __all__ = ["SoftPrompt", "VirtualTokens", "hf_model", "prompt_tuning", "shifts"]
@@ -21,7 +21,7 @@ def prompt_tuning(num_virtual_tokens: int = 8, init: Literal["vocab", "random"] 
 
     ``init``: ``vocab`` copies the embeddings of n random vocabulary tokens, ``random`` draws them at
     the embeddings' scale; ``init_ids`` names the tokens (repeated to n). ``positions``: see
-    :mod:`liandan.llm.peft.prompt_tuning.virtual` (``shift`` is peft's). GPT-2 and LLaMA styles.
+    :mod:`liandan.adapters.prompt_tuning.virtual` (``shift`` is peft's). GPT-2 and LLaMA styles.
     """
 
     def install(model: nn.Module) -> nn.Module:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.base import dims
-from liandan.llm.peft.inject import Adapter
-from liandan.llm.peft.qalora.int4 import Int4Linear
-from liandan.llm.peft.qalora.layer import QALoraLinear
+from liandan.adapters.base import dims
+from liandan.adapters.inject import Adapter
+from liandan.adapters.qalora.int4 import Int4Linear
+from liandan.adapters.qalora.layer import QALoraLinear
 from liandan.registry import register_adapter
 
 __all__ = ["Int4Linear", "QALoraLinear", "qalora"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.base import adaptable
+from liandan.adapters.base import adaptable
 
 # Hu et al. 2022 §7.1: adapting W_q and W_v is the best use of a fixed budget.
 DEFAULT_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "bert": ["query", "value"]}

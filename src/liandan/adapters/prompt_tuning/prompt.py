@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.prompt_tuning.virtual import VirtualTokens
+from liandan.adapters.prompt_tuning.virtual import VirtualTokens
 
 
 class SoftPrompt(VirtualTokens):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from liandan.llm.peft.prompt_tuning.virtual import VirtualTokens
+from liandan.adapters.prompt_tuning.virtual import VirtualTokens
 from liandan.models.hf_text import cache_keyword
 
 

@@ -2,12 +2,12 @@
 ``prompt_tuning`` and ``prefix_tuning`` (which also registers ``p_tuning_v2``) add virtual tokens.
 
 Each method registers a builder with ``@register_adapter``; its keyword options are the recipe's
-``adapter:`` options. The builder returns an :class:`~liandan.llm.peft.inject.Adapter` and the
+``adapter:`` options. The builder returns an :class:`~liandan.adapters.inject.Adapter` and the
 shared :func:`apply_adapter` does the surgery.
 """
 
-from liandan.llm.peft import dylora, lora, prefix_tuning, prompt_tuning, qalora, qlora, vera  # noqa: F401  (registers)
-from liandan.llm.peft.inject import (
+from liandan.adapters import dylora, lora, prefix_tuning, prompt_tuning, qalora, qlora, vera  # noqa: F401  (registers)
+from liandan.adapters.inject import (
     Adapter,
     adapter_layers,
     adapter_state_dict,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims, set_merged
+from liandan.adapters.base import dims, set_merged
 
 
 def kaiming_uniform(shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from liandan.llm.peft.inject import Adapter
-from liandan.llm.peft.lora.layer import LoraLinear
+from liandan.adapters.inject import Adapter
+from liandan.adapters.lora.layer import LoraLinear
 from liandan.registry import register_adapter
 
 

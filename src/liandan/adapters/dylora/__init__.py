@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.inject import Adapter
-from liandan.llm.peft.lora.layer import LoraLinear
+from liandan.adapters.inject import Adapter
+from liandan.adapters.lora.layer import LoraLinear
 from liandan.registry import register_adapter
 
 

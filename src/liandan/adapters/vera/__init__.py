@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims
-from liandan.llm.peft.inject import Adapter
-from liandan.llm.peft.vera.layer import VeraLinear, kaiming_uniform
+from liandan.adapters.base import dims
+from liandan.adapters.inject import Adapter
+from liandan.adapters.vera.layer import VeraLinear, kaiming_uniform
 from liandan.registry import register_adapter
 
 

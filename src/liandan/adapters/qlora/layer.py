@@ -2,8 +2,8 @@
 
 ``Y = X·doubleDequant(c₁, c₂, W^{NF4}) + s·X·L₁L₂`` (the paper's eq. 5, in our shapes:
 ``y = x W̃ᵀ + (α/r)·B A x``): the frozen base weight lives as 4-bit NF4 codes with blockwise absmax
-constants (:mod:`liandan.llm.peft.qlora.nf4`) and is dequantised to float32 on every forward; the LoRA
-update beside it is exactly :class:`~liandan.llm.peft.lora.layer.LoraLinear`'s (``A ∈ ℝ^{r×in}``
+constants (:mod:`liandan.adapters.qlora.nf4`) and is dequantised to float32 on every forward; the LoRA
+update beside it is exactly :class:`~liandan.adapters.lora.layer.LoraLinear`'s (``A ∈ ℝ^{r×in}``
 Kaiming-uniform, ``B ∈ ℝ^{out×r}`` zero). Gradients flow through the dequantised weight into the
 adapter only — the codes are buffers, never trained.
 
@@ -16,7 +16,7 @@ states to the CPU on memory spikes), is a CUDA feature with nothing to do on CPU
 **Merging** a QLoRA adapter gives a *float* layer ``W̃ + ΔW``: ΔW does not live on the NF4 grid, so
 re-quantising the merged weight would add a second rounding error (peft re-quantises: max |Δlogit|
 0.121 at int4 in reference/peft-compress-export.md §3). Keeping it float is exact but gives up the
-4-bit size. QA-LoRA (:mod:`liandan.llm.peft.qalora`) removes this: its update folds into the INT4 zeros.
+4-bit size. QA-LoRA (:mod:`liandan.adapters.qalora`) removes this: its update folds into the INT4 zeros.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.base import dims, is_conv1d, low_rank_pair
-from liandan.llm.peft.qlora.nf4 import dequantize_nf4, quantize_nf4
+from liandan.adapters.base import dims, is_conv1d, low_rank_pair
+from liandan.adapters.qlora.nf4 import dequantize_nf4, quantize_nf4
 
 
 def out_in_weight(layer: nn.Module) -> torch.Tensor:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liandan.llm.peft.qlora.layer import QuantizedLinear, out_in_weight
-from liandan.llm.peft.qlora.nf4 import pack4, unpack4
+from liandan.adapters.qlora.layer import QuantizedLinear, out_in_weight
+from liandan.adapters.qlora.nf4 import pack4, unpack4
 
 LEVELS = 15  # 2⁴ − 1
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.llm.peft.inject import MODEL_ADAPTER_MARK, model_adapters
+from liandan.adapters.inject import MODEL_ADAPTER_MARK, model_adapters
 from liandan.models.hf_text import CACHE_KEYWORDS, cache_keyword
 
 SUPPORTED = ("gpt2", "llama")  # the decoder-only styles of model 'gpt'

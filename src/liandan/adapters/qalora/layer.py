@@ -1,7 +1,7 @@
 """QA-LoRA layer — Xu et al., "QA-LoRA: Quantization-Aware Low-Rank Adaptation of Large Language
 Models" (ICLR 2024).
 
-The base is INT4 with group-wise min–max quantisation (:class:`~liandan.llm.peft.qalora.int4.Int4Linear`,
+The base is INT4 with group-wise min–max quantisation (:class:`~liandan.adapters.qalora.int4.Int4Linear`,
 group g along the input). The adapter sees the input average-pooled over the same groups::
 
     x̄ⱼ = (1/g)·Σ_{k∈group j} x_k            x̄ ∈ ℝ^{in/g}
@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims, low_rank_pair
-from liandan.llm.peft.qalora.int4 import Int4Linear
+from liandan.adapters.base import dims, low_rank_pair
+from liandan.adapters.qalora.int4 import Int4Linear
 
 
 class QALoraLinear(nn.Module):

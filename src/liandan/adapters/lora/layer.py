@@ -5,7 +5,7 @@ peft) and ``B ∈ ℝ^{out×r}`` zero, so training starts from the base model ex
 (Kalajdzievski 2023) scales by ``α/√r`` instead, which keeps the update's size stable as r grows.
 
 ``active_rank`` truncates to the first b ranks, at the same scale — DyLoRA's nested ranks
-(:mod:`liandan.llm.peft.dylora`) — without a second layer class.
+(:mod:`liandan.adapters.dylora`) — without a second layer class.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from liandan.llm.peft.base import dims, low_rank_pair, set_merged
+from liandan.adapters.base import dims, low_rank_pair, set_merged
 
 
 class LoraLinear(nn.Module):
