@@ -38,9 +38,6 @@ KNOWN_UPWARD = {
     ("train/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
     ("train/api", "liandan.report"),  # the report: a post-run hook
     ("doctor/bench/__init__", "liandan"),  # the facade: import liandan.train.api instead
-    ("doctor/examine", "liandan"),
-    ("doctor/repair", "liandan"),
-    ("evaluate/generative", "liandan"),
 }
 
 

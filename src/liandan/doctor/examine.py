@@ -86,8 +86,8 @@ def probe_plan(recipe: Recipe) -> tuple[int, int]:
 def diagnose_recipe(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, *,
                     out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
     """Short probing run + small-batch overfit check, then the rules (``probe`` mode)."""
-    import liandan
     from liandan.doctor.live import DoctorCallback
+    from liandan.train.api import train
 
     rc = load_recipe(recipe, overrides)
     epochs, steps = probe_plan(rc)
@@ -98,7 +98,7 @@ def diagnose_recipe(recipe: str | Path | dict | Recipe, overrides: list[str] | d
     cb = DoctorCallback(rc, mode="probe")
     cb.overfit_check = check
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="liandan-doctor-"))
-    liandan.train(rc, out=root, callbacks=[cb], quiet=quiet)
+    train(rc, out=root, callbacks=[cb], quiet=quiet)
     doc = document(cb.findings, mode="probe", steps=steps, overfit_check=check, run=str(root))
     write_doctor_json(root, cb.findings, mode="probe", steps=steps, overfit_check=check)
     return doc

@@ -22,11 +22,11 @@ from liandan.recipe import Recipe, load_recipe
 
 def _train(recipe: Recipe, overrides: dict[str, Any], out: Path, callbacks: Any,
            quiet: bool) -> tuple[Any, list[Finding], dict[str, Any]]:
-    import liandan
+    from liandan.train.api import train
     from liandan.train.rundir import read_json
 
     ov = {**overrides, "doctor.auto_fix": False, "doctor.enabled": True, "report": False}
-    run = liandan.train(recipe, overrides=ov, out=out, callbacks=callbacks() if callbacks else None, quiet=quiet)
+    run = train(recipe, overrides=ov, out=out, callbacks=callbacks() if callbacks else None, quiet=quiet)
     doc = read_json(run.dir / "doctor.json") if (run.dir / "doctor.json").exists() else {"findings": []}
     return run, [Finding.from_dict(d) for d in doc["findings"]], judge_metrics(run.model, run.data, run.info)
 

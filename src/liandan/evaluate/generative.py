@@ -25,12 +25,12 @@ CLASSIFIER_PRESET = "digits-lenet"
 def train_classifier(out: str | Path, preset: str = CLASSIFIER_PRESET, epochs: int | None = None,
                      seed: int = 0) -> Path:
     """Train the reference classifier (seeded, quiet, no doctor/report) into ``out``; its run directory."""
-    import liandan
+    from liandan.train.api import train
 
     overrides = ["doctor.enabled=false", "train.tensorboard=false", "report=false", f"seed={seed}"]
     if epochs:
         overrides.append(f"train.epochs={epochs}")
-    return liandan.train(preset, overrides=overrides, out=out, quiet=True).dir
+    return train(preset, overrides=overrides, out=out, quiet=True).dir
 
 
 @torch.no_grad()
