@@ -9,7 +9,6 @@ import warnings
 import pytest
 import torch
 
-from liandan.errors import LiandanError
 from liandan.adapters import (
     adapter_layers,
     adapter_state_dict,
@@ -19,6 +18,7 @@ from liandan.adapters import (
     trainable_parameters,
 )
 from liandan.adapters.dylora import set_rank
+from liandan.errors import LiandanError
 from liandan.registry import ADAPTERS
 
 from .conftest import lm_steps

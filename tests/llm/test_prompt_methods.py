@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import liandan
+from liandan.adapters import adapter_state_dict, apply_adapter, merge_adapter, merged_copy, trainable_parameters
 from liandan.errors import LiandanError
 from liandan.generate import sample
-from liandan.adapters import adapter_state_dict, apply_adapter, merge_adapter, merged_copy, trainable_parameters
 from liandan.registry import ADAPTERS
 
 from .conftest import FAST, arith_recipe, lm_steps

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.base import adaptable
+from liandan.errors import LiandanError
 
 # Hu et al. 2022 §7.1: adapting W_q and W_v is the best use of a fixed budget.
 DEFAULT_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "bert": ["query", "value"]}

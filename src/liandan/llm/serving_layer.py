@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.base import dims
+from liandan.errors import LiandanError
 
 BASE_SLOT = 0  # the all-zero adapter: rows served by the base model alone
 

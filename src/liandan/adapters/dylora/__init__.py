@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.inject import Adapter
 from liandan.adapters.lora.layer import LoraLinear
+from liandan.errors import LiandanError
 from liandan.registry import register_adapter
 
 

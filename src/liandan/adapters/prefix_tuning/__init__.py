@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.inject import Adapter
 from liandan.adapters.prefix_tuning.prefix import Prefix, kv_shape
 from liandan.adapters.prompt_tuning.virtual import Positions, hf_model, shifts
+from liandan.errors import LiandanError
 from liandan.registry import register_adapter
 
 __all__ = ["Prefix", "kv_shape", "p_tuning_v2", "prefix_adapter", "prefix_tuning"]

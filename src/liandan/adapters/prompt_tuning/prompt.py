@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.prompt_tuning.virtual import VirtualTokens
+from liandan.errors import LiandanError
 
 
 class SoftPrompt(VirtualTokens):

@@ -36,8 +36,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.inject import MODEL_ADAPTER_MARK, model_adapters
+from liandan.errors import LiandanError
 from liandan.models.hf_text import CACHE_KEYWORDS, cache_keyword
 
 SUPPORTED = ("gpt2", "llama")  # the decoder-only styles of model 'gpt'

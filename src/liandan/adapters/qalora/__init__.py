@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.base import dims
 from liandan.adapters.inject import Adapter
 from liandan.adapters.qalora.int4 import Int4Linear
 from liandan.adapters.qalora.layer import QALoraLinear
+from liandan.errors import LiandanError
 from liandan.registry import register_adapter
 
 __all__ = ["Int4Linear", "QALoraLinear", "qalora"]

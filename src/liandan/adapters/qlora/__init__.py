@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.inject import Adapter
 from liandan.adapters.qlora.layer import NF4Linear, QLoraLinear, QuantizedLinear
+from liandan.errors import LiandanError
 from liandan.registry import register_adapter
 
 __all__ = ["NF4Linear", "QLoraLinear", "QuantizedLinear", "qlora"]

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liandan.errors import LiandanError
 from liandan.adapters.base import dims, is_conv1d, low_rank_pair
 from liandan.adapters.qlora.nf4 import dequantize_nf4, quantize_nf4
+from liandan.errors import LiandanError
 
 
 def out_in_weight(layer: nn.Module) -> torch.Tensor:
