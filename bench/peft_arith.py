@@ -45,8 +45,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     import liandan
-    from liandan.evaluate.metrics import evaluate_loaded
     from liandan.adapters.dylora import set_rank
+    from liandan.evaluate.metrics import evaluate_loaded
     from liandan.train.run import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
