@@ -184,7 +184,9 @@ def load_dict(source: str | Path | dict) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise LiandanError(f"recipe file not found: {path}")
-        text = path.read_text()
+        from liandan.paths import read_text
+
+        text = read_text(path, "recipe file")  # checked against the agents' roots when they are active
     elif str(source) in preset_names():
         text = preset_text(str(source))
     else:

@@ -79,3 +79,12 @@ def served(args: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen]:
     finally:
         proc.terminate()
 
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    """The planted world of the sandbox tests (tests/agents/planted.py): a root with two tiny runs
+    and an outside folder of secrets."""
+    from tests.agents.planted import build_world
+
+    return build_world(tmp_path_factory.mktemp("planted"))

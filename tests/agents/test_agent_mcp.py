@@ -100,3 +100,22 @@ async def test_run_summary_resource(server, tiny_run):
         assert json.loads(res.contents[0].text)["status"] == "completed"
         with pytest.raises(Exception):  # noqa: B017 (the SDK raises its protocol error type)
             await c.read_resource("liandan://runs/../summary")
+
+
+async def test_run_summary_resource_refuses_a_planted_link(tmp_path):
+    """A run folder inside the root whose summary.json links outside: refused, nothing read."""
+    from mcp import Client
+
+    from liandan.agents.mcp_server import build_server
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "planted").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "summary.json").write_text('{"status": "OUTSIDE-SECRET-41"}')
+    (root / "planted" / "summary.json").symlink_to(outside / "summary.json")
+    (root / "planted" / "recipe.yaml").write_text("data: {source: iris}\nmodel: {name: mlp}\n")
+    async with Client(build_server([root])) as c:
+        with pytest.raises(Exception) as err:  # noqa: B017 (the SDK raises its protocol error type)
+            await c.read_resource("liandan://runs/planted/summary")
+        assert "OUTSIDE-SECRET-41" not in str(err.value)
+        assert (await c.list_resource_templates()).resource_templates  # the server is still alive

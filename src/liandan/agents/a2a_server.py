@@ -12,11 +12,21 @@
   outside the skill's schema is REJECTED (nothing ran); a user error of the tool (a
   :class:`~liandan.errors.LiandanError`, e.g. a path outside the roots) ends FAILED; either way the
   status message is the one-line reason, never a traceback. Tools are sandboxed exactly as for
-  MCP: the same :class:`~liandan.agents.tools.Toolbox` over the same roots.
+  MCP: the same :class:`~liandan.agents.tools.Toolbox` over the same roots, run by a
+  :class:`~liandan.agents.runner.ToolRunner` (bounded concurrency: a call beyond the line is REJECTED as
+  busy; an optional timeout ends the task FAILED). ``CancelTask`` is supported: the task ends CANCELED
+  and a running training stops at its next step (status ``interrupted``) before the reply.
 - :func:`build_app` — a Starlette app: the card route plus the JSON-RPC route at ``/`` (method
   ``SendMessage`` with header ``A2A-Version: 1.0``; the 0.3 names such as ``message/send`` through
-  the SDK's compatibility adapter), tasks kept in memory; :func:`serve` runs it with uvicorn on
-  127.0.0.1 by default (no authentication: do not expose it).
+  the SDK's compatibility adapter), tasks kept in memory, behind the
+  :class:`~liandan.agents.http_guard.HTTPGuard` that ``liandan mcp --http`` uses too (Host 421,
+  Origin 403, bearer token 401, JSON content type 415, body size 413); :func:`serve` runs it with
+  uvicorn on 127.0.0.1 by default.
+- Token and card: with a token (``--token`` / ``LIANDAN_TOKEN``) every request needs
+  ``Authorization: Bearer TOKEN`` except ``GET /.well-known/agent-card.json``. That is the A2A
+  convention: the public card is the discovery document (clients read the card to learn *how* to
+  authenticate), so it declares an HTTP ``Bearer`` security scheme and requirement instead of hiding
+  behind it; the card holds no secret (skills and their examples only). Host/Origin checks still apply.
 
 The ``a2a`` package (extra ``liandan[agents]``) is imported inside the functions only.
 """
@@ -28,9 +38,12 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any
 
+from liandan.agents.http_guard import DEFAULT_MAX_BODY, HTTPGuard, check_bind, resolve_token
+from liandan.agents.runner import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAITING, STOP_GRACE_S, ServerBusy, ToolRunner
 from liandan.agents.sandbox import Sandbox
 from liandan.agents.tools import TOOLS, Toolbox, error_message
 
@@ -82,19 +95,33 @@ def _skills() -> list[Any]:
     return skills
 
 
-def agent_card(url: str = "http://127.0.0.1:9999/") -> Any:
-    """liandan's ``AgentCard`` (the SDK's protobuf type) with its JSON-RPC interface at ``url``."""
-    from a2a.types import AgentCapabilities, AgentCard, AgentInterface
+def agent_card(url: str = "http://127.0.0.1:9999/", *, bearer: bool = False) -> Any:
+    """liandan's ``AgentCard`` (the SDK's protobuf type) with its JSON-RPC interface at ``url``;
+    ``bearer``: the server takes a token, declared as the security scheme ``bearer`` (HTTP Bearer)."""
+    from a2a.types import (
+        AgentCapabilities,
+        AgentCard,
+        AgentInterface,
+        HTTPAuthSecurityScheme,
+        SecurityRequirement,
+        SecurityScheme,
+        StringList,
+    )
     from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
 
     import liandan
 
+    security: dict[str, Any] = {}
+    if bearer:
+        scheme = HTTPAuthSecurityScheme(scheme="Bearer", description="the server's token (--token / LIANDAN_TOKEN)")
+        security = {"security_schemes": {"bearer": SecurityScheme(http_auth_security_scheme=scheme)},
+                    "security_requirements": [SecurityRequirement(schemes={"bearer": StringList()})]}
     return AgentCard(
         name="liandan", description=DESCRIPTION, version=liandan.__version__,
         supported_interfaces=[AgentInterface(url=url, protocol_binding=TransportProtocol.JSONRPC.value,
                                              protocol_version=PROTOCOL_VERSION_CURRENT)],
         capabilities=AgentCapabilities(streaming=False, push_notifications=False),
-        default_input_modes=MODES, default_output_modes=MODES, skills=_skills())
+        default_input_modes=MODES, default_output_modes=MODES, skills=_skills(), **security)
 
 
 def card_dict(card: Any) -> dict[str, Any]:
@@ -137,19 +164,22 @@ def _split(data: dict[str, Any]) -> tuple[str, Any]:
 
 def _executor_class() -> type:
     """The ``AgentExecutor`` subclass (built on first use: the SDK is imported lazily)."""
+    import anyio
     from a2a.helpers import new_data_part, new_task, new_text_part
     from a2a.server.agent_execution import AgentExecutor
     from a2a.server.tasks import TaskUpdater
     from a2a.types import TaskState
-    from a2a.utils.errors import UnsupportedOperationError
 
     from liandan.agents.function_calling import ArgumentError, validate_arguments
 
     class LiandanExecutor(AgentExecutor):
         """Runs one liandan tool per task (see the module docstring for the states)."""
 
-        def __init__(self, toolbox: Toolbox) -> None:
+        def __init__(self, toolbox: Toolbox, runner: ToolRunner | None = None) -> None:
             self.toolbox = toolbox
+            self.runner = runner or ToolRunner()
+            self._running: dict[str, tuple[threading.Event, asyncio.Event]] = {}  # task id -> (stop, stopped)
+            self._canceled: set[str] = set()  # tasks whose tool cancel() stopped: it publishes their state
 
         async def execute(self, context: Any, event_queue: Any) -> None:
             task = context.current_task
@@ -171,12 +201,26 @@ def _executor_class() -> type:
                 await updater.reject(say(str(e)))
                 return
             await updater.start_work(say(f"running {skill}"))
+            stop, stopped = threading.Event(), asyncio.Event()
+            self._running[task.id] = (stop, stopped)
+            result, error = None, None
             try:
-                result = await asyncio.to_thread(getattr(self.toolbox, skill), **kwargs)
+                result = await self.runner.run(skill, getattr(self.toolbox, skill), kwargs, cancel=stop)
             except Exception as e:
-                msg = error_message(e)
+                error = e
+            finally:
+                stopped.set()
+                self._running.pop(task.id, None)
+            if task.id in self._canceled:
+                self._canceled.discard(task.id)
+                return
+            if isinstance(error, ServerBusy):
+                await updater.reject(say(str(error)))
+                return
+            if error is not None:
+                msg = error_message(error)
                 if msg is None:
-                    log.exception("skill %s raised an unexpected exception", skill)
+                    log.error("skill %s raised an unexpected exception", skill, exc_info=error)
                     msg = f"internal error in skill {skill} (details in the server log)"
                 await updater.failed(say(msg))
                 return
@@ -184,38 +228,52 @@ def _executor_class() -> type:
             await updater.complete(say(f"{skill} done"))
 
         async def cancel(self, context: Any, event_queue: Any) -> None:
-            # A tool runs to completion in a worker thread (training cannot stop mid-step safely).
-            raise UnsupportedOperationError(message="liandan tasks run to completion and cannot be canceled")
+            # Stop the running tool (a training run at its next step) and wait for it, so that the
+            # CancelTask reply comes once nothing runs; the SDK then cancels execute() (the runner would
+            # stop the tool as well if this had not).
+            if (entry := self._running.get(context.task_id)) is not None:
+                stop, stopped = entry
+                self._canceled.add(context.task_id)
+                stop.set()
+                with anyio.move_on_after(STOP_GRACE_S):
+                    await stopped.wait()
+            updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+            note = "canceled (a running training was stopped at its next step)"
+            await updater.cancel(updater.new_agent_message([new_text_part(note)]))
 
     return LiandanExecutor
 
 
-def make_executor(toolbox: Toolbox) -> Any:
-    """A new ``LiandanExecutor`` (an ``a2a`` ``AgentExecutor``) running ``toolbox``'s tools."""
-    return _executor_class()(toolbox)
+def make_executor(toolbox: Toolbox, runner: ToolRunner | None = None) -> Any:
+    """A new ``LiandanExecutor`` (an ``a2a`` ``AgentExecutor``) running ``toolbox``'s tools with ``runner``."""
+    return _executor_class()(toolbox, runner)
 
 
 def build_app(roots: Iterable[str | os.PathLike[str]] | Sandbox | None = None, *, url: str | None = None,
-              host: str = "127.0.0.1", port: int = 9999) -> Any:
-    """A Starlette ASGI app serving liandan over A2A (card + JSON-RPC), sandboxed to ``roots``.
+              host: str = "127.0.0.1", port: int = 9999, token: str | None = None,
+              max_body: int = DEFAULT_MAX_BODY, tool_timeout: float | None = None,
+              max_concurrent: int = DEFAULT_MAX_CONCURRENT, max_waiting: int = DEFAULT_MAX_WAITING) -> HTTPGuard:
+    """An ASGI app serving liandan over A2A (card + JSON-RPC), sandboxed to ``roots``, behind the
+    :class:`HTTPGuard` for a server bound to ``host`` (``token``: bearer token, None for none).
 
-    ``url`` is what the card advertises (default ``http://HOST:PORT/``). ``app.state.toolbox`` and
-    ``app.state.card`` are there for embedders and tests."""
+    ``url`` is what the card advertises (default ``http://HOST:PORT/``). ``app.state.toolbox``,
+    ``app.state.runner`` and ``app.state.card`` are there for embedders and tests."""
     from a2a.server.request_handlers import DefaultRequestHandler
     from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
     from a2a.server.tasks import InMemoryTaskStore
+    from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
     from starlette.applications import Starlette
 
     sandbox = roots if isinstance(roots, Sandbox) else Sandbox(roots)
     box = Toolbox(sandbox)
-    card = agent_card(url or base_url(host, port))
-    handler = DefaultRequestHandler(agent_executor=make_executor(box), task_store=InMemoryTaskStore(),
+    runner = ToolRunner(max_concurrent=max_concurrent, max_waiting=max_waiting, timeout=tool_timeout)
+    card = agent_card(url or base_url(host, port), bearer=bool(token))
+    handler = DefaultRequestHandler(agent_executor=make_executor(box, runner), task_store=InMemoryTaskStore(),
                                     agent_card=card)
     routes = [*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)]
     app = Starlette(routes=routes)
-    app.state.toolbox = box
-    app.state.card = card
-    return app
+    app.state.toolbox, app.state.runner, app.state.card = box, runner, card
+    return HTTPGuard(app, host=host, token=token, max_body=max_body, public_paths=[AGENT_CARD_WELL_KNOWN_PATH])
 
 
 def base_url(host: str, port: int) -> str:
@@ -224,16 +282,21 @@ def base_url(host: str, port: int) -> str:
 
 
 def serve(roots: Iterable[str] | None = None, *, host: str = "127.0.0.1", port: int = 9999,
-          log_level: str = "WARNING") -> None:
-    """Run the A2A server on ``host:port`` (logs on stderr, nothing on stdout)."""
+          log_level: str = "WARNING", token: str | None = None, tool_timeout: float | None = None,
+          max_concurrent: int = DEFAULT_MAX_CONCURRENT, max_body: int = DEFAULT_MAX_BODY) -> None:
+    """Run the A2A server on ``host:port`` (logs on stderr, nothing on stdout); ``token`` defaults to
+    ``$LIANDAN_TOKEN``."""
     import uvicorn
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    app = build_app(roots, host=host, port=port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding to %s: the A2A server is reachable from the network and has no authentication", host)
+    token = resolve_token(token)
+    if (warning := check_bind(host, token)) is not None:  # no token off loopback: refused
+        log.warning("%s", warning)
+    app = build_app(roots, host=host, port=port, token=token, max_body=max_body, tool_timeout=tool_timeout,
+                    max_concurrent=max_concurrent)
     roots_text = ", ".join(app.state.toolbox.sandbox.roots)
-    print(f"liandan A2A agent on {base_url(host, port)} (card: /.well-known/agent-card.json; "
+    auth = "bearer token required" if token else "no token"
+    print(f"liandan A2A agent on {base_url(host, port)} ({auth}; card: /.well-known/agent-card.json; "
           f"roots: {roots_text})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level.lower())

@@ -31,10 +31,12 @@ import inspect
 import json
 import logging
 import re
+import threading
 from typing import Any, Literal
 
 import pydantic
 
+from liandan.agents.cancel import cancel_scope
 from liandan.agents.tools import TOOLS, Toolbox, error_message
 from liandan.errors import LiandanError
 
@@ -141,6 +143,22 @@ class ArgumentError(LiandanError):
     """An unknown tool or arguments that do not fit its schema: the call was refused, nothing ran."""
 
 
+def check_argument_names(name: str, arguments: Any) -> None:
+    """:class:`ArgumentError` naming the arguments that tool ``name`` does not take, and the ones it does.
+
+    Shared by function calling, A2A and MCP (whose SDK would silently drop them). Nothing to check for
+    an unknown tool or arguments that are not an object (the schema validation reports those)."""
+    model = argument_models().get(name)
+    if model is None or not isinstance(arguments, dict):
+        return
+    unknown = [str(k) for k in arguments if k not in model.model_fields]
+    if unknown:
+        which = ", ".join(repr(k) for k in sorted(unknown))
+        allowed = ", ".join(model.model_fields) or "none"
+        raise ArgumentError(f"unknown argument{'s' if len(unknown) > 1 else ''} {which} for {name}; "
+                            f"allowed: {allowed}")
+
+
 def validate_arguments(name: str, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
     """The keyword arguments of tool ``name`` from ``arguments`` (a JSON string or a dict), validated
     against its schema; :class:`ArgumentError` (one line) for an unknown tool or bad arguments.
@@ -159,6 +177,7 @@ def validate_arguments(name: str, arguments: str | dict[str, Any] | None) -> dic
         args = arguments or {}
     if not isinstance(args, dict):
         raise ArgumentError(f"arguments of {name} must be a JSON object, got {type(args).__name__}")
+    check_argument_names(name, args)
     model = models[name]
     args = {k: v for k, v in args.items()
             if not (v is None and k in model.model_fields and not model.model_fields[k].is_required())}
@@ -171,10 +190,13 @@ def validate_arguments(name: str, arguments: str | dict[str, Any] | None) -> dic
     return {k: getattr(validated, k) for k in model.model_fields}
 
 
-def call_tool(name: str, arguments: str | dict[str, Any] | None, toolbox: Toolbox | None = None) -> str:
+def call_tool(name: str, arguments: str | dict[str, Any] | None, toolbox: Toolbox | None = None,
+              cancel: threading.Event | None = None) -> str:
     """Run tool ``name`` with ``arguments`` (the model's JSON string, or a dict); returns a JSON string.
 
-    ``toolbox`` carries the sandbox (default: a :class:`Toolbox` over ``./runs``). Never raises
+    ``toolbox`` carries the sandbox (default: a :class:`Toolbox` over ``./runs``). Setting ``cancel``
+    (from another thread, e.g. on your own timeout) stops a training call at its next step (it
+    returns with status ``interrupted``); see :mod:`liandan.agents.cancel`. Never raises
     for the model's mistakes: unknown tool, invalid JSON, wrong or unknown arguments and user
     errors all come back as ``{"error": "..."}``."""
     try:
@@ -183,7 +205,8 @@ def call_tool(name: str, arguments: str | dict[str, Any] | None, toolbox: Toolbo
         return _error(str(e))
     box = toolbox or _default_toolbox()
     try:
-        result = getattr(box, name)(**kwargs)
+        with cancel_scope(cancel):
+            result = getattr(box, name)(**kwargs)
     except Exception as e:
         msg = error_message(e)
         if msg is None:

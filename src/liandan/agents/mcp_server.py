@@ -12,10 +12,18 @@ raised as the SDK's ``ToolError``, so the client gets ``isError: true`` with the
 message; anything else is a bug: the client sees only ``Error executing tool NAME`` and the
 traceback goes to the server's log on stderr.
 
+Unknown arguments are refused (``unknown argument 'x' for TOOL; allowed: ...``), as function calling
+and A2A refuse them; the SDK alone would drop them silently.
+
+Tool calls go through a :class:`~liandan.agents.runner.ToolRunner`: a worker thread, at most
+``max_concurrent`` at once and ``max_waiting`` in line (more: a "server busy" tool error), an
+optional ``tool_timeout``; a call the client cancels (``notifications/cancelled``, sent by the SDK's
+client on its own timeout) or that times out stops its training at the next step.
+
 Transports (spec ``basic/transports``): stdio by default, where the server MUST NOT write
 anything but MCP messages to stdout (logs go to stderr); Streamable HTTP bound to 127.0.0.1 by
-default, where the SDK validates ``Host``/``Origin`` against localhost (DNS-rebinding
-protection) unless another host is given.
+default behind :class:`~liandan.agents.http_guard.HTTPGuard` (Host 421, Origin 403, bearer token 401,
+JSON content type 415, body size 413), the same guard as the A2A server's.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from liandan.agents.http_guard import DEFAULT_MAX_BODY, HTTPGuard, check_bind, resolve_token
+from liandan.agents.runner import DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAITING, ToolRunner
 from liandan.agents.sandbox import Sandbox
 from liandan.agents.tools import TOOLS, Toolbox, error_message
 
@@ -41,17 +51,18 @@ INSTRUCTIONS = (
 )
 
 
-def _as_tool(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a toolbox method so user errors become ``ToolError`` (one line, no traceback).
+def _as_tool(name: str, fn: Callable[..., Any], runner: ToolRunner) -> Callable[..., Any]:
+    """Wrap a toolbox method as an async tool run by ``runner``, so user errors become ``ToolError``
+    (one line, no traceback) and a cancelled call stops the tool.
 
     ``functools.wraps`` keeps the signature (``inspect.signature`` follows ``__wrapped__``), so
     the SDK derives the same ``inputSchema`` from the original type hints."""
     from mcp.server.mcpserver.exceptions import ToolError
 
     @functools.wraps(fn)
-    def tool(**kwargs: Any) -> Any:
+    async def tool(**kwargs: Any) -> Any:
         try:
-            return fn(**kwargs)
+            return await runner.run(name, fn, kwargs)
         except Exception as e:
             msg = error_message(e)
             if msg is None:
@@ -64,14 +75,20 @@ def _as_tool(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @functools.cache
 def _server_class() -> type:
-    """``MCPServer`` whose argument-validation errors are one line (``loc: msg``) instead of
-    pydantic's multi-line report with documentation links."""
+    """``MCPServer`` that refuses unknown arguments and whose argument-validation errors are one line
+    (``loc: msg``) instead of pydantic's multi-line report with documentation links."""
     from mcp.server import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
     from pydantic import ValidationError
 
+    from liandan.agents.function_calling import ArgumentError, check_argument_names
+
     class LiandanMCPServer(MCPServer):
         async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            try:
+                check_argument_names(name, arguments)
+            except ArgumentError as e:
+                raise ToolError(f"Error executing tool {name}: {e}") from None
             try:
                 return await super().call_tool(name, arguments, context)
             except ToolError as e:
@@ -85,11 +102,15 @@ def _server_class() -> type:
     return LiandanMCPServer
 
 
-def build_server(roots: Iterable[str | os.PathLike[str]] | Sandbox | None = None, *, name: str = "liandan") -> Any:
+def build_server(roots: Iterable[str | os.PathLike[str]] | Sandbox | None = None, *, name: str = "liandan",
+                 tool_timeout: float | None = None, max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+                 max_waiting: int = DEFAULT_MAX_WAITING) -> Any:
     """An ``MCPServer`` exposing liandan's tools, sandboxed to ``roots`` (default ``./runs``, created).
 
-    Also a resource template ``liandan://runs/{run}/summary`` (a run's summary.json) for the runs
-    directly under the first root."""
+    ``tool_timeout`` (seconds; None: none) stops a call that runs longer; ``max_concurrent`` calls
+    run at once and ``max_waiting`` more wait, beyond that a call is refused as busy. Also a resource
+    template ``liandan://runs/{run}/summary`` (a run's summary.json) for the runs directly under the
+    first root."""
     from mcp.server.mcpserver.exceptions import ResourceError
     from mcp_types import ToolAnnotations
 
@@ -98,13 +119,14 @@ def build_server(roots: Iterable[str | os.PathLike[str]] | Sandbox | None = None
     sandbox = roots if isinstance(roots, Sandbox) else Sandbox(roots)
     box = Toolbox(sandbox)
     server = _server_class()(name, instructions=INSTRUCTIONS, version=liandan.__version__)
+    runner = ToolRunner(max_concurrent=max_concurrent, max_waiting=max_waiting, timeout=tool_timeout)
     fns = box.functions()
     for info in TOOLS:
         ann = ToolAnnotations(title=info.title, read_only_hint=info.read_only,
                               destructive_hint=None if info.read_only else info.destructive,
                               idempotent_hint=None if info.read_only else info.idempotent,
                               open_world_hint=False)
-        server.add_tool(_as_tool(info.name, fns[info.name]), name=info.name, title=info.title, annotations=ann)
+        server.add_tool(_as_tool(info.name, fns[info.name], runner), name=info.name, title=info.title, annotations=ann)
 
     @server.resource("liandan://runs/{run}/summary", name="run-summary", mime_type="application/json",
                      description="summary.json of a run directly under the first allowed root")
@@ -120,33 +142,53 @@ def build_server(roots: Iterable[str | os.PathLike[str]] | Sandbox | None = None
         summ = path / "summary.json"
         if not summ.is_file():
             raise ResourceError(f"run {run!r} has no summary.json")
-        return json.dumps(json.loads(summ.read_text()), indent=2)
+        try:  # checked when opened: a summary.json linked out of the roots is refused, never read
+            return json.dumps(json.loads(sandbox.read_text(summ, "run file")), indent=2)
+        except Exception as e:
+            raise ResourceError(error_message(e) or "unreadable summary.json") from None
 
     server.toolbox = box  # type: ignore[attr-defined]  (tests and embedders reach the sandbox)
+    server.runner = runner  # type: ignore[attr-defined]
     return server
 
 
+def http_app(server: Any, *, host: str = "127.0.0.1", token: str | None = None,
+             max_body: int = DEFAULT_MAX_BODY) -> HTTPGuard:
+    """The Streamable HTTP ASGI app (``/mcp``) of ``server`` behind the shared :class:`HTTPGuard`.
+
+    The SDK keeps its own checks behind ours (they never fire first); its body limit is set to ours."""
+    return HTTPGuard(server.streamable_http_app(host=host, max_request_body_size=max_body), host=host,
+                     token=token, max_body=max_body)
+
+
 def serve(roots: Iterable[str] | None = None, *, http: bool = False, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "WARNING") -> None:
+          log_level: str = "WARNING", token: str | None = None, tool_timeout: float | None = None,
+          max_concurrent: int = DEFAULT_MAX_CONCURRENT, max_body: int = DEFAULT_MAX_BODY) -> None:
     """Run the server: stdio (default) or Streamable HTTP on ``host:port`` at ``/mcp``.
 
-    Logging goes to stderr only. For stdio the SDK serves the protocol from a private duplicate of
-    file descriptor 1 and points fd 1 at stderr while it runs, so a stray ``print`` in a library
-    lands on stderr instead of corrupting the protocol stream (tests/agents check stdout)."""
+    ``token`` (HTTP only; default ``$LIANDAN_TOKEN``) makes every HTTP request need
+    ``Authorization: Bearer TOKEN``. Logging goes to stderr only. For stdio the SDK serves the
+    protocol from a private duplicate of file descriptor 1 and points fd 1 at stderr while it runs,
+    so a stray ``print`` in a library lands on stderr instead of corrupting the protocol stream
+    (tests/agents check stdout)."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    server = build_server(roots)
+    if http:
+        token = resolve_token(token)
+        if (warning := check_bind(host, token)) is not None:  # no token off loopback: refused
+            log.warning("%s", warning)
+    server = build_server(roots, tool_timeout=tool_timeout, max_concurrent=max_concurrent)
     roots_text = ", ".join(server.toolbox.sandbox.roots)
     if http:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("binding to %s: the server is reachable from the network and has no authentication", host)
-        print(f"liandan MCP server on http://{host}:{port}/mcp (roots: {roots_text})", file=sys.stderr, flush=True)
+        auth = "bearer token required" if token else "no token"
+        print(f"liandan MCP server on http://{host}:{port}/mcp ({auth}; roots: {roots_text})", file=sys.stderr,
+              flush=True)
         import uvicorn
 
-        # As MCPServer.run(transport="streamable-http"), but with log_config=None: uvicorn's own
-        # loggers (access log included, which it would print on stdout) propagate to the stderr
-        # handler above. The app keeps the SDK's Host/Origin checks for a localhost bind.
-        app = server.streamable_http_app(host=host)
+        # As MCPServer.run(transport="streamable-http"), but behind the guard and with log_config=None:
+        # uvicorn's own loggers (access log included, which it would print on stdout) propagate to the
+        # stderr handler above.
+        app = http_app(server, host=host, token=token, max_body=max_body)
         uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level.lower())
         return
     log.info("liandan MCP server on stdio (roots: %s)", roots_text)

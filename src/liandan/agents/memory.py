@@ -11,6 +11,10 @@ Each line of ``<first root>/.liandan-memory.jsonl`` is one entry
   ``fsync``-s it and ``os.replace``-s it over the store (atomic on POSIX and Windows), so
   readers see the old file or the new one, never a mix.
 
+The store is opened through :mod:`liandan.paths` (reads) and with ``O_NOFOLLOW`` plus a check of
+the opened descriptor (appends), so a symlink planted at its name after the sandbox resolved it
+is refused rather than followed out of the roots.
+
 One process should write a store at a time (a lock serialises the threads of one server; two
 servers on one root could lose an append racing a ``forget``).
 
@@ -47,6 +51,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from liandan.errors import LiandanError
+from liandan.paths import CLOEXEC, NOFOLLOW, check_path, read_bytes, verify_fd
 
 log = logging.getLogger("liandan.agents")
 
@@ -109,7 +114,7 @@ class MemoryStore:
         """Every complete, well-formed entry, oldest first; a damaged line (a crash mid-append) is skipped."""
         with _LOCK:
             try:
-                raw = self.path.read_bytes()
+                raw = read_bytes(self.path, "memory file")
             except FileNotFoundError:
                 return []
         out = []
@@ -137,8 +142,13 @@ class MemoryStore:
         line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
         with _LOCK:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            check_path(self.path, "memory file")
             try:
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o600)
+            except OSError as e:
+                raise LiandanError(f"cannot open the memory file {self.path}: {e.strerror}") from None
+            try:
+                verify_fd(fd, self.path, "memory file")
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # the last append was cut short: never glue onto its fragment

@@ -18,19 +18,25 @@ The algorithm is the reference filesystem server's ``validatePath``
 4. a path that does not exist yet (an output directory) is also checked through the
    ``realpath`` of its parent, so a dangling symlink cannot point outside.
 
-The *resolved* path is what the tools use afterwards: what was checked is what is opened.
-(A symlink swapped in between the check and the use remains possible, as in the reference
-server; the roots are meant for directories the agent's user owns.)
+The *resolved* path is what the tools use afterwards. That check covers what the client typed;
+the files opened on its behalf afterwards (the files of a data folder, the ``recipe.yaml``,
+``summary.json``, weights and tokenizer of a run, a teacher or base run named in a recipe) are
+checked again when they are opened: each tool call runs under :meth:`Sandbox.confined`, which
+activates the roots for :mod:`liandan.paths`, the guard the low-level openers consult (their
+realpath must stay inside, a symlink swapped in between check and open is caught there).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from liandan.errors import LiandanError
+from liandan.paths import confine, inside, read_text
 
 DEFAULT_ROOT = "runs"
 
@@ -39,15 +45,11 @@ class SandboxError(LiandanError):
     """A client path outside the allowed roots (or malformed): reported as a one-line tool error."""
 
 
+PATH_OPTIONS = ("path",)  # data-source options that name files (csv, image_folder, mnist_idx, text, ...)
+
+
 def _real(path: str) -> str:
     return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
-
-
-def _inside(real: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([real, root]) == root
-    except ValueError:  # different drives (Windows) or a mix of absolute and relative paths
-        return False
 
 
 class Sandbox:
@@ -79,7 +81,17 @@ class Sandbox:
 
     def contains(self, real: str) -> bool:
         """Is the (already realpath-ed) ``real`` inside some root?"""
-        return any(_inside(real, root) for root in self.roots)
+        return any(inside(real, root) for root in self.roots)
+
+    def confined(self) -> AbstractContextManager[tuple[str, ...]]:
+        """Activate the roots for :mod:`liandan.paths`: every file opened in the block is checked."""
+        return confine(self.roots)
+
+    def read_text(self, path: str | os.PathLike[str], what: str = "file") -> str:
+        """The text of ``path`` checked when opened (a symlink out of the roots is refused): for code
+        that serves a file outside a tool call, e.g. an MCP resource."""
+        with self.confined():
+            return read_text(path, what)
 
     def resolve(self, path: str | os.PathLike[str], *, must_exist: bool = False, what: str = "path") -> Path:
         """The real path of client-supplied ``path`` if it lies inside a root; else :class:`SandboxError`.
@@ -139,3 +151,62 @@ def _safe_name(name: str) -> str:
     """A recipe name as one path component (the name comes from client-supplied recipes)."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     return cleaned or "run"
+
+
+def check_recipe(sandbox: Sandbox, doc: dict[str, Any]) -> dict[str, Any]:
+    """Check the file paths a client's recipe names (data files, a base run, a teacher, the doctor's
+    memory) against the roots; relative ones resolve against the first root like every other client
+    path. (The files *inside* them are checked again when opened: :mod:`liandan.paths`.)"""
+    data = doc.get("data", {})
+    for key in PATH_OPTIONS:
+        if isinstance(data.get(key), str):
+            data[key] = str(sandbox.resolve(data[key], must_exist=True, what=f"data.{key}"))
+    model = doc.get("model", {})
+    if model.get("from_run"):
+        model["from_run"] = str(sandbox.run_dir(str(model["from_run"])))
+    loss = doc.get("loss") or {}
+    if loss.get("teacher"):  # distillation reads a teacher run
+        loss["teacher"] = str(sandbox.run_dir(str(loss["teacher"])))
+    doctor = doc.get("doctor", {})
+    if doctor.get("memory"):
+        doctor["memory"] = str(sandbox.resolve(str(doctor["memory"]), what="doctor.memory"))
+    return doc
+
+
+def check_source_spec(sandbox: Sandbox, spec: str) -> str:
+    """A data-source spec ``NAME[:k=v,...]`` with its file options checked and made absolute."""
+    from liandan.evaluate.sources import SHIFTS, parse_spec
+
+    name, arg = parse_spec(spec)
+    if name in SHIFTS or not arg:
+        return spec.strip()
+    parts = []
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, eq, val = part.partition("=")
+        if eq and key.strip() in PATH_OPTIONS:
+            real = str(sandbox.resolve(val.strip(), must_exist=True, what=f"source option {key.strip()}"))
+            if "," in real:
+                raise SandboxError(f"source option {key.strip()}: a path with a comma cannot be passed in a spec")
+            part = f"{key.strip()}={real}"
+        parts.append(part)
+    return f"{name}:{','.join(parts)}"
+
+
+def recipe_source(sandbox: Sandbox, recipe: str) -> dict[str, Any]:
+    """A preset's or a sandboxed file's raw recipe dict (never a path liandan would resolve itself)."""
+    import yaml
+
+    from liandan.errors import did_you_mean
+    from liandan.recipe import load_dict, preset_names, preset_text
+
+    if recipe in preset_names():
+        return yaml.safe_load(preset_text(recipe))
+    looks_like_path = recipe.endswith((".yaml", ".yml")) or "/" in recipe or "\\" in recipe
+    if not looks_like_path:
+        names = preset_names()
+        raise LiandanError(f"no preset named {recipe!r}{did_you_mean(recipe, names)}; presets: "
+                           f"{', '.join(names)} (or pass a recipe .yaml path)")
+    path = sandbox.resolve(recipe, must_exist=True, what="recipe file")
+    if path.is_dir():
+        path = sandbox.resolve(str(path / "recipe.yaml"), must_exist=True, what="recipe file")
+    return load_dict(path)  # opened under the roots (liandan.paths): a link swapped in since is refused

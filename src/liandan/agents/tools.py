@@ -8,17 +8,23 @@ signatures, so they never disagree. Every tool returns a plain JSON-able dict an
 turns an exception into the one line a client sees (never a traceback).
 
 Every path argument goes through the :class:`~liandan.agents.sandbox.Sandbox` (also the paths
-inside a recipe and inside a data-source spec). Torch work is serialised by one lock: torch's
-thread count is process-global and training sets it, and an MCP server runs sync tools on
-worker threads (the spec asks servers to rate-limit tool invocations).
+inside a recipe and inside a data-source spec), and every tool runs under
+:meth:`~liandan.agents.sandbox.Sandbox.confined`: each file opened on the client's behalf (a
+data folder's files, a run's recipe, summary, weights, tokenizer, teacher, base run) is checked
+against the roots when it is opened (:mod:`liandan.paths`). Torch work is serialised by one
+lock: torch's thread count is process-global and training sets it, and an MCP server runs sync
+tools on worker threads (the spec asks servers to rate-limit tool invocations).
 
 No ``from __future__ import annotations`` here: the annotations are read at run time to build
 the MCP ``inputSchema`` and the function-calling ``parameters``.
 """
 
+import functools
 import json
 import math
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,15 +32,15 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from liandan.agents import memory as _memory
-from liandan.agents.sandbox import Sandbox, SandboxError
+from liandan.agents.sandbox import Sandbox, SandboxError, check_recipe, check_source_spec, recipe_source
 from liandan.errors import LiandanError
+from liandan.paths import check_path, read_text
 
 RunDir = Annotated[str, Field(description="run directory (absolute, or relative to the first allowed root); "
                                           "see list_runs")]
 MAX_INPUT_ELEMENTS = 1 << 26  # summary: refuse inputs over 64 M elements (256 MiB of fp32)
 MAX_NEW_TOKENS = 1024
 MAX_OOD_SAMPLES = 20000
-PATH_OPTIONS = ("path",)  # data-source options that name files (csv, image_folder, mnist_idx, text, ...)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class Toolbox:
         self.sandbox = sandbox or Sandbox()
         self.auto_remember = auto_remember
         self._lock = threading.Lock()
+        # Nothing is written outside the roots for a client: matplotlib's font cache (a run's report)
+        # goes to the first root's .liandan/ too, unless the operator chose a folder (read at import).
+        os.environ.setdefault("MPLCONFIGDIR", str(Path(self.sandbox.roots[0]) / ".liandan" / "matplotlib"))
 
     def functions(self) -> dict[str, Any]:
         """Tool name -> bound method, in :data:`TOOLS` order."""
@@ -132,13 +141,14 @@ class Toolbox:
         """List the registered models (the zoo): name, description, tags; verbose adds the options."""
         from liandan.registry import MODELS
 
+        want = tag.strip().lower() if tag else None
         out = []
-        for name in MODELS.names():
-            e = MODELS.get(name)
-            if tag and tag not in e.tags:
+        for e in MODELS.entries():
+            tags = model_tags(e)
+            if want and want not in tags:
                 continue
-            row: dict[str, Any] = {"name": name, "description": e.description.splitlines()[0] if e.description
-                                   else "", "tags": list(e.tags)}
+            row: dict[str, Any] = {"name": e.name, "description": e.description.splitlines()[0] if e.description
+                                   else "", "tags": tags}
             if verbose:
                 row["options"] = {k: ("required" if p.default is p.empty else jsonable(p.default))
                                   for k, p in e.options().items()}
@@ -154,9 +164,12 @@ class Toolbox:
                 run = summ.parent
                 if not (run / "recipe.yaml").is_file() or not self.sandbox.contains(str(run.resolve())):
                     continue
-                try:
-                    doc = json.loads(summ.read_text())
-                except (OSError, ValueError):
+                try:  # a summary.json or recipe.yaml linked out of the roots hides the run
+                    check_path(run / "recipe.yaml", "run file")
+                    doc = json.loads(read_text(summ, "run file"))
+                except (OSError, ValueError, LiandanError):
+                    continue
+                if not isinstance(doc, dict):
                     continue
                 runs.append({"run_dir": str(run), "name": doc.get("name"), "status": doc.get("status"),
                              "test": jsonable(doc.get("final", {}).get("test", {}))})
@@ -184,13 +197,14 @@ class Toolbox:
             if epochs < 0:
                 raise LiandanError("epochs must be ≥ 0")
             ovs.append(f"train.epochs={int(epochs)}")
-        rc = load_recipe(self._recipe_source(recipe), ovs)
-        doc = self._sandbox_recipe(rc.to_dict())
+        rc = load_recipe(recipe_source(self.sandbox, recipe), ovs)
+        doc = check_recipe(self.sandbox, rc.to_dict())
         run_dir = self.sandbox.output_dir(out, rc.name)
         import liandan
+        from liandan.agents.cancel import cancel_callbacks
 
-        with self._lock:
-            run = liandan.train(doc, out=run_dir, quiet=True)
+        with self._lock:  # cancel_callbacks: a cancelled or timed-out call stops training at its next step
+            run = liandan.train(doc, out=run_dir, quiet=True, callbacks=cancel_callbacks())
         s = run.summary
         result = jsonable({"run_dir": str(run.dir), "name": s.get("name"), "status": s.get("status"),
                            "epochs": s.get("epochs"), "steps": s.get("steps"), "wall_s": s.get("wall_s"),
@@ -198,62 +212,6 @@ class Toolbox:
         if self.auto_remember:
             _memory.remember_run(self, recipe, rc, result)
         return result
-
-    def _recipe_source(self, recipe: str) -> dict[str, Any]:
-        """A preset's or a sandboxed file's raw recipe dict (never a path liandan would resolve itself)."""
-        import yaml
-
-        from liandan.recipe import load_dict, preset_names, preset_text
-
-        if recipe in preset_names():
-            return yaml.safe_load(preset_text(recipe))
-        looks_like_path = recipe.endswith((".yaml", ".yml")) or "/" in recipe or "\\" in recipe
-        if not looks_like_path:
-            from liandan.errors import did_you_mean
-
-            names = preset_names()
-            raise LiandanError(f"no preset named {recipe!r}{did_you_mean(recipe, names)}; presets: "
-                               f"{', '.join(names)} (or pass a recipe .yaml path)")
-        path = self.sandbox.resolve(recipe, must_exist=True, what="recipe file")
-        if path.is_dir():
-            path = self.sandbox.resolve(str(path / "recipe.yaml"), must_exist=True, what="recipe file")
-        return load_dict(path)
-
-    def _sandbox_recipe(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Check the file paths a recipe names (data files, a base run, a teacher, the doctor's memory) against
-        the roots; relative ones resolve against the first root like every other client path."""
-        data = doc.get("data", {})
-        for key in PATH_OPTIONS:
-            if isinstance(data.get(key), str):
-                data[key] = str(self.sandbox.resolve(data[key], must_exist=True, what=f"data.{key}"))
-        model = doc.get("model", {})
-        if model.get("from_run"):
-            model["from_run"] = str(self.sandbox.run_dir(str(model["from_run"])))
-        loss = doc.get("loss") or {}
-        if loss.get("teacher"):  # distillation reads a teacher run
-            loss["teacher"] = str(self.sandbox.run_dir(str(loss["teacher"])))
-        doctor = doc.get("doctor", {})
-        if doctor.get("memory"):
-            doctor["memory"] = str(self.sandbox.resolve(str(doctor["memory"]), what="doctor.memory"))
-        return doc
-
-    def _source_spec(self, spec: str) -> str:
-        """A data-source spec ``NAME[:k=v,...]`` with its file options checked and made absolute."""
-        from liandan.evaluate.sources import SHIFTS, parse_spec
-
-        name, arg = parse_spec(spec)
-        if name in SHIFTS or not arg:
-            return spec.strip()
-        parts = []
-        for part in filter(None, (p.strip() for p in arg.split(","))):
-            key, eq, val = part.partition("=")
-            if eq and key.strip() in PATH_OPTIONS:
-                real = str(self.sandbox.resolve(val.strip(), must_exist=True, what=f"source option {key.strip()}"))
-                if "," in real:
-                    raise SandboxError(f"source option {key.strip()}: a path with a comma cannot be passed in a spec")
-                part = f"{key.strip()}={real}"
-            parts.append(part)
-        return f"{name}:{','.join(parts)}"
 
     # --- judging a run ----------------------------------------------------------------------
 
@@ -270,7 +228,7 @@ class Toolbox:
         import liandan
 
         path = self.sandbox.run_dir(run_dir)
-        src = self._source_spec(source) if source else None
+        src = check_source_spec(self.sandbox, source) if source else None
         with self._lock:
             return jsonable(liandan.evaluate(path, split=split, source=src))
 
@@ -291,7 +249,8 @@ class Toolbox:
         methods = [m.strip() for m in method.split(",") if m.strip()] or ["msp"]
         n = max(1, min(int(max_samples), MAX_OOD_SAMPLES))
         with self._lock:
-            res = liandan.ood(path, self._source_spec(ood), methods, split=split, max_samples=n, save=False)
+            spec = check_source_spec(self.sandbox, ood)
+            res = liandan.ood(path, spec, methods, split=split, max_samples=n, save=False)
         for m in res.get("methods", {}).values():
             m.pop("hist", None)  # histogram bins: for plots, noise to an agent
         return jsonable(res)
@@ -365,11 +324,11 @@ class Toolbox:
         import liandan
 
         path = self.sandbox.run_dir(run_dir)
-        inputs: list[str] = []
+        inputs: list[str | list[float]] = []
         if features:
             if not all(math.isfinite(float(v)) for v in features):
                 raise LiandanError("features must be finite numbers")
-            inputs.append(",".join(repr(float(v)) for v in features))
+            inputs.append([float(v) for v in features])  # literal: never probed as a file name
         for f in files or []:
             real = self.sandbox.resolve(f, must_exist=True, what="input file")
             if not real.is_file():
@@ -402,3 +361,34 @@ class Toolbox:
     remember = _memory.remember  # agent memory: liandan.agents.memory
     recall = _memory.recall
     forget = _memory.forget
+
+
+def _confined(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run tool ``fn`` with its toolbox's roots active for :mod:`liandan.paths` (``functools.wraps``
+    keeps the signature: the schemas are read from it)."""
+
+    @functools.wraps(fn)
+    def tool(self: "Toolbox", *args: Any, **kwargs: Any) -> Any:
+        with self.sandbox.confined():
+            return fn(self, *args, **kwargs)
+
+    return tool
+
+
+for _info in TOOLS:
+    setattr(Toolbox, _info.name, _confined(getattr(Toolbox, _info.name)))
+
+KIND_TAGS = {"tokens": ("text",), "image_text": ("image", "text", "multimodal"), "sequence": ("sequence",),
+             "generative": ("image", "generative"), "any": ("tabular", "sequence"), "tabular": ("tabular",),
+             "image": ("image",)}
+
+
+def model_tags(entry: Any) -> list[str]:
+    """The tags of a model entry: its registered tags, its kind of input (``input_kind``, else image
+    for a builder taking ``in_channels``, tabular otherwise) and the tasks it serves."""
+    kind = entry.extra.get("input_kind") or ("image" if "in_channels" in entry.options() else "tabular")
+    tasks = entry.extra.get("tasks") or ((entry.extra["task"],) if "task" in entry.extra else ())
+    if not tasks and kind != "generative":
+        tasks = ("classify", "regress") if kind in ("tabular", "any", "sequence") else ("classify",)
+    tags = [*entry.tags, *KIND_TAGS.get(kind, (kind,)), *tasks]
+    return [t.lower() for t in dict.fromkeys(tags)]

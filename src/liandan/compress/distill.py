@@ -114,7 +114,9 @@ def load_teacher(run_dir: str | Path | None) -> tuple[nn.Module, DataInfo]:
 
     if run_dir is None:
         raise LiandanError("distillation needs a teacher run directory")
-    path = Path(run_dir)
+    from liandan.paths import check_path
+
+    path = check_path(run_dir, "teacher run")  # under the agents' roots: the teacher must lie inside
     if not path.is_dir():
         raise LiandanError(f"teacher run not found: {path}")
     run = load_run(path)

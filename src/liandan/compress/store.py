@@ -74,8 +74,10 @@ def read_doc(path: str | Path) -> dict[str, Any]:
     f = path / COMPRESS_JSON
     if not f.is_file():
         raise LiandanError(f"{path} is not a compressed directory (no {COMPRESS_JSON})")
+    from liandan.paths import read_text
+
     try:
-        return json.loads(f.read_text())
+        return json.loads(read_text(f, "run file"))
     except json.JSONDecodeError as e:
         raise LiandanError(f"{f}: invalid JSON: {e}") from None
 
@@ -89,7 +91,7 @@ def load_compressed(path: str | Path) -> Run:
     from liandan.data.pipeline import DataInfo
     from liandan.recipe import load_recipe
     from liandan.train import checkpoint as ck
-    from liandan.train.run import Run, seed_everything
+    from liandan.train.run import Run, checkpoint_file, seed_everything
     from liandan.train.rundir import read_json
     from liandan.train.setup import build_model, set_memory_format
 
@@ -104,7 +106,7 @@ def load_compressed(path: str | Path) -> Run:
     model = build_model(recipe.model, info)
     if doc.get("structure"):
         apply_structure(model, doc["structure"])
-    ck.load_weights(model, path / "checkpoints" / f"{summary.get('weights', 'final')}.safetensors")
+    ck.load_weights(model, checkpoint_file(path, summary.get("weights", "final")))  # confined to the run
     model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
     if doc["method"] == "quantize":
         model = apply_quantization(model, doc.get("options", {}))

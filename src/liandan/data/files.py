@@ -2,6 +2,9 @@
 
 All read local paths only (no downloads). CIFAR batches are Python pickles, so they are read
 with an unpickler that only admits the numpy classes an array needs: no code can run.
+
+Every file and folder is opened through :mod:`liandan.paths`: under the agents' roots a file or
+class folder whose realpath leaves them (a planted symlink) refuses the source, naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch.utils.data import Dataset
 
 from liandan.data.base import Source, classification, regression
 from liandan.errors import LiandanError
+from liandan.paths import active_roots, check_path, check_tree, open_checked
 from liandan.registry import register_data
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -25,6 +29,7 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 def _existing(path: str, what: str) -> Path:
     p = Path(path).expanduser()
+    check_path(p, f"{what} data")  # before anything about the path is told
     if not p.exists():
         raise LiandanError(f"{what}: path not found: {p}")
     return p
@@ -34,7 +39,7 @@ def _existing(path: str, what: str) -> Path:
 def csv(path: str, target: str = "label", task: str = "auto", delimiter: str = ",") -> Source:
     """A CSV file with a header row; ``target`` names the label column, the rest are numeric features."""
     p = _existing(path, "csv")
-    with p.open(newline="") as f:
+    with open_checked(p, "r", "csv data", newline="") as f:
         rows = list(_csv.reader(f, delimiter=delimiter))
     if len(rows) < 2:
         raise LiandanError(f"csv {p}: needs a header row and at least one data row")
@@ -81,6 +86,7 @@ class ImageFiles(Dataset):
 
     def __init__(self, files: list[Path], labels: torch.Tensor, size: int | None, grayscale: bool) -> None:
         self.files, self.labels, self.size, self.mode = files, labels, size, "L" if grayscale else "RGB"
+        self.roots = active_roots()  # kept: images decode later, maybe in DataLoader worker processes
         self.transform = None  # set by the pipeline: normalisation (and train augmentation)
 
     def __len__(self) -> int:
@@ -89,7 +95,7 @@ class ImageFiles(Dataset):
     def load(self, i: int) -> torch.Tensor:
         from PIL import Image
 
-        with Image.open(self.files[i]) as im:
+        with open_checked(self.files[i], "rb", "image_folder file", roots=self.roots) as f, Image.open(f) as im:
             im = im.convert(self.mode)
             if self.size and im.size != (self.size, self.size):
                 im = im.resize((self.size, self.size), Image.BILINEAR)
@@ -105,12 +111,12 @@ class ImageFiles(Dataset):
 def image_folder(path: str, size: int | None = None, grayscale: bool = False) -> Source:
     """Class-per-folder images (root/<class>/*.png|jpg), decoded lazily; ``size`` resizes to size×size."""
     root = _existing(path, "image_folder")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = sorted(d.name for d in check_tree(root.iterdir(), "image_folder entry") if d.is_dir())
     if not classes:
         raise LiandanError(f"image_folder {root}: no class sub-folders")
     files, labels = [], []
     for k, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
+        for f in sorted(check_tree((root / c).iterdir(), "image_folder file")):
             if f.suffix.lower() in IMAGE_EXT:
                 files.append(f)
                 labels.append(k)
@@ -123,9 +129,8 @@ def image_folder(path: str, size: int | None = None, grayscale: bool = False) ->
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    with open_checked(path, "rb", "mnist_idx file") as raw:
+        data = gzip.GzipFile(fileobj=raw).read() if path.suffix == ".gz" else raw.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise LiandanError(f"{path}: not an IDX file (bad magic)")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])
@@ -178,7 +183,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with path.open("rb") as f:
+        with open_checked(path, "rb", "cifar_batches file") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise LiandanError(f"cifar_batches {path}: unreadable batch: {e}") from None

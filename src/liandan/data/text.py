@@ -24,6 +24,7 @@ import torch
 from liandan.data.base import Source
 from liandan.data.tokenize import BOS, EOS, MASK, NUM_SPECIAL, PAD, Tokenizer, fit_tokenizer
 from liandan.errors import LiandanError
+from liandan.paths import check_path, check_tree, read_text
 from liandan.registry import register_data
 
 IGNORE = -100  # cross_entropy's default ignore_index
@@ -98,16 +99,23 @@ def token_source(seqs: list[list[int]], tok: Tokenizer, task: str, length: int, 
 
 
 def read_documents(path: str, field: str = "text") -> list[str]:
-    """Non-empty lines of .txt files, or ``field`` of each .jsonl record; ``path`` is a file or folder."""
+    """Non-empty lines of .txt files, or ``field`` of each .jsonl record; ``path`` is a file or folder.
+
+    Under the agents' roots every entry of the folder and every file read is checked (:mod:`liandan.paths`):
+    a symlink leading outside refuses the source, naming it."""
     p = Path(path).expanduser()
+    check_path(p, "data.path")
     if not p.exists():
         raise LiandanError(f"data.path: {p} not found")
-    files = sorted(f for f in p.rglob("*") if f.suffix in (".txt", ".jsonl")) if p.is_dir() else [p]
+    if p.is_dir():
+        files = sorted(f for f in check_tree(p.rglob("*"), "data.path entry") if f.suffix in (".txt", ".jsonl"))
+    else:
+        files = [p]
     if not files:
         raise LiandanError(f"data.path: no .txt or .jsonl files under {p}")
     docs: list[str] = []
     for f in files:
-        for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        for n, line in enumerate(read_text(f, "data file", encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
             if f.suffix == ".jsonl":

@@ -134,15 +134,18 @@ def fit_tokenizer(kind: str, texts: list[str], vocab_size: int = 512) -> Tokeniz
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Reload a tokenizer saved by :meth:`save` (a run directory or the file itself)."""
-    path = _file(path, create=False)
+    from liandan.paths import check_path, read_text
+
+    path = check_path(_file(path, create=False), "tokenizer")  # data.json names it: checked under the roots
     if not path.is_file():
         raise LiandanError(f"no tokenizer at {path}: the run was not trained on token data")
-    doc = json.loads(path.read_text())
+    text = read_text(path, "tokenizer")
+    doc = json.loads(text)
     if "liandan_tokenizer" in doc:
         return VocabTokenizer(doc["liandan_tokenizer"], doc["vocab"][NUM_SPECIAL:])
     from tokenizers import Tokenizer as HFTokenizer
 
-    return BPETokenizer(HFTokenizer.from_file(str(path)))
+    return BPETokenizer(HFTokenizer.from_str(text))
 
 
 def _file(path: str | Path, create: bool = True) -> Path:

@@ -2,17 +2,18 @@
 used to rank fixes for similar runs next time.
 
 Location: ``doctor.memory`` in the recipe, else ``$LIANDAN_HOME/memory.db``, else
-``~/.liandan/memory.db``. A fix's score for a finding is its similarity-weighted success rate,
-with the rule's own ranking as the prior: (successes + prior·2) / (attempts + 2), where a past
-attempt counts more the more of the run's signature (model, activation, data, optimizer, task)
-it shares, and prior = 0.7 − 0.1·rank. AutoTrainer instead tries its repair
-strategies in a fixed order (``repair_strategy('balance')``); memory lets the order learn.
+``~/.liandan/memory.db``; on an agent client's behalf (the agents' roots active,
+:mod:`liandan.paths`) ``<first root>/.liandan/memory.db``, and a configured path must lie inside.
+A fix's score for a finding is its similarity-weighted success rate, with the rule's own ranking
+as the prior: (successes + prior·2) / (attempts + 2), where a past attempt counts more the more
+of the run's signature (model, activation, data, optimizer, task) it shares, and
+prior = 0.7 − 0.1·rank. AutoTrainer instead tries its repair strategies in a fixed order
+(``repair_strategy('balance')``); memory lets the order learn.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -33,10 +34,12 @@ PRIOR_WEIGHT = 2.0
 
 
 def default_path(configured: str | None = None) -> Path:
-    if configured:
-        return Path(configured).expanduser()
-    home = os.environ.get("LIANDAN_HOME")
-    return Path(home) / "memory.db" if home else Path.home() / ".liandan" / "memory.db"
+    """The store's file: ``configured``, else ``memory.db`` in liandan's state folder (inside the roots
+    when they are active); checked against the roots (a no-op outside the agents' sandbox)."""
+    from liandan.paths import check_path, state_home
+
+    path = Path(configured).expanduser() if configured else state_home() / "memory.db"
+    return check_path(path, "doctor memory")
 
 
 def signature(recipe: Any) -> dict[str, str]:

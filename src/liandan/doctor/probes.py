@@ -357,8 +357,10 @@ def _merge_labels(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]
 
 
 def read_probe_log(path: Path) -> list[dict[str, Any]]:
+    from liandan.paths import read_text
+
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in read_text(path, "probe log").splitlines():
         line = line.strip()
         if line:
             try:

@@ -18,10 +18,11 @@ def finetune(base_run: str | Path, recipe: str | Path | dict | None = None, *, a
     recipe) with ``adapter`` (a method name such as ``"lora"``, or a section
     ``{"name": "lora", "r": 8}``; default: the recipe's, else every weight trains).
     ``overrides`` apply last. Returns the finished :class:`~liandan.train.run.Run`."""
+    from liandan.paths import check_path
     from liandan.recipe import load_dict
     from liandan.train.api import train
 
-    base = Path(base_run)
+    base = check_path(base_run, "base run")  # a no-op unless the agents' roots are active
     if not (base / "recipe.yaml").is_file():
         raise LiandanError(f"{base} is not a run directory (no recipe.yaml)")
     raw = load_dict(recipe if recipe is not None else base)

@@ -135,10 +135,16 @@ def save_weights(model: nn.Module | dict[str, torch.Tensor], path: Path) -> None
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
+    from liandan.paths import check_path, checked_file
+
+    check_path(path, "weights")  # under the agents' roots: before anything about the file is told
     if not path.is_file():
         raise LiandanError(f"weights file not found: {path}")
     try:
-        sd = load_file(str(path))
+        with checked_file(path, "weights") as name:  # the checked inode, even if swapped meanwhile
+            sd = load_file(name)
+    except LiandanError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise LiandanError(f"cannot read weights {path}: {e}") from None
     missing, unexpected = model.load_state_dict(sd, strict=False)

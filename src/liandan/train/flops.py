@@ -24,7 +24,10 @@ CUDA_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10
 
 
 def home() -> Path:
-    return Path(os.environ.get("LIANDAN_HOME", Path.home() / ".liandan"))
+    """liandan's state folder (inside the agents' roots while they are active: :mod:`liandan.paths`)."""
+    from liandan.paths import state_home
+
+    return state_home()
 
 
 @torch.no_grad()
@@ -50,18 +53,21 @@ def peak_flops(device: torch.device, threads: int) -> float | None:
         return next((v for k, v in CUDA_PEAKS.items() if k in name), None)
     if device.type != "cpu":
         return None
+    from liandan.errors import LiandanError
+    from liandan.paths import check_path, read_text
+
     cache = home() / "peak_flops.json"
     key = f"cpu-{os.cpu_count()}-threads{threads}"
     try:
-        table = json.loads(cache.read_text())
-    except (OSError, ValueError):
+        table = json.loads(read_text(cache, "FLOPS cache"))
+    except (OSError, ValueError, LiandanError):  # LiandanError: a planted link out of the agents' roots
         table = {}
     if key not in table:
         table[key] = _gemm_probe(threads)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(table))
-        except OSError:
+            check_path(cache, "FLOPS cache").write_text(json.dumps(table))
+        except (OSError, LiandanError):
             pass
     return table[key]
 

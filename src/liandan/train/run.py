@@ -19,6 +19,7 @@ from torch import nn
 
 from liandan.data.pipeline import DataInfo, DataModule, build_data
 from liandan.errors import LiandanError
+from liandan.paths import check_path, component
 from liandan.recipe import Recipe, load_recipe
 from liandan.train import checkpoint as ck
 from liandan.train.rundir import read_json
@@ -101,8 +102,12 @@ def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Ten
 
 
 def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
-    """Load a finished run: recipe, summary, data facts and the model with its trained weights."""
+    """Load a finished run: recipe, summary, data facts and the model with its trained weights.
+
+    Under the agents' roots (:mod:`liandan.paths`) the directory and every file read from it are
+    checked when opened; the weights named by ``summary.json`` stay inside the run directory always."""
     run_dir = Path(run_dir)
+    check_path(run_dir, "run directory")
     if weights is None and (run_dir / "compress.json").is_file():  # quantised or pruned: rebuilt by compress
         from liandan.compress import load_compressed
 
@@ -121,20 +126,29 @@ def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
 
 
 def weights_path(run_dir: Path, weights: str | None = None, summary: dict[str, Any] | None = None) -> Path:
-    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``)."""
+    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``).
+
+    The name is one plain file name (``summary.json`` is data: ``"../../x"`` cannot leave the run)."""
     summary = summary if summary is not None else (
         read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {})
     name = weights or summary.get("weights", "last")
-    path = run_dir / "checkpoints" / f"{name}.safetensors"
+    path = checkpoint_file(run_dir, name)
     if not path.exists():
         raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
     return path
 
 
+def checkpoint_file(run_dir: Path, name: Any) -> Path:
+    """``run_dir/checkpoints/<name>.safetensors`` for a plain weights ``name`` (no separator, no
+    ``..``); checked against the agents' roots when they are active."""
+    name = component(name if isinstance(name, str) else repr(name), f"{run_dir}: weights")
+    return check_path(Path(run_dir) / "checkpoints" / f"{name}.safetensors", "weights")
+
+
 def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = True) -> nn.Module:
     """The recipe's model: built and initialised; with ``model.from_run`` the trained weights of that
     run (``base_weights``); with ``adapter`` the base frozen and the adapter in place."""
-    base = Path(recipe.model.from_run) if recipe.model.from_run and base_weights else None
+    base = check_path(recipe.model.from_run, "model.from_run") if recipe.model.from_run and base_weights else None
     model = build_model(recipe.model, info)
     if base is not None:
         try:
@@ -156,6 +170,7 @@ def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
     base's). Saved as the run's data.json, so the fine-tuned run loads without its base."""
     import dataclasses
 
+    check_path(base_dir, "model.from_run")
     if not (base_dir / "data.json").is_file():
         raise LiandanError(f"model.from_run: {base_dir} is not a run directory (no data.json)")
     base = DataInfo.from_dict(read_json(base_dir / "data.json"))

@@ -18,7 +18,10 @@ STATUSES = ("running", "completed", "stopped_early", "diverged", "interrupted", 
 
 def new_run_dir(name: str, out: str | Path | None) -> Path:
     if out is not None:
+        from liandan.paths import check_path
+
         path = Path(out)
+        check_path(path, "run directory")  # a no-op unless the agents' roots are active
         if path.exists() and any(path.iterdir()):
             summary = path / "summary.json"
             if summary.exists() or (path / "checkpoints").exists():
@@ -81,8 +84,10 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """metrics.csv as a list of dicts with numbers parsed."""
+    from liandan.paths import open_checked
+
     rows = []
-    with open(path, newline="") as f:
+    with open_checked(path, "r", "run file", newline="") as f:
         for r in csv.DictReader(f):
             rows.append({k: _num(v) for k, v in r.items()})
     return rows
@@ -103,7 +108,10 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    """A run file's JSON (checked against the agents' roots when they are active: :mod:`liandan.paths`)."""
+    from liandan.paths import read_text
+
+    return json.loads(read_text(path, "run file"))
 
 
 class Clock:
