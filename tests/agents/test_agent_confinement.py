@@ -175,6 +175,7 @@ print(call_tool("train", {"recipe": "wine-mlp", "epochs": 2, "overrides": [
 """
 
 
+@pytest.mark.slow
 def test_a_train_call_writes_only_inside_the_root(tmp_path):
     """doctor.auto_fix on a diverging run, with its report, in a fresh server process: the repair
     rounds, the doctor's memory, the FLOPS cache and matplotlib's font cache land in the root;

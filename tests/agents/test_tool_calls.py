@@ -50,6 +50,7 @@ async def _wait_for(path: Path, seconds: float = 60) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_mcp_client_timeout_cancels_training(tmp_path):
     """The SDK's client times out, sends ``notifications/cancelled``: the server stops the training."""
     from mcp import Client
@@ -66,6 +67,7 @@ async def test_mcp_client_timeout_cancels_training(tmp_path):
     _assert_stopped(tmp_path / "cancelled", server.toolbox)
 
 
+@pytest.mark.slow
 async def test_mcp_tool_timeout_stops_training(tmp_path):
     from mcp import Client
 
@@ -139,6 +141,7 @@ async def test_a2a_cancel_task_stops_training_before_the_reply(tmp_path):
         assert task.status.state == TaskState.TASK_STATE_CANCELED and not task.artifacts
 
 
+@pytest.mark.slow
 async def test_a2a_tool_timeout_fails_the_task_and_stops_training(tmp_path):
     from a2a.helpers import get_message_text
     from a2a.types import SendMessageRequest, TaskState
@@ -156,6 +159,7 @@ async def test_a2a_tool_timeout_fails_the_task_and_stops_training(tmp_path):
     _assert_stopped(tmp_path / "a2a-timeout", app.state.toolbox)
 
 
+@pytest.mark.slow
 def test_function_calling_cancel_event_stops_training(tmp_path):
     from liandan.agents.function_calling import call_tool
     from liandan.agents.sandbox import Sandbox

@@ -43,6 +43,7 @@ def test_not_a_run_dir_and_existing_out(cli, teacher, tmp_path) -> None:
     assert code == 2 and "not empty" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_subprocess_exit_code(tmp_path) -> None:
     p = subprocess.run([sys.executable, "-m", "liandan", "compress", str(tmp_path / "missing"), "-m", "prune"],
                        capture_output=True, text=True, timeout=60)

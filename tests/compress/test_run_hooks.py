@@ -22,6 +22,7 @@ def test_load_run_gives_the_quantised_model(teacher, tmp_path, cli) -> None:
     assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(doc["test"]["after"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_student_recipe_retrains_in_a_fresh_process(teacher, tmp_path) -> None:
     overrides = ["model.hidden=[8]", "train.epochs=3", "doctor.enabled=false", "train.tensorboard=false",
                  "report=false"]

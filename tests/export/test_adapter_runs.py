@@ -4,6 +4,7 @@ model compute what the adapted model computes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import liandan
@@ -12,6 +13,7 @@ from liandan.train.run import load_run
 from .conftest import FAST
 
 
+@pytest.mark.slow
 def test_lora_fine_tune_exports_merged(llama_run, tmp_path) -> None:
     from liandan.export import to_gguf, to_onnx
     from liandan.export.gguf_check import load_gguf_model, prompt_ids

@@ -103,6 +103,7 @@ def test_lm_logits_dynamic_batch_and_sequence(llama_run, llama_onnx) -> None:
     assert llama_onnx["check"]["max_abs_diff"] <= ATOL
 
 
+@pytest.mark.slow
 def test_gpt2_lm_exports_too(gpt2_run) -> None:
     from liandan.export import to_onnx
 

@@ -35,6 +35,7 @@ def _rows(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_gan_preset_learns_the_pixel_statistics(gan_run) -> None:
     assert gan_run.status == "completed"
     rows = _rows(gan_run.dir)
@@ -65,6 +66,7 @@ def test_gan_resume_equals_uninterrupted_run(tmp_path) -> None:
     assert a.summary["final"]["val"] == b.summary["final"]["val"]
 
 
+@pytest.mark.slow
 def test_diffusion_preset_lowers_the_noise_prediction_loss(tmp_path) -> None:
     run = liandan.train("digits-ddpm", overrides=[*FAST, "train.epochs=3", "model.width=16"],
                         out=tmp_path / "d", quiet=True)

@@ -118,6 +118,7 @@ def _screenshot(driver) -> bytes:
     return base64.b64decode(shot["data"])
 
 
+@pytest.mark.slow
 def test_report_in_chromium(driver, report_run: Path, tmp_path):
     from PIL import Image
 

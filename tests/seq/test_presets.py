@@ -41,6 +41,7 @@ def test_sine_lstm_beats_the_last_value_baseline(tmp_path) -> None:
     assert mse < 0.6 * last_value, (mse, last_value)  # full preset (30 epochs): 0.0059 vs 0.0242
 
 
+@pytest.mark.slow
 def test_adding_peephole_lstm_remembers_over_50_steps(tmp_path) -> None:
     liandan.train("adding-peephole_lstm", overrides=[*FAST, "data.n=4000", "train.epochs=6"], out=tmp_path / "r",
                   quiet=True)
@@ -53,6 +54,7 @@ def test_adding_peephole_lstm_remembers_over_50_steps(tmp_path) -> None:
     assert mse < baseline / 5 and hit > 3 * chance, (mse, baseline, hit, chance)  # full preset: 0.987 vs 0.087
 
 
+@pytest.mark.slow
 def test_digits_vit_learns(tmp_path) -> None:
     run = liandan.train("digits-vit", overrides=[*FAST, "train.epochs=8"], out=tmp_path / "r", quiet=True)
     acc = run.summary["final"]["test"]["accuracy"]

@@ -19,6 +19,7 @@ def test_preset_opens_with_its_launch_command(name: str) -> None:
     assert text[0] == f"# liandan train {name}" and text[1].startswith("# ") and len(text[1]) > 20
 
 
+@pytest.mark.slow
 def test_arith_gpt_learns_to_add(tmp_path) -> None:
     run = liandan.train("arith-gpt", overrides=[*FAST, "data.n=6000", "data.batch_size=32", "optim.lr=6e-3",
                                                 "train.epochs=3"], out=tmp_path / "r", quiet=True)
@@ -28,6 +29,7 @@ def test_arith_gpt_learns_to_add(tmp_path) -> None:
     assert test["accuracy"] > 0.6 and test["exact_match"] > 0.06, test
 
 
+@pytest.mark.slow
 def test_grammar_bert_predicts_masked_words(tmp_path) -> None:
     run = liandan.train("grammar-bert", overrides=[*FAST, "data.n=3000", "train.epochs=4"], out=tmp_path / "r",
                         quiet=True)

@@ -105,6 +105,7 @@ def test_llama_lm_run_saves_tokenizer_and_hf(tmp_path) -> None:
         torch.testing.assert_close(again.model(x), run.model.eval()(x))
 
 
+@pytest.mark.slow
 def test_bert_classifies_grammaticality(tmp_path) -> None:
     run = liandan.train({"data": {"source": "grammar", "n": 2000, "batch_size": 32}, "task": "classify",
                          "model": {"name": "bert", "layers": 1, "dim": 64, "heads": 4}, "optim": {"lr": 1e-3},

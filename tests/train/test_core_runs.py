@@ -34,6 +34,7 @@ def test_digits_lenet_reaches_097_and_evaluate_reproduces(lenet_run, cli) -> Non
     assert s["mfu"] is not None and s["achieved_flops_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_recipe_yaml_reproduces_the_run(lenet_run, tmp_path) -> None:
     again = liandan.train(lenet_run.dir / "recipe.yaml", overrides=["report=false"], out=tmp_path / "again",
                           quiet=True)
@@ -57,6 +58,7 @@ def test_diabetes_regression_r2(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.slow
 def test_every_preset_trains_one_epoch(preset: str, tmp_path) -> None:
     """Every preset builds, trains three steps, evaluates its splits and writes its report.
     Generated sources make 400 samples: the final evaluation of thousands is not what is tested."""

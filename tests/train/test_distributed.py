@@ -28,6 +28,7 @@ def _sets(extra: list[str]) -> list[str]:
     return [x for s in [*SETS, *extra] for x in ("--set", s)]
 
 
+@pytest.mark.slow
 def test_ddp_equals_single_process_accumulation(tmp_path) -> None:
     # iris: 120 training samples = 3 global batches of 2 × 20 per epoch, no BatchNorm or dropout
     rec = ["data.source=iris", "data.batch_size=20", "model.hidden=[16]", "model.dropout=0.0",
@@ -60,6 +61,7 @@ def _worker_pids(tag: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_killing_one_rank_fails_cleanly_and_resumes(tmp_path) -> None:
     run = tmp_path / "k"
     tag = f"kill{os.getpid()}"

@@ -43,11 +43,8 @@ def test_lr_find_runs_for_every_task(task: str, tmp_path) -> None:
     assert res.csv_path.read_text().count("\n") == len(res.lrs) + 1
 
 
-HEAVY = {"caption", "contrastive", "diffusion"}  # image-text models and a U-Net: 25-90 s each here
-TASK_PARAMS = [pytest.param(t, marks=pytest.mark.slow) if t in HEAVY else t for t in TASKS.names()]
-
-
-@pytest.mark.parametrize("task", TASK_PARAMS)
+@pytest.mark.parametrize("task", TASKS.names())
+@pytest.mark.slow
 def test_doctor_recipe_runs_for_every_task(task: str, tmp_path, cli) -> None:
     import json
 

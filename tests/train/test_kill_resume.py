@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "kill_resume.py"
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical() -> None:
     r = subprocess.run([sys.executable, str(BENCH), "--trials", "3", "--seed", "1", "--json"],
                        capture_output=True, text=True, timeout=600)
@@ -21,6 +24,7 @@ def test_sigkill_then_resume_is_bit_identical() -> None:
         assert t["killed"] and t["newest_ok"] and t["resumed"] and t["identical"], t
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_marks_interrupted(tmp_path) -> None:
     import os
     import signal

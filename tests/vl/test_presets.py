@@ -36,6 +36,7 @@ def _test_split(run) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@pytest.mark.slow
 def test_shapes_clip_learns_to_match_images_and_captions(tmp_path) -> None:
     run = liandan.train("shapes-clip", overrides=[*FAST, "train.epochs=3"], out=tmp_path / "r", quiet=True)
     test = run.summary["final"]["test"]
@@ -52,6 +53,7 @@ def test_shapes_clip_learns_to_match_images_and_captions(tmp_path) -> None:
     assert zero_shot_logits(run.model, x[:4], prompts, ensemble="mean").shape == (4, 8)
 
 
+@pytest.mark.slow
 def test_shapes_blip_learns_to_caption(tmp_path) -> None:
     run = liandan.train("shapes-blip", overrides=[*FAST, "data.n=1200", "train.epochs=4"], out=tmp_path / "r",
                         quiet=True)
@@ -78,6 +80,7 @@ def shape_images(tmp_path) -> tuple[Path, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.slow
 def test_predict_captions_or_classifies_zero_shot(name: str, tmp_path, shape_images, cli) -> None:
     """``liandan predict`` on an image-text run: the caption a captioner writes, the zero-shot
     classes of a CLIP run; the same as the Python surface on the normalised images."""
