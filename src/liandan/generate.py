@@ -82,17 +82,11 @@ def sample(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, *, temperat
     return ids
 
 
-@contextlib.contextmanager
-def _threads(model: nn.Module):
+def _threads(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """The trainer's thread choice for this model size (small models: one thread), then restored."""
-    from liandan.train.setup import default_threads
+    from liandan.train.setup import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads(model))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(model=model)
 
 
 def _load(run_dir: str | Path):

@@ -27,19 +27,17 @@ def generate(model: torch.nn.Module, n: int, seed: int = 0, steps: int | None = 
                            "task: gan or diffusion (e.g. preset digits-dcgan or digits-ddpm)")
     if n < 1:
         raise LiandanError(f"number of samples must be at least 1, got {n}")
-    from liandan.train.setup import default_threads
+    from liandan.train.setup import torch_threads
 
     gen = torch.Generator().manual_seed(seed)
-    was, threads = model.training, torch.get_num_threads()
+    was = model.training
     model.eval()  # batch-norm running statistics, no dropout: the same seed gives the same images
     # as in training: small models run faster on one thread (a diffusion chain is ~1000 small forwards)
-    torch.set_num_threads(default_threads(model))
     try:
-        with torch.no_grad():
+        with torch_threads(model=model), torch.no_grad():
             x = model.sample(n, gen, steps=steps) if steps else model.sample(n, gen)
     finally:
         model.train(was)
-        torch.set_num_threads(threads)
     return to_pixels(x.float().cpu())
 
 

@@ -74,22 +74,26 @@ def run_metrics(run: Run, data: DataModule, model: nn.Module, split: str = "test
 @torch.inference_mode()
 def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 50, warmup: int = 5) -> float:
     """Median milliseconds of ``model(x)`` over ``repeats`` calls on one torch thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    from liandan.train.setup import torch_threads
+
     was = model.training
     model.eval()
     try:
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
+        with torch_threads(1):
+            _time_calls(model, x, warmup)
+            times = _time_calls(model, x, repeats)
     finally:
-        torch.set_num_threads(threads)
         model.train(was)
     return 1e3 * statistics.median(times)
+
+
+def _time_calls(model: nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def latency_pair(before: nn.Module, after: nn.Module, x: torch.Tensor, repeats: int = 50) -> dict[str, float]:

@@ -74,18 +74,16 @@ def peak_flops(device: torch.device, threads: int) -> float | None:
 
 def _gemm_probe(threads: int, n: int = 512, seconds: float = 0.3) -> float:
     """Best fp32 GEMM rate over a short burst: the CPU's practical peak for dense math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    from liandan.train.setup import torch_threads
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     best, t_end = 0.0, time.perf_counter() + seconds
-    try:
+    with torch_threads(threads):
         while time.perf_counter() < t_end:
             t0 = time.perf_counter()
             for _ in range(4):
                 a @ b
             best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
-    finally:
-        torch.set_num_threads(before)
     return best
 
 

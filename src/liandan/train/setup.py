@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -77,6 +79,20 @@ def pick_device(name: str) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise LiandanError("train.device: mps requested but not available")
     return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None, model: nn.Module | None = None) -> Iterator[int]:
+    """Run the block on ``n`` intra-op threads (or the trainer's choice for ``model``, see
+    :func:`default_threads`) and restore the process's previous count afterwards, error or not.
+    The one place liandan changes torch's thread count outside a training run."""
+    before = torch.get_num_threads()
+    n = n or (default_threads(model) if model is not None else before)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_threads(model: nn.Module) -> int:

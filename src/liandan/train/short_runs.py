@@ -19,22 +19,11 @@ from liandan.data.pipeline import DataModule
 from liandan.recipe import Recipe, load_recipe
 from liandan.train.callbacks import Callback
 from liandan.train.loop import Trainer
-from liandan.train.setup import default_threads
+from liandan.train.setup import torch_threads
 
 # A short run is a probe: nothing to monitor, resume or look at afterwards.
 PROBE_OVERRIDES = {"train.early_stopping": None, "train.tensorboard": False, "train.checkpoint_every": 0,
                    "doctor.enabled": False, "doctor.auto_fix": False, "report": False}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block on ``n`` intra-op threads and restore the previous count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class RepeatBatch:
@@ -70,7 +59,7 @@ def short_fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, devic
     with contextlib.ExitStack() as stack:
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="liandan-probe-")))
-        stack.enter_context(torch_threads(recipe.train.threads or default_threads(model)))
+        stack.enter_context(torch_threads(recipe.train.threads, model))
         trainer = Trainer(recipe, data, model, loss_fn, out, device, callbacks, echo=_silent, quiet=True,
                           checkpoints=False)
         trainer.fit()

@@ -73,7 +73,7 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
     from liandan.llm.rl.runio import check_lm_run, finish_run_dir, open_policy, start_run_dir
     from liandan.train.run import Run, seed_everything
     from liandan.train.rundir import MetricsLog
-    from liandan.train.setup import default_threads
+    from liandan.train.setup import torch_threads
 
     _check(steps, group, batch, lr, beta, clip_eps, temperature, inner_steps)
     if loss_type not in ("token", "sequence"):
@@ -104,60 +104,59 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
     out_dir = start_run_dir(base, recipe, f"GRPO fine-tune of {base} ({reward_name}; liandan grpo)", out)
     log = MetricsLog(out_dir / "metrics.csv", ["reward", "reward_std", "kl", "clip_frac", "completion_len",
                                                "exact_match"])
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(default_threads(policy))
-    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    t0, curve, kls = time.perf_counter(), [], []
-    try:
-        before = _test_metrics(policy, test_p, exact, tok, slack, temperature, seed)
-        if before:
-            echo(f"grpo: test exact match before {before['exact_match']:.4f}")
-        for step in range(1, steps + 1):
-            items = train_p.draw(rng, batch)
-            prompts = torch.tensor([p for p, _ in items])  # (B, P)
-            answers = [a for _, a in items for _ in range(group)]  # B*G, group-major like the rows
-            cut = prompts.shape[1]
-            # a little room to run on, within the model's positions (the scoring pass reads it whole)
-            limit = min(max(len(a) for a in answers) + 2 + slack, context + 1 - cut)
-            rep = prompts.repeat_interleave(group, 0)  # (B*G, P)
-            seq = sample(policy, rep, limit, temperature=temperature, eos=EOS, generator=gen, pad=PAD)  # (B*G, P+n)
-            completion = seq[:, cut:]  # (B*G, n)
-            mask = completion_mask(completion, EOS)  # (B*G, n)
-            rewards = score(completion, answers, reward_fn, tok, rep)  # (B*G,)
-            adv = group_advantages(rewards, group)  # (B*G,)
-            with torch.no_grad():
-                old_logp = token_logprobs(policy, seq, cut, temperature) if inner_steps > 1 else None
-                ref_logp = token_logprobs(ref, seq, cut, temperature) if ref is not None else None  # (B*G, n)
-            for _ in range(inner_steps):
-                logp = token_logprobs(policy, seq, cut, temperature)  # (B*G, n)
-                loss, stats = grpo_loss(logp, logp.detach() if old_logp is None else old_logp, ref_logp, adv, mask,
-                                        clip_eps, beta, loss_type)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
-                opt.step()
-            policy.eval()
-            curve.append(float(rewards.mean()))
-            kls.append(stats["kl"])
-            row = {"epoch": 0, "step": step, "split": "train", "loss": float(loss.detach()), "reward": curve[-1],
-                   "reward_std": float(rewards.view(-1, group).std(1).mean()), "kl": stats["kl"],
-                   "clip_frac": stats["clip_frac"], "completion_len": float(mask.sum(1).mean()), "lr": lr,
-                   "grad_norm": grad_norm, "wall_s": time.perf_counter() - t0}
-            if val_p is not None and (step % eval_every == 0 or step == steps):
-                em = greedy_reward(policy, val_p, exact, tok, slack)
-                log.write({"epoch": 0, "step": step, "split": "val", "exact_match": em,
-                           "wall_s": time.perf_counter() - t0})
-            log.write(row)
-            if step == 1 or step % max(1, steps // 10) == 0 or step == steps:
-                echo(f"grpo step {step}/{steps}: reward {curve[-1]:.3f}  kl {stats['kl']:.4f}  loss {row['loss']:.4f}")
-        after = _test_metrics(policy, test_p, exact, tok, slack, temperature, seed)
-    except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        finish_run_dir(out_dir, policy, recipe, {"status": status, "steps": len(curve), "base_run": str(base)})
-        raise
-    finally:
-        log.close()
-        torch.set_num_threads(threads_before)
+    with torch_threads(model=policy):
+        rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        t0, curve, kls = time.perf_counter(), [], []
+        try:
+            before = _test_metrics(policy, test_p, exact, tok, slack, temperature, seed)
+            if before:
+                echo(f"grpo: test exact match before {before['exact_match']:.4f}")
+            for step in range(1, steps + 1):
+                items = train_p.draw(rng, batch)
+                prompts = torch.tensor([p for p, _ in items])  # (B, P)
+                answers = [a for _, a in items for _ in range(group)]  # B*G, group-major like the rows
+                cut = prompts.shape[1]
+                # a little room to run on, within the model's positions (the scoring pass reads it whole)
+                limit = min(max(len(a) for a in answers) + 2 + slack, context + 1 - cut)
+                rep = prompts.repeat_interleave(group, 0)  # (B*G, P)
+                seq = sample(policy, rep, limit, temperature=temperature, eos=EOS, generator=gen, pad=PAD)  # (B*G, P+n)
+                completion = seq[:, cut:]  # (B*G, n)
+                mask = completion_mask(completion, EOS)  # (B*G, n)
+                rewards = score(completion, answers, reward_fn, tok, rep)  # (B*G,)
+                adv = group_advantages(rewards, group)  # (B*G,)
+                with torch.no_grad():
+                    old_logp = token_logprobs(policy, seq, cut, temperature) if inner_steps > 1 else None
+                    ref_logp = token_logprobs(ref, seq, cut, temperature) if ref is not None else None  # (B*G, n)
+                for _ in range(inner_steps):
+                    logp = token_logprobs(policy, seq, cut, temperature)  # (B*G, n)
+                    loss, stats = grpo_loss(logp, logp.detach() if old_logp is None else old_logp, ref_logp, adv, mask,
+                                            clip_eps, beta, loss_type)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+                    opt.step()
+                policy.eval()
+                curve.append(float(rewards.mean()))
+                kls.append(stats["kl"])
+                row = {"epoch": 0, "step": step, "split": "train", "loss": float(loss.detach()), "reward": curve[-1],
+                       "reward_std": float(rewards.view(-1, group).std(1).mean()), "kl": stats["kl"],
+                       "clip_frac": stats["clip_frac"], "completion_len": float(mask.sum(1).mean()), "lr": lr,
+                       "grad_norm": grad_norm, "wall_s": time.perf_counter() - t0}
+                if val_p is not None and (step % eval_every == 0 or step == steps):
+                    em = greedy_reward(policy, val_p, exact, tok, slack)
+                    log.write({"epoch": 0, "step": step, "split": "val", "exact_match": em,
+                               "wall_s": time.perf_counter() - t0})
+                log.write(row)
+                if step == 1 or step % max(1, steps // 10) == 0 or step == steps:
+                    echo(f"grpo step {step}/{steps}: reward {curve[-1]:.3f}  kl {stats['kl']:.4f}  "
+                         f"loss {row['loss']:.4f}")
+            after = _test_metrics(policy, test_p, exact, tok, slack, temperature, seed)
+        except BaseException as e:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            finish_run_dir(out_dir, policy, recipe, {"status": status, "steps": len(curve), "base_run": str(base)})
+            raise
+        finally:
+            log.close()
     k = max(1, len(curve) // 10)
     wall = time.perf_counter() - t0
     finite_kl = [x for x in kls[-k:] if not math.isnan(x)]

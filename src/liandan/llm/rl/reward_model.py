@@ -126,7 +126,7 @@ def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int =
     from liandan.train import checkpoint as ck
     from liandan.train.run import load_run, seed_everything
     from liandan.train.rundir import MetricsLog, write_json
-    from liandan.train.setup import default_threads
+    from liandan.train.setup import torch_threads
 
     if epochs < 1 or lr <= 0 or batch_size < 1 or (pairs is not None and pairs < 1):
         raise LiandanError("reward-model: need epochs ≥ 1, lr > 0, batch_size ≥ 1, pairs ≥ 1")
@@ -155,31 +155,29 @@ def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int =
     out_dir = start_run_dir(base, recipe, f"reward model on {base} (liandan reward-model)", out)
     log = MetricsLog(out_dir / "metrics.csv", ["pairwise_accuracy"])
     opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(default_threads(rm))
-    t0, step, gen = time.perf_counter(), 0, torch.Generator().manual_seed(seed)
-    before = pairwise_accuracy(rm, te_c, te_r)
-    try:
-        for epoch in range(1, epochs + 1):
-            rm.train()
-            for idx in torch.randperm(len(tr_c), generator=gen).split(batch_size):
-                loss = bradley_terry_loss(rm(tr_c[idx]), rm(tr_r[idx]))  # scalar, over (b,) pairs
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0))
-                opt.step()
-                step += 1
-                log.write({"epoch": epoch, "step": step, "split": "train", "loss": float(loss.detach()), "lr": lr,
-                           "grad_norm": grad_norm, "wall_s": time.perf_counter() - t0})
-            acc = pairwise_accuracy(rm, te_c, te_r)
-            with torch.no_grad():
-                test_loss = float(bradley_terry_loss(rm(te_c), rm(te_r)))
-            log.write({"epoch": epoch, "step": step, "split": "test", "loss": test_loss, "pairwise_accuracy": acc,
-                       "wall_s": time.perf_counter() - t0})
-            echo(f"reward-model epoch {epoch}/{epochs}: test pairwise accuracy {acc:.4f}  loss {test_loss:.4f}")
-    finally:
-        log.close()
-        torch.set_num_threads(threads_before)
+    with torch_threads(model=rm):
+        t0, step, gen = time.perf_counter(), 0, torch.Generator().manual_seed(seed)
+        before = pairwise_accuracy(rm, te_c, te_r)
+        try:
+            for epoch in range(1, epochs + 1):
+                rm.train()
+                for idx in torch.randperm(len(tr_c), generator=gen).split(batch_size):
+                    loss = bradley_terry_loss(rm(tr_c[idx]), rm(tr_r[idx]))  # scalar, over (b,) pairs
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0))
+                    opt.step()
+                    step += 1
+                    log.write({"epoch": epoch, "step": step, "split": "train", "loss": float(loss.detach()), "lr": lr,
+                               "grad_norm": grad_norm, "wall_s": time.perf_counter() - t0})
+                acc = pairwise_accuracy(rm, te_c, te_r)
+                with torch.no_grad():
+                    test_loss = float(bradley_terry_loss(rm(te_c), rm(te_r)))
+                log.write({"epoch": epoch, "step": step, "split": "test", "loss": test_loss, "pairwise_accuracy": acc,
+                           "wall_s": time.perf_counter() - t0})
+                echo(f"reward-model epoch {epoch}/{epochs}: test pairwise accuracy {acc:.4f}  loss {test_loss:.4f}")
+        finally:
+            log.close()
     rm.eval()
     ck.save_weights(rm, out_dir / "checkpoints" / "reward_model.safetensors")
     doc = {"base_run": str(base), "width": width, "vocab_size": run.info.vocab_size, "pad_id": rm.pad_id}
