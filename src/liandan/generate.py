@@ -148,11 +148,10 @@ def exact_match(run_dir: str | Path, split: str = "test", max_samples: int | Non
     is wrong). Where the run's data names a ``final_after`` symbol (arith with ``steps``: ``|``),
     only what follows its last occurrence counts: the final answer, not the working.
     """
-    from liandan.data.pipeline import build_data
     from liandan.data.tokenize import EOS
 
     run, tok = _load(run_dir)
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     idx = torch.as_tensor(data.indices[split] if split in data.indices else [], dtype=torch.int64)
     if len(idx) == 0:
         raise LiandanError(f"{run_dir}: no {split!r} split")

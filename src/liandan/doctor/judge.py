@@ -56,7 +56,6 @@ def judge_metrics(model: Any, data: Any, info: Any) -> dict[str, Any]:
 
 def run_metrics(run_dir: Any) -> dict[str, Any]:
     """Judge metrics of a finished run directory (rebuilds its data, loads its weights)."""
-    from liandan.data.pipeline import build_data
     from liandan.errors import LiandanError
     from liandan.train.run import load_run
 
@@ -64,7 +63,7 @@ def run_metrics(run_dir: Any) -> dict[str, Any]:
         run = load_run(run_dir)
     except LiandanError:
         return {"name": "accuracy", "metric": None, "loss": None}
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     return judge_metrics(run.model, data, run.info)
 
 

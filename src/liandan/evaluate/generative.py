@@ -72,7 +72,6 @@ def sample_quality(run_dir: str | Path, classifier_run: str | Path | None = None
     """
     import tempfile
 
-    from liandan.data.pipeline import build_data
     from liandan.sample import generate
     from liandan.train.run import load_run
 
@@ -89,7 +88,7 @@ def sample_quality(run_dir: str | Path, classifier_run: str | Path | None = None
     t_sample = time.perf_counter() - t1
     res = {"run": str(run_dir), "model": gen.recipe.model.name, "n": n, "seed": seed, "threshold": threshold,
            **confidence_stats(classify_pixels(clf, pixels), threshold)}
-    data = build_data(clf.recipe.data, clf.recipe.seed, clf.recipe.task)
+    data = clf.load_data()
     xt = data.eval_batches("test").x  # normalised for the classifier already
     with torch.no_grad():
         real = torch.cat([F.softmax(clf.model(xt[i:i + 256]), 1) for i in range(0, len(xt), 256)])

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from liandan.data.pipeline import DataInfo, DataModule, build_data
+from liandan.data.pipeline import DataInfo, DataModule
 from liandan.errors import LiandanError
 from liandan.train.run import Run, load_run
 
@@ -23,11 +23,7 @@ from liandan.train.run import Run, load_run
 def open_run(run_dir: str | Path) -> tuple[Run, DataModule]:
     """The trained run (model in eval mode) and its data rebuilt from the seeded recipe."""
     run = load_run(run_dir)
-    recipe = run.recipe
-    data = build_data(recipe.data, recipe.seed, recipe.task)
-    if data.info.x_mean != run.info.x_mean:
-        raise LiandanError("the data no longer matches the run (normalisation statistics differ)")
-    return run, data
+    return run, run.load_data()
 
 
 def raw_split(

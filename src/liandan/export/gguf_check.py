@@ -52,10 +52,9 @@ def load_gguf_model(path: Path) -> tuple[torch.nn.Module, str]:
 
 def prompt_ids(run: Any, max_prompts: int) -> torch.Tensor:
     """Token-id rows of the run's test split (val or train when there is none), right-padded."""
-    from liandan.data.pipeline import build_data
     from liandan.evaluate.runio import raw_split
 
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     for split in ("test", "val", "train"):
         if getattr(data, split) is not None and len(data.indices[split]):
             return raw_split(data, split, max_samples=max_prompts)[0]

@@ -42,6 +42,16 @@ class Run:
     def status(self) -> str:
         return self.summary.get("status", "unknown")
 
+    def load_data(self) -> DataModule:
+        """The run's data, rebuilt once from the seeded recipe (the same splits it trained on) and
+        kept; refused when the source no longer gives the statistics the run was trained with."""
+        if self.data is None:
+            data = build_data(self.recipe.data, self.recipe.seed, self.recipe.task)
+            if data.info.x_mean != self.info.x_mean:
+                raise LiandanError(f"{self.dir}: the data no longer matches the run (normalisation statistics differ)")
+            self.data = data
+        return self.data
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

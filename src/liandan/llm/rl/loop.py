@@ -64,7 +64,6 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
              clip_eps: float, temperature: float, inner_steps: int, loss_type: str, adapter: str | dict | None,
              eval_every: int, eval_samples: int | None, seed: int, out: str | Path | None, quiet: bool):
     """:func:`liandan.llm.rl.grpo` (documented there)."""
-    from liandan.data.pipeline import build_data
     from liandan.data.tokenize import EOS, PAD
     from liandan.generate import sample
     from liandan.llm.rl.grpo import group_advantages, grpo_loss, token_logprobs
@@ -87,7 +86,7 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
     exact = lambda c, a: exact_reward(c, a, final_after)  # noqa: E731 (the exact match every run reports)
     slack = 16 if final_after else 0
     context = int(getattr(policy, "max_len", None) or run.info.max_len)
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     train_p = problems(run, data, "train")
     test_p = problems(run, data, "test") if len(data.indices.get("test", [])) else None
     val_p = problems(run, data, "val", eval_samples) if eval_every and len(data.indices.get("val", [])) else None

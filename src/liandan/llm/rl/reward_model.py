@@ -119,7 +119,6 @@ def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int =
     pairs are the test split's. The directory (``--out``) holds ``reward_model.json``, the
     weights in ``checkpoints/reward_model.safetensors``, metrics.csv and summary.json
     (``final.test.pairwise_accuracy``); give it to :func:`~liandan.llm.rl.grpo` as ``reward``."""
-    from liandan.data.pipeline import build_data
     from liandan.llm.rl.rollout import problems
     from liandan.llm.rl.runio import REWARD_MODEL_JSON, check_lm_run, start_run_dir
     from liandan.recipe import load_recipe
@@ -138,7 +137,7 @@ def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int =
     rm = RewardModel(body, width, run.info.vocab_size, run.info.pad_id or 0)
     for p in rm.parameters():
         p.requires_grad_(True)
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     from liandan.data.tokenize import load_tokenizer
 
     tok = load_tokenizer(base / run.info.tokenizer)

@@ -254,7 +254,6 @@ def generate_captions(model: nn.Module, images: torch.Tensor, tokenizer, max_new
 def vision_language_metrics(run_dir: str | Path, split: str = "test") -> dict[str, float]:
     """Re-evaluate a finished contrastive or caption run on ``split``: its loss and metrics,
     including ``zero_shot_accuracy`` (contrastive) or ``shape_accuracy`` (caption)."""
-    from liandan.data.pipeline import build_data
     from liandan.train.loop import evaluate
     from liandan.train.run import load_run
     from liandan.train.tasks import build_task
@@ -262,6 +261,6 @@ def vision_language_metrics(run_dir: str | Path, split: str = "test") -> dict[st
     run = load_run(run_dir)
     if run.info.task not in ("contrastive", "caption"):
         raise LiandanError(f"{run_dir} is a {run.info.task} run, not an image-text (contrastive/caption) one")
-    data = build_data(run.recipe.data, run.recipe.seed, run.recipe.task)
+    data = run.load_data()
     task = build_task(run.info, None, run.recipe)
     return evaluate(run.model, data.eval_batches(split), None, run.info, torch.device("cpu"), task=task)
