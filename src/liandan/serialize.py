@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.train.checkpoint import load_weights, save_weights
+from liandan.weights import load_weights, save_weights
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     # base: no torch-level knowledge of anything above
     "errors": 0, "registry": 0, "recipe": 0, "paths": 0,
     # core: data, models, losses, optimizers and weight files
-    "data": 1, "models": 1, "losses": 1, "optim": 1, "serialize": 1, "api_models": 1,
+    "data": 1, "models": 1, "losses": 1, "optim": 1, "serialize": 1, "api_models": 1, "weights": 1,
     "adapters": 1,  # PEFT adapters wrap any Linear: a model-level tool, not a language-model pillar
     # training: the trainer, tasks, callbacks, run directories
     "train": 2,
@@ -33,7 +33,6 @@ LAYERS: dict[str, int] = {
 
 # (importer, imported module) pairs still pointing up; each names the issue step that removes it.
 KNOWN_UPWARD = {
-    ("serialize", "liandan.train.checkpoint"),  # weight files move to a base-level io module
     ("train/run", "liandan.compress"),  # compressed run directories: a run-format registry
     ("train/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
     ("train/api", "liandan.report"),  # the report: a post-run hook

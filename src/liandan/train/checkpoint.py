@@ -29,41 +29,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from liandan.errors import LiandanError
+from liandan.weights import (  # noqa: F401  (re-exported: the trainer's weight files are these)
+    atomic_write_bytes,
+    atomic_write_text,
+    fsync_dir,
+    link_or_copy,
+    load_weights,
+    save_weights,
+    state_dict_cpu,
+)
 
 STEP_PREFIX = "step-"
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def state_dict_cpu(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage (tied weights): store contiguous clones.
-    sd = model if isinstance(model, dict) else model.state_dict()
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
 
 
 def snapshot(obj: Any) -> Any:
@@ -75,20 +51,6 @@ def snapshot(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(snapshot(v) for v in obj)
     return obj
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Atomically make ``dst`` the same file as ``src`` (a hard link; a copy where links fail)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent)
 
 
 class CheckpointWriter:
@@ -122,34 +84,6 @@ class CheckpointWriter:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
-
-
-def save_weights(model: nn.Module | dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state_dict_cpu(model), str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
-    from liandan.paths import check_path, checked_file
-
-    check_path(path, "weights")  # under the agents' roots: before anything about the file is told
-    if not path.is_file():
-        raise LiandanError(f"weights file not found: {path}")
-    try:
-        with checked_file(path, "weights") as name:  # the checked inode, even if swapped meanwhile
-            sd = load_file(name)
-    except LiandanError:
-        raise
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise LiandanError(f"cannot read weights {path}: {e}") from None
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if strict and (missing or unexpected):
-        raise LiandanError(f"weights {path} do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 # --- RNG state (python, numpy, torch CPU and CUDA) as plain tensors and ints ------------------
