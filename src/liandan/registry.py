@@ -163,6 +163,8 @@ SCHEDULES = Registry("schedule", "schedules")
 RULES = Registry("rule", "rules")
 TASKS = Registry("task", "tasks")
 ADAPTERS = Registry("adapter", "adapters")
+# Run directories of another kind (a compressed run): entries take the directory and return a Run.
+RUN_FORMATS = Registry("run format", "run_formats")
 
 register_model = MODELS.register
 register_data = DATA.register
@@ -172,6 +174,7 @@ register_schedule = SCHEDULES.register
 register_rule = RULES.register
 register_task = TASKS.register
 register_adapter = ADAPTERS.register
+register_run_format = RUN_FORMATS.register
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,

@@ -33,7 +33,6 @@ LAYERS: dict[str, int] = {
 
 # (importer, imported module) pairs still pointing up; each names the issue step that removes it.
 KNOWN_UPWARD = {
-    ("train/run", "liandan.compress"),  # compressed run directories: a run-format registry
     ("train/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
     ("train/api", "liandan.report"),  # the report: a post-run hook
     ("doctor/bench/__init__", "liandan"),  # the facade: import liandan.train.api instead

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
+from liandan.registry import register_run_format
 
 if TYPE_CHECKING:
     from liandan.recipe import Recipe
@@ -82,8 +83,11 @@ def read_doc(path: str | Path) -> dict[str, Any]:
         raise LiandanError(f"{f}: invalid JSON: {e}") from None
 
 
+@register_run_format("compressed", marker="compress.json")
 def load_compressed(path: str | Path) -> Run:
-    """Load a directory written by :func:`~liandan.compress.quantize`, :func:`~liandan.compress.prune`
+    """A compressed run (quantised, pruned or distilled), rebuilt and loaded.
+
+    Load a directory written by :func:`~liandan.compress.quantize`, :func:`~liandan.compress.prune`
     or :func:`~liandan.compress.distill`: the model is rebuilt from the recipe, cut to the recorded
     widths, loaded from safetensors and, for ``quantize``, quantised again (deterministic)."""
     from liandan.compress.prune import apply_structure

@@ -21,6 +21,7 @@ from liandan.data.pipeline import DataInfo, DataModule, build_data
 from liandan.errors import LiandanError
 from liandan.paths import check_path, component
 from liandan.recipe import Recipe, load_recipe
+from liandan.registry import RUN_FORMATS
 from liandan.train import checkpoint as ck
 from liandan.train.rundir import read_json
 from liandan.train.setup import build_loss, build_model, pick_device, set_memory_format
@@ -118,10 +119,10 @@ def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
     checked when opened; the weights named by ``summary.json`` stay inside the run directory always."""
     run_dir = Path(run_dir)
     check_path(run_dir, "run directory")
-    if weights is None and (run_dir / "compress.json").is_file():  # quantised or pruned: rebuilt by compress
-        from liandan.compress import load_compressed
-
-        return load_compressed(run_dir)
+    if weights is None:  # another kind of run directory (a compressed run), rebuilt by its own loader
+        for fmt in RUN_FORMATS.entries():
+            if (run_dir / fmt.extra["marker"]).is_file():
+                return fmt.fn(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
         raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
     recipe = load_recipe(run_dir / "recipe.yaml")
