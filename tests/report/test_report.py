@@ -51,13 +51,10 @@ def test_report_without_evaluation_or_extras(tiny_run, tmp_path):
     assert {p.stem for p in (run / "figures").glob("*.png")} == {"loss", "metrics", "lr", "grad_norm"}
 
 
-@pytest.mark.parametrize("damage", ["empty", "failed", "corrupt", "no_weights"])
+@pytest.mark.parametrize("damage", ["failed", "corrupt", "no_weights"])
 def test_report_never_raises_on_missing_pieces(tiny_run, tmp_path, damage):
     run = tmp_path / "run"
-    if damage == "empty":
-        run.mkdir()
-    else:
-        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report.html", "figures"))
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report.html", "figures"))
     if damage == "failed":
         summary = json.loads((run / "summary.json").read_text())
         (run / "summary.json").write_text(json.dumps({**summary, "status": "failed", "final": {}}))
@@ -70,9 +67,7 @@ def test_report_never_raises_on_missing_pieces(tiny_run, tmp_path, damage):
     elif damage == "no_weights":
         shutil.rmtree(run / "checkpoints")
     html = write_report(run).read_text()
-    assert "<html" in html and 'id="notes"' in html
-    if damage != "empty":
-        assert "digits-lenet" in html
+    assert "<html" in html and 'id="notes"' in html and "digits-lenet" in html
 
 
 def test_missing_directory_is_a_user_error(tmp_path):
@@ -80,6 +75,10 @@ def test_missing_directory_is_a_user_error(tmp_path):
 
     with pytest.raises(LiandanError, match="not a directory"):
         write_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()  # a folder, but not a run: no report is written into it
+    with pytest.raises(LiandanError, match="not a run directory"):
+        write_report(tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_cli_report(report_run, capsys):

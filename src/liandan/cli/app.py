@@ -23,6 +23,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from liandan import __version__
+
+        typer.echo(f"liandan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print liandan's version and exit.")) -> None:
+    """liandan (炼丹): train a model from one recipe, diagnose the run, inspect and ship the model."""
+
+
 ARGV: list[str] = []  # the command line as given to liandan.cli.main (re-used by --nproc launches)
 
 

@@ -71,6 +71,8 @@ def write_report(run_dir: str | Path, evaluate: bool = True, detailed_model: boo
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LiandanError(f"{run_dir} is not a directory")
+    if not (run_dir / "recipe.yaml").is_file():  # a report belongs in a run, not in any folder named
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml); pass the folder `liandan train` wrote")
     t0 = time.perf_counter()
     p = collect(run_dir, evaluate=evaluate, detailed_model=detailed_model)
     t1 = time.perf_counter()
