@@ -103,6 +103,10 @@ class EarlyStoppingConfig(_Section):
     restore_best: bool = Field(True, description="load the best weights when training ends")
 
 
+class CallbackConfig(_Options):
+    name: str = Field(description="registered callback name (liandan list callbacks); other keys are its options")
+
+
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=0, description="passes over the training split")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
@@ -124,6 +128,9 @@ class TrainConfig(_Section):
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallelism under torchrun: ddp or fsdp")
     channels_last: bool | None = Field(None, description="NHWC memory format for convolutional image models "
                                        "(default: on for CPU, where oneDNN's NHWC convolutions are faster)")
+    callbacks: list[CallbackConfig] = Field([], description="extra training callbacks by registered name, e.g. "
+                                            "[{name: model_checkpoint, every: 100}]; one of a built-in's kind "
+                                            "replaces that default")
 
 
 class DoctorConfig(_Section):
@@ -154,7 +161,10 @@ class Recipe(_Section):
     report: bool = Field(True, description="write report.html at the end of the run")
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if not d["train"]["callbacks"]:  # recipe.yaml of a run without any stays as it was
+            del d["train"]["callbacks"]
+        return d
 
     def to_yaml(self, header: str | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
@@ -309,5 +319,10 @@ def check_names(recipe: Recipe) -> None:
         LOSSES.get(recipe.loss.name).validate(recipe.loss.options, where="loss")
     OPTIMIZERS.get(recipe.optim.name).validate(recipe.optim.options, where="optim")
     SCHEDULES.get(recipe.schedule.name).validate(recipe.schedule.options, where="schedule")
+    if recipe.train.callbacks:
+        from liandan.registry import CALLBACKS
+
+        for i, c in enumerate(recipe.train.callbacks):
+            CALLBACKS.get(c.name).validate(c.options, where=f"train.callbacks[{i}]")
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         raise LiandanError("train.precision: fp16 needs a CUDA GPU (GradScaler); use bf16 on CPU")

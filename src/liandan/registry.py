@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,9 @@ class Entry:
             p = params[n]
             ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
             if isinstance(ann, str):  # postponed annotations: resolve in the builder's module
-                ann = eval(ann, self.fn.__globals__)  # noqa: S307 (our own source)
+                # a function's globals; a class (a callback) has none: its module's
+                scope = getattr(self.fn, "__globals__", None) or vars(sys.modules[self.fn.__module__])
+                ann = eval(ann, scope)  # noqa: S307 (our own source)
             fields[n] = (ann, ...)
         model = pydantic.create_model(f"{self.name}_options", __config__=pydantic.ConfigDict(
             arbitrary_types_allowed=True, extra="forbid"), **fields)
@@ -165,6 +168,7 @@ TASKS = Registry("task", "tasks")
 ADAPTERS = Registry("adapter", "adapters")
 # Run directories of another kind (a compressed run): entries take the directory and return a Run.
 RUN_FORMATS = Registry("run format", "run_formats")
+CALLBACKS = Registry("callback", "callbacks")
 
 register_model = MODELS.register
 register_data = DATA.register
@@ -175,6 +179,7 @@ register_rule = RULES.register
 register_task = TASKS.register
 register_adapter = ADAPTERS.register
 register_run_format = RUN_FORMATS.register
+register_callback = CALLBACKS.register
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -185,4 +190,5 @@ REGISTRIES: dict[str, Registry] = {
     "rules": RULES,
     "tasks": TASKS,
     "adapters": ADAPTERS,
+    "callbacks": CALLBACKS,
 }

@@ -17,6 +17,7 @@ from liandan.recipe import Recipe, load_recipe
 from liandan.train import checkpoint as ck
 from liandan.train import distributed as dist
 from liandan.train.callbacks import Callback
+from liandan.train.callbacks.defaults import recipe_callbacks
 from liandan.train.flops import peak_flops, utilisation
 from liandan.train.loop import Trainer, evaluate, write_summary
 from liandan.train.run import Run, load_run, prepare, seed_everything
@@ -82,7 +83,8 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
     torch.set_num_threads(threads)
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    cbs = list(callbacks or [])
+    # The recipe's named callbacks, the caller's, the doctor's; the trainer adds its defaults around them.
+    cbs = [*recipe_callbacks(recipe), *(callbacks or [])]
     if recipe.doctor.enabled and denv.is_main:
         cbs += _doctor_callbacks(recipe)
     sample = next(iter(data.eval_batches("train").epoch(0)))[0][:1].to(device)
@@ -144,6 +146,10 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
         echo(f"{status}: test {key} {final['test'][key]:.4f}  ({run_dir})")
     elif status != "completed":
         echo(f"{status}: {trainer.stop_reason}  ({run_dir})")
+    if denv.is_main:  # post-run work (the doctor's auto-repair): the run's files are final by now
+        for cb in trainer.callbacks:
+            if cb.implements("on_run_end"):
+                cb.on_run_end(trainer, summary)
     return Run(run_dir, recipe, summary, data.info, model, data)
 
 

@@ -1,18 +1,20 @@
-"""The training loop: forward → loss → backward → (clip) → step, with validation, logging,
-checkpoints, exact resume, a non-finite guard, mixed precision and early stopping.
+"""The training loop: forward → loss → backward → (clip) → step, with validation each epoch,
+exact resume, a non-finite guard, gradient accumulation and mixed precision.
+
+Everything else a run does is a callback (:mod:`liandan.train.callbacks`): metrics.csv,
+TensorBoard, best tracking and early stopping, the progress bar, checkpoints and signals. The
+trainer builds that default set from the recipe; users add or replace callbacks.
 
 The loop body is written to cost what a hand-written loop costs: no per-step ``.item()``
 besides the one finiteness check (free on CPU, where nothing is asynchronous), metric sums
-stay on the device until a log step, and in-memory batches are tensor slices.
+stay on the device until a log step, in-memory batches are tensor slices, and a hook is called
+only on the callbacks that implement it (indexed once per fit).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +26,21 @@ from liandan.errors import LiandanError
 from liandan.losses import weight_penalty
 from liandan.optim import build_optimizer, build_schedule, current_lr
 from liandan.recipe import Recipe
-from liandan.train import checkpoint as ck
 from liandan.train import distributed as dist
-from liandan.train.callbacks import Callback
-from liandan.train.progress import Progress
-from liandan.train.rundir import MetricsLog, write_json
+from liandan.train.callbacks.base import Callback, index_hooks
+from liandan.train.callbacks.defaults import default_callbacks
+from liandan.train.rundir import STATUSES, Clock, write_json
+from liandan.train.state import TrainState, checkpoint_state, restore
 from liandan.train.tasks import Task, build_task
 
 
-@dataclass
-class TrainState:
-    """Counters restored on resume (everything else is derived from the recipe and the seed)."""
-
-    epoch: int = 0
-    step: int = 0  # optimizer steps taken
-    batch: int = 0  # next batch index within ``epoch``
-    best_value: float | None = None
-    best_step: int = -1
-    best_epoch: int = -1
-    stale_epochs: int = 0  # early-stopping counter
-    bad_steps: int = 0  # consecutive non-finite steps
-    total_bad_steps: int = 0
-    csv_rows: int = 0
-    wall_s: float = 0.0
-    samples: int = 0
-
-
 class Trainer:
+    """One training run: the model, its optimizer(s), the task, the state and the callbacks.
+
+    ``callbacks`` are the user's; the trainer adds its defaults around them (see
+    :func:`~liandan.train.callbacks.defaults.default_callbacks`).
+    """
+
     def __init__(self, recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, run_dir: Path,
                  device: torch.device, callbacks: list[Callback] | None = None, echo=print,
                  net: nn.Module | None = None, quiet: bool = False, checkpoints: bool = True) -> None:
@@ -62,11 +52,12 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.quiet = quiet
         self.checkpoints = checkpoints  # False: a short probe run (lr-find, overfit check) writes none
-        self.dir, self.device, self.callbacks, self.echo = run_dir, device, list(callbacks or []), echo
+        self.dir, self.device, self.echo = run_dir, device, echo
         self.info = data.info
         tc = recipe.train
         self.cfg = tc
         self.state = TrainState()
+        self.resumed = False
         self.steps_per_epoch = -(-len(data.train) // tc.accumulate)
         total = self.steps_per_epoch * tc.epochs
         self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
@@ -78,11 +69,13 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
         self.task = build_task(self.info, loss_fn, recipe)
         self.metrics = self.task.metric_names()
-        self.monitor, self.monitor_mode = self._monitor()
-        self.log = MetricsLog(run_dir / "metrics.csv", self.metrics) if self.is_main else _NullLog()
-        self.tb = None
+        es = tc.early_stopping
+        self.monitor, self.monitor_mode = self.resolve_monitor(es.monitor if es else None, es.mode if es else "auto")
         self.status = "running"
         self.stop_reason = ""
+        self._stop_request: tuple[str, str] | None = None
+        # Set by ``interrupt`` (SIGINT/SIGTERM, the agents' cancel): finish the step, checkpoint,
+        # status interrupted. The agents' StopOnCancel writes the attribute directly; keep it.
         self._stop_signal: str | None = None
         self._penalty = recipe.loss.l1 or recipe.loss.l2
         self.train_acc = self.task.tally(device, light=True)
@@ -90,91 +83,124 @@ class Trainer:
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
         self._log_n = 0
-        self.writer = ck.CheckpointWriter()
+        self.clock = Clock(0.0)
         self.task.setup(self)
+        self.callbacks = default_callbacks(self, list(callbacks or []))
+        self.hooks = index_hooks(self.callbacks)
+        for fn in self.hooks["setup"]:
+            fn(self)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer this run steps: the trainer's and those its task declares (a GAN's D)."""
         return [self.optimizer, *self.task.optimizers()]
 
+    # --- stopping ----------------------------------------------------------------------------------
+
+    def request_stop(self, status: str, reason: str = "") -> None:
+        """Ask the loop to end the run with ``status`` (stopped_early, completed, diverged,
+        interrupted). It ends after the current step or epoch: later hooks of this step or epoch
+        still run and see ``should_stop``. The first request wins. ``interrupted`` also writes a
+        checkpoint where the run stopped, so ``liandan resume`` continues it."""
+        if status not in STATUSES or status in ("running", "failed"):
+            raise ValueError(f"request_stop: status must be one of completed, stopped_early, diverged, "
+                             f"interrupted; got {status!r}")
+        if self._stop_request is None:
+            self._stop_request = (status, reason)
+
+    def interrupt(self, source: str) -> None:
+        """Stop as SIGINT does: finish this step, checkpoint, status ``interrupted``, reason
+        ``received <source>``. Safe from a signal handler or another thread's event."""
+        if not self._stop_signal:
+            self._stop_signal = source
+
+    @property
+    def interrupt_requested(self) -> bool:
+        return bool(self._stop_signal)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the run is ending: a stop or interrupt was requested or the status is final."""
+        return self._stop_request is not None or bool(self._stop_signal) or self.status != "running"
+
+    def _settle_stop(self, signals: bool) -> None:
+        """Turn a pending request (and, mid-epoch, an interrupt) into the run's status."""
+        if self.status != "running":
+            return
+        if self._stop_request is not None:
+            self.status, self.stop_reason = self._stop_request
+        elif signals and self._stop_signal:
+            self.status, self.stop_reason = "interrupted", f"received {self._stop_signal}"
+
     # --- set-up ----------------------------------------------------------------------------------
 
-    def _monitor(self) -> tuple[str, str]:
-        es = self.cfg.early_stopping
+    def resolve_monitor(self, name: str | None, mode: str = "auto",
+                        where: str = "train.early_stopping.monitor") -> tuple[str, str]:
+        """``(name, min|max)`` of a monitored metric, checked against what this run logs
+        (default: val.loss, train.loss without a validation split)."""
         has_val = self.data.val is not None
-        name = es.monitor if es else ("val.loss" if has_val else "train.loss")
+        name = name or ("val.loss" if has_val else "train.loss")
         split, _, metric = name.partition(".")
         allowed = [f"{s}.{m}" for s in ("train", "val") for m in ["loss", *self.metrics]]
         if name not in allowed or (split == "val" and not has_val):
             raise LiandanError(
-                f"train.early_stopping.monitor: {name!r} is not logged by this run; available: "
+                f"{where}: {name!r} is not logged by this run; available: "
                 f"{', '.join(a for a in allowed if has_val or a.startswith('train'))}"
             )
-        mode = es.mode if es and es.mode != "auto" else ("max" if metric in self.task.higher_is_better else "min")
-        return name, mode
+        return name, mode if mode != "auto" else ("max" if metric in self.task.higher_is_better else "min")
 
     def resume_from(self, path: Path) -> None:
-        st = ck.load_checkpoint(path, self.model)
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.schedule.load_state_dict(st["schedule"])
-        if self.scaler is not None and st.get("scaler"):
-            self.scaler.load_state_dict(st["scaler"])
-        self.state = TrainState(**st["counters"])
-        acc = st.get("train_acc")
-        if acc:
-            for k, v in acc.items():
-                setattr(self.train_acc, k, v.to(self.device) if torch.is_tensor(v) else v)
-        if "log" in st:
-            self._log_loss, self._log_n = st["log"]["loss"].to(self.device), st["log"]["n"]
-        self.task.load_state_dict(st.get("task") or {})
-        ck.set_rng_state(st["rng"])
-        self.log.truncate(self.state.csv_rows)
+        """Continue from checkpoint ``path`` (see :mod:`liandan.train.state`)."""
+        restore(self, path)
+        self.resumed = True
 
-    def _open_tb(self) -> None:
-        if not self.cfg.tensorboard or not self.is_main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is the [tb] extra
-            return
-        # purge_step drops events a killed run logged after its last checkpoint.
-        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=self.state.step or None)
+    def checkpoint_state(self) -> dict[str, Any]:
+        """A CPU snapshot of everything exact resume needs besides the weights (ModelCheckpoint
+        writes it); the ``on_save_checkpoint`` hooks see it first."""
+        return checkpoint_state(self)
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def fit(self) -> str:
+        """Train until the epochs or ``max_steps`` are done or the run stops; the final status."""
         tc = self.cfg
-        self._open_tb()
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        t_start = time.perf_counter() - self.state.wall_s
-        handlers = self._install_signals()
-        self.progress = Progress(self.total_steps, enabled=self.is_main and self.echo is not None and not self.quiet)
-        self.progress.update(self.state.step, "")
+        hooks = self.hooks = index_hooks(self.callbacks)  # again: callbacks may have been added since
+        self.clock = Clock(self.state.wall_s)
         try:
+            for fn in hooks["on_fit_start"]:
+                fn(self)
+            self.clock = Clock(self.state.wall_s)  # the run's time: training, not the callbacks' set-up
+            self._settle_stop(signals=False)
             while self.state.epoch < tc.epochs and self.status == "running":
-                self._train_epoch(t_start)
+                self._train_epoch()
                 if self.status != "running":
                     break
-                self._end_epoch(t_start)
+                self._end_epoch()
             if self.status == "running":
                 self.status = "completed"
+            for fn in hooks["on_train_end"]:
+                fn(self)
         except BaseException:
             self.status = "failed"
             raise
         finally:
-            self.state.wall_s = time.perf_counter() - t_start
-            self._restore_signals(handlers)
-            self.progress.close()
-            self.writer.wait()
-            if self.tb is not None:
-                self.tb.close()
-            self.log.close()
-        for cb in self.callbacks:
-            cb.on_fit_end(self)
+            self.state.wall_s = self.clock()
+            self._teardown()
+        for fn in hooks["on_fit_end"]:
+            fn(self)
         return self.status
 
-    def _train_epoch(self, t_start: float) -> None:
+    def _teardown(self) -> None:
+        """Every teardown hook runs (files closed, signal handlers restored) even if one fails."""
+        error: BaseException | None = None
+        for fn in self.hooks["teardown"]:
+            try:
+                fn(self)
+            except BaseException as e:  # noqa: BLE001 (re-raised below, after the others ran)
+                error = error or e
+        if error is not None:
+            raise error
+
+    def _train_epoch(self) -> None:
         tc, st, net = self.cfg, self.state, self.net
         net.train()
         acc_n = tc.accumulate
@@ -182,12 +208,13 @@ class Trainer:
         n_batches = len(train)
         world = self.dist.world
         task_forward, custom_step = self.task.forward, self.task.train_step
+        on_batch_start, on_step_end = self.hooks["on_batch_start"], self.hooks["on_step_end"]
         group: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, (xb, yb) in enumerate(self.data.train.epoch(st.epoch, st.batch), st.batch):
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True)
-            for cb in self.callbacks:
-                cb.on_batch_start(self, xb, yb)
+            for fn in on_batch_start:
+                fn(self, xb, yb)
             group.append((xb, yb))
             if len(group) < acc_n and i < n_batches - 1:
                 continue
@@ -205,20 +232,15 @@ class Trainer:
             if applied:
                 self._log_loss += loss_sum
             self._log_n += 1
-            for cb in self.callbacks:
-                cb.on_step_end(self, loss_sum, grad_norm, applied)
+            # The row first: a checkpoint taken in on_step_end counts it among its csv rows.
             if st.step % tc.log_every == 0 or i == n_batches - 1:
-                self._log_step(self._log_loss / max(self._log_n, 1), grad_norm, t_start)
+                self._log_step(self._log_loss / max(self._log_n, 1), grad_norm)
                 self._log_loss.zero_()
                 self._log_n = 0
-            if self.status != "running":
-                return
-            if tc.checkpoint_every and st.step % tc.checkpoint_every == 0 and st.bad_steps == 0:
-                # no checkpoint inside a streak of skipped steps: the newest stays a good one
-                self.checkpoint(t_start)
-            if self._stop_signal:
-                self.checkpoint(t_start)
-                self.status, self.stop_reason = "interrupted", f"received {self._stop_signal}"
+            for fn in on_step_end:
+                fn(self, loss_sum, grad_norm, applied)
+            if self.status != "running" or self._stop_request is not None or self._stop_signal:
+                self._settle_stop(signals=True)
                 return
             if tc.max_steps and st.step >= tc.max_steps:
                 break
@@ -258,8 +280,8 @@ class Trainer:
         tc, st = self.cfg, self.state
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        for cb in self.callbacks:
-            cb.on_after_backward(self)
+        for fn in self.hooks["on_after_backward"]:
+            fn(self)
         grads = [p.grad for p in self.params if p.grad is not None]
         grad_norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                      if grads else torch.zeros((), device=self.device))
@@ -291,24 +313,42 @@ class Trainer:
         st.bad_steps = 0
         return True, grad_norm
 
-    def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, t_start: float) -> None:
+    def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         st = self.state
         if self.dist.enabled:
             loss = dist.all_reduce_sum(loss.clone())  # local shares of the global mean add up
-        if not self.is_main:
+        on_log = self.hooks["on_log"]
+        if not self.is_main or not on_log:  # nobody reads the row: no host sync for it
             return
         row = {"epoch": st.epoch, "step": st.step, "split": "step", "loss": float(loss),
-               "lr": current_lr(self.optimizer), "grad_norm": float(grad_norm),
-               "wall_s": round(time.perf_counter() - t_start, 3)}
-        self.log.write(row)
-        self.progress.update(st.step, f"epoch {st.epoch + 1} loss {row['loss']:.4f}")
-        if self.tb is not None:
-            for k in ("loss", "lr", "grad_norm"):
-                self.tb.add_scalar(f"step/{k}", row[k], st.step)
+               "lr": current_lr(self.optimizer), "grad_norm": float(grad_norm), "wall_s": round(self.clock(), 3)}
+        for fn in on_log:
+            fn(self, row)
 
-    def _end_epoch(self, t_start: float) -> None:
+    def _end_epoch(self) -> None:
         st, tc = self.state, self.cfg
-        if self.dist.enabled:  # train metrics over every rank's shard
+        metrics = self._epoch_metrics()
+        if self.is_main and self.hooks["on_log"]:
+            wall = round(self.clock(), 3)
+            for split, m in metrics.items():  # lr as the epoch ran, before a plateau schedule moves it
+                row = {"epoch": st.epoch, "step": st.step, "split": split, **m,
+                       "lr": current_lr(self.optimizer), "wall_s": wall}
+                for fn in self.hooks["on_log"]:
+                    fn(self, row)
+        self.schedule.after_epoch(metrics.get("val", metrics["train"])["loss"])
+        for fn in self.hooks["on_epoch_end"]:  # best tracking and early stopping among them
+            fn(self, metrics)
+        st.epoch += 1
+        st.batch = 0
+        self._settle_stop(signals=False)  # a signal is handled after the next step, as it always was
+        if tc.max_steps and st.step >= tc.max_steps and self.status == "running":
+            self.status = "completed"
+        for fn in self.hooks["on_epoch_complete"]:  # the epoch-end checkpoint among them
+            fn(self)
+
+    def _epoch_metrics(self) -> dict[str, dict[str, float]]:
+        """This epoch's train metrics (over every rank's shard) and a pass over the val split."""
+        if self.dist.enabled:
             acc = self.train_acc
             for v in vars(acc).values():
                 if torch.is_tensor(v):
@@ -319,98 +359,7 @@ class Trainer:
         if self.data.val is not None:
             metrics["val"] = evaluate(self.model, self.data.eval_batches("val"), self.loss_fn, self.info,
                                       self.device, self._autocast, self.task)
-        wall = round(time.perf_counter() - t_start, 3)
-        for split, m in metrics.items():
-            self.log.write({"epoch": st.epoch, "step": st.step, "split": split, **m,
-                            "lr": current_lr(self.optimizer), "wall_s": wall})
-            if self.tb is not None:
-                for k, v in m.items():
-                    self.tb.add_scalar(f"{split}/{k}", v, st.step)
-        self.schedule.after_epoch(metrics.get("val", metrics["train"])["loss"])
-        split, _, key = self.monitor.partition(".")
-        value = metrics[split].get(key)
-        improved = value is not None and value == value and (
-            st.best_value is None
-            or (value < st.best_value - (tc.early_stopping.min_delta if tc.early_stopping else 0.0)
-                if self.monitor_mode == "min"
-                else value > st.best_value + (tc.early_stopping.min_delta if tc.early_stopping else 0.0)))
-        if improved:  # best.safetensors is linked to this epoch's checkpoint below
-            st.best_value, st.best_step, st.best_epoch, st.stale_epochs = float(value), st.step, st.epoch, 0
-        else:
-            st.stale_epochs += 1
-        if self.is_main:
-            self.progress.print(self._epoch_line(metrics), self.echo)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, metrics)
-        st.epoch += 1
-        st.batch = 0
-        es = tc.early_stopping
-        if es and st.stale_epochs > es.patience:
-            self.status = "stopped_early"
-            self.stop_reason = f"{self.monitor} did not improve for {st.stale_epochs} epochs"
-        if tc.max_steps and st.step >= tc.max_steps and self.status == "running":
-            self.status = "completed"
-        self.checkpoint(t_start, best=improved)
-
-    def _epoch_line(self, metrics: dict[str, dict[str, float]]) -> str:
-        parts = [f"epoch {self.state.epoch + 1}/{self.cfg.epochs}"]
-        train = metrics.get("train", {})
-        for split, m in metrics.items():
-            # the loss, the first metric, and those only evaluation computes (zero-shot, generated captions)
-            keys = ["loss", *self.metrics[:1], *(k for k in self.metrics[1:] if k not in train)]
-            parts.append(" ".join(f"{split}.{k}={m[k]:.4f}" for k in keys if k in m))
-        return "  ".join(parts)
-
-    def checkpoint(self, t_start: float, best: bool = False) -> Path | None:
-        """Snapshot weights and training state now; write them on the checkpoint thread (the
-        previous write is finished first). ``best``: these weights are also the best so far."""
-        st = self.state
-        st.wall_s = time.perf_counter() - t_start
-        if not self.is_main or not self.checkpoints:
-            return None
-        st.csv_rows = self.log.rows
-        acc = {k: v for k, v in vars(self.train_acc).items() if torch.is_tensor(v) or k == "n"}
-        state = ck.snapshot({
-            "counters": asdict(st),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": ck.rng_state(),
-            "train_acc": acc,
-            "log": {"loss": self._log_loss, "n": self._log_n},
-            "task": self.task.state_dict(),
-        })
-        weights = ck.state_dict_cpu(self.model)
-        ckpt_dir = self.dir / "checkpoints"
-        links = (ckpt_dir / "last.safetensors", *((ckpt_dir / "best.safetensors",) if best else ()))
-        step, keep = st.step, self.cfg.keep_checkpoints
-        self.writer.submit(lambda: ck.save_checkpoint(ckpt_dir, step, weights, state, keep, links))
-        if self.tb is not None:
-            self.tb.flush()
-        return ckpt_dir / f"{ck.STEP_PREFIX}{step:08d}"
-
-    # --- signals: finish the step, checkpoint, exit with status interrupted -------------------------
-
-    def _install_signals(self) -> dict:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-
-        def request_stop(signum, frame):  # noqa: ARG001
-            if self._stop_signal:  # second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum).name
-            self.echo(f"{self._stop_signal}: finishing this step and writing a checkpoint (again to abort)")
-
-        for s in (signal.SIGINT, signal.SIGTERM):
-            old[s] = signal.signal(s, request_stop)
-        return old
-
-    def _restore_signals(self, old: dict) -> None:
-        for s, h in old.items():
-            signal.signal(s, h)
+        return metrics
 
 
 @torch.no_grad()
@@ -449,18 +398,3 @@ def write_summary(trainer: Trainer, final: dict[str, dict[str, float]], extra: d
         summary["reason"] = trainer.stop_reason
     write_json(trainer.dir / "summary.json", summary)
     return summary
-
-
-class _NullLog:
-    """metrics.csv stand-in on ranks other than 0 (only rank 0 writes the run directory)."""
-
-    rows = 0
-
-    def write(self, row: dict) -> None:
-        pass
-
-    def truncate(self, rows: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
