@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import liandan
-from liandan.train.callbacks import Callback
+from liandan.training.callbacks import Callback
 
 COMMON = {"train.tensorboard": False, "train.threads": 1, "train.checkpoint_every": 0}
 

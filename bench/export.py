@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from liandan.export import to_gguf, to_onnx
-    from liandan.train.api import load_run
+    from liandan.training.api import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)

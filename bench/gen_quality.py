@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     import liandan
-    from liandan.evaluate.generative import sample_quality, train_classifier
+    from liandan.evaluation.generative import sample_quality, train_classifier
 
     fast = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from liandan.generate import sample
+from liandan.generation.text import sample_tokens
 from liandan.models.hf_text import gpt
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, cache in (("cached", True), ("re-read", False)):
             t0 = time.perf_counter()
-            outs[name] = sample(model, prompt, args.tokens, temperature=0, use_cache=cache)
+            outs[name] = sample_tokens(model, prompt, args.tokens, temperature=0, use_cache=cache)
             times[name].append(time.perf_counter() - t0)
     assert torch.equal(outs["cached"], outs["re-read"]), "the cache changed the greedy tokens"
     print(f"{'sampler':<10} {'median s':>9} {'tokens/s':>9}")

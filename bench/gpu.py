@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import liandan
-from liandan.train.flops import forward_flops, peak_flops
+from liandan.training.flops import forward_flops, peak_flops
 
 
 class TinyGPT(nn.Module):

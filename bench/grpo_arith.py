@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import liandan
     from liandan.llm.rl import grpo
-    from liandan.train.rundir import read_metrics
+    from liandan.training.rundir import read_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -42,7 +42,7 @@ def _final(run: Path) -> dict[str, torch.Tensor]:
 
 
 def trial(root: Path, i: int, rng: random.Random, reference: dict[str, torch.Tensor]) -> dict:
-    from liandan.train.checkpoint import list_checkpoints
+    from liandan.training.checkpoint import list_checkpoints
 
     out = root / f"trial{i}"
     proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -74,7 +74,7 @@ def main() -> None:
     ids = torch.randint(5, 64, (n, args.prompt), generator=torch.Generator().manual_seed(0))
     rows = {a: [i for i, x in enumerate(names) if x == a] for a in adapters}
 
-    from liandan.generate import sample
+    from liandan.generation.text import sample_tokens
 
     def mixed():
         return server.generate_ids(ids, names, args.new)
@@ -84,7 +84,7 @@ def main() -> None:
 
     def merged_copies():
         with torch.no_grad():
-            return [sample(merged[a], ids[r], args.new, temperature=0) for a, r in rows.items()]
+            return [sample_tokens(merged[a], ids[r], args.new, temperature=0) for a, r in rows.items()]
 
     def base_only():
         return server.generate_ids(ids, BASE, args.new)

@@ -25,8 +25,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     import liandan
-    from liandan.evaluate.ood import ood_sweep
-    from liandan.evaluate.ood_metrics import rises_within_noise
+    from liandan.evaluation.ood import ood_sweep
+    from liandan.evaluation.ood_metrics import rises_within_noise
 
     fast = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,8 +46,8 @@ def main() -> None:
     torch.set_num_threads(1)
     import liandan
     from liandan.adapters.dylora import set_rank
-    from liandan.evaluate.metrics import evaluate_loaded
-    from liandan.train.run import load_run
+    from liandan.evaluation.metrics import evaluate_loaded
+    from liandan.training.run import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

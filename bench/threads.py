@@ -1,5 +1,5 @@
 """One torch thread or two? Median training-step time of zoo models with 1 and 2 threads,
-alternated, to choose ``train.threads``' default by model size (liandan.train.setup.default_threads).
+alternated, to choose ``train.threads``' default by model size (liandan.training.setup.default_threads).
 
     python bench/threads.py [--steps 20]
 

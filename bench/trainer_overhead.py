@@ -31,7 +31,7 @@ import torch
 import liandan
 from liandan.data.loaders import epoch_order
 from liandan.recipe import load_recipe
-from liandan.train.run import prepare, seed_everything
+from liandan.training.run import prepare, seed_everything
 
 # no augmentation: the hand-written contenders do not augment either
 COMMON = ["doctor.enabled=false", "train.tensorboard=false", "train.threads=1", "report=false", "data.augment=[]"]

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import liandan
-from liandan.train.callbacks import Callback, register_callback
+from liandan.training.callbacks import Callback, register_callback
 
 if TYPE_CHECKING:
-    from liandan.train.loop import Trainer
+    from liandan.training.loop import Trainer
 
 
 @register_callback("loss_ema")  # recipes name it: train.callbacks: [{name: loss_ema, beta: 0.8}]

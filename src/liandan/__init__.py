@@ -11,36 +11,34 @@ lazily, so ``import liandan`` stays light::
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
 
 _API = {
-    "train": "liandan.train.api",
-    "resume": "liandan.train.api",
-    "load_run": "liandan.train.run",
-    "Run": "liandan.train.run",
-    "evaluate": ("liandan.evaluate.metrics", "evaluate_full"),
-    "ood": ("liandan.evaluate.ood", "ood"),
-    "OODDetector": ("liandan.evaluate.ood", "OODDetector"),
+    "train": "liandan.training.api",
+    "resume": "liandan.training.api",
+    "load_run": "liandan.training.run",
+    "Run": "liandan.training.run",
+    "evaluate": ("liandan.evaluation.metrics", "evaluate_full"),
+    "ood": ("liandan.evaluation.ood", "ood"),
+    "OODDetector": ("liandan.evaluation.ood", "OODDetector"),
     "write_report": ("liandan.report", "write_report"),
-    "predict": "liandan.predict",
-    "sample": "liandan.sample",
-    "generate": "liandan.generate",
-    "exact_match": ("liandan.generate", "exact_match"),
+    "predict": ("liandan.prediction", "predict"),
+    "sample": ("liandan.generation.images", "sample"),
+    "generate": ("liandan.generation.text", "generate"),
+    "exact_match": ("liandan.generation.text", "exact_match"),
     "load_recipe": "liandan.recipe",
     "Recipe": "liandan.recipe",
     "build_data": "liandan.data.pipeline",
-    "build_model": "liandan.train.setup",
+    "build_model": "liandan.training.setup",
     "create_model": ("liandan.api_models", "create_model"),
     "save_model": "liandan.serialize",
     "load_model": "liandan.serialize",
     "LiandanError": "liandan.errors",
-    "lr_find": "liandan.train.lr_finder",
-    "summary": ("liandan.inspect", "summary"),
+    "lr_find": "liandan.training.lr_finder",
+    "summary": ("liandan.inspection", "summary"),
     "diagnose": ("liandan.doctor", "diagnose"),
     "finetune": ("liandan.llm.finetune", "finetune"),
     "grpo": ("liandan.llm.rl", "grpo"),
@@ -50,6 +48,10 @@ _API = {
     "distill": ("liandan.compress", "distill"),
     "to_onnx": ("liandan.export", "to_onnx"),
     "to_gguf": ("liandan.export", "to_gguf"),
+    # the nouns of the training layer, for code that drives it from Python
+    "Trainer": ("liandan.training.loop", "Trainer"),
+    "Callback": ("liandan.training.callbacks", "Callback"),
+    "list_models": ("liandan.api_models", "list_models"),
 }
 
 __all__ = sorted(_API)
@@ -63,20 +65,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module), attr)
     globals()[name] = value
     return value
-
-
-class _Package(types.ModuleType):
-    """Keeps ``liandan.train`` / ``liandan.evaluate`` / ``liandan.predict`` the public functions.
-
-    Importing a submodule (``liandan.train.loop``) makes Python set ``liandan.train`` to the
-    package ``liandan/train/``; the functions must win. Submodules stay importable through
-    ``sys.modules`` as usual.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

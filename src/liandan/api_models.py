@@ -13,3 +13,14 @@ def create_model(name: str, **options: Any) -> nn.Module:
 
     entry = MODELS.get(name)
     return entry.fn(**entry.validate(options, where="model"))
+
+
+def list_models(pattern: str = "*", tag: str | None = None) -> list[str]:
+    """Registered model names matching the shell-style ``pattern`` (``"resnet*"``), as
+    ``timm.list_models`` does; ``tag`` keeps those registered with that tag."""
+    import fnmatch
+
+    from liandan.registry import MODELS
+
+    return [e.name for e in MODELS.entries()
+            if fnmatch.fnmatch(e.name, pattern) and (tag is None or tag in e.tags)]

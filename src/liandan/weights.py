@@ -2,7 +2,7 @@
 
 Weights are safetensors (no code runs when they load, unlike a pickle). Every write goes to a
 temporary name, is fsync'ed, then renamed into place, so a process killed at any instant leaves
-the old file or the new one, never half of one. Checkpoints (:mod:`liandan.train.checkpoint`)
+the old file or the new one, never half of one. Checkpoints (:mod:`liandan.training.checkpoint`)
 and :mod:`liandan.serialize` build on these.
 """
 

@@ -23,19 +23,19 @@ LAYERS: dict[str, int] = {
     "data": 1, "models": 1, "losses": 1, "optim": 1, "serialize": 1, "api_models": 1, "weights": 1,
     "adapters": 1,  # PEFT adapters wrap any Linear: a model-level tool, not a language-model pillar
     # training: the trainer, tasks, callbacks, run directories
-    "train": 2,
+    "training": 2,
     # pillars: what is built on trained models
-    "doctor": 3, "inspect": 3, "evaluate": 3, "report": 3, "compress": 3, "export": 3, "llm": 3,
-    "generate": 3, "sample": 3, "predict": 3,
+    "doctor": 3, "inspection": 3, "evaluation": 3, "report": 3, "compress": 3, "export": 3, "llm": 3,
+    "generation": 3, "prediction": 3,
     # front-ends over the public API
     "agents": 4, "cli": 4, "__init__": 4, "__main__": 4,
 }
 
 # (importer, imported module) pairs still pointing up; each names the issue step that removes it.
 KNOWN_UPWARD = {
-    ("train/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
-    ("train/api", "liandan.report"),  # the report: a post-run hook
-    ("doctor/bench/__init__", "liandan"),  # the facade: import liandan.train.api instead
+    ("training/api", "liandan.doctor.live"),  # the doctor's callback: the callback registry
+    ("training/api", "liandan.report"),  # the report: a post-run hook
+    ("doctor/bench/__init__", "liandan"),  # the facade: import liandan.training.api instead
 }
 
 

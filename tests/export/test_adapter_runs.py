@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import liandan
-from liandan.train.run import load_run
+from liandan.training.run import load_run
 
 from .conftest import FAST
 

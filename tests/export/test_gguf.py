@@ -21,7 +21,7 @@ Q8_BOUND = 0.15
 def _logits_both(run_dir: Path, gguf_path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from liandan.data.tokenize import PAD
     from liandan.export.gguf_check import load_gguf_model, prompt_ids
-    from liandan.train.api import load_run
+    from liandan.training.api import load_run
 
     run = load_run(run_dir)
     ids = prompt_ids(run, 16)
@@ -50,7 +50,7 @@ def test_reader_sees_llama_keys_vocab_and_tensors(llama_run, gguf_f32) -> None:
     import gguf
 
     from liandan.data.tokenize import load_tokenizer
-    from liandan.train.api import load_run
+    from liandan.training.api import load_run
 
     r = gguf.GGUFReader(gguf_f32["path"])
     f = r.fields

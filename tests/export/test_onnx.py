@@ -25,7 +25,7 @@ def _session(path: str):
 
 
 def _test_inputs(run_dir: Path, n: int = 64) -> tuple[object, torch.Tensor]:
-    from liandan.evaluate.runio import open_run, raw_split
+    from liandan.evaluation.runio import open_run, raw_split
 
     run, data = open_run(run_dir)
     return run, raw_split(data, "test", max_samples=n)[0]
@@ -33,7 +33,7 @@ def _test_inputs(run_dir: Path, n: int = 64) -> tuple[object, torch.Tensor]:
 
 def test_ort_matches_torch_at_batch_1_and_5(mlp_run, mlp_onnx) -> None:
     """Same file, two batch sizes (the batch axis is dynamic), raw inputs: ORT == logits_of within 1e-4."""
-    from liandan.evaluate.runio import logits_of
+    from liandan.evaluation.runio import logits_of
 
     run, x = _test_inputs(mlp_run)
     sess = _session(mlp_onnx["path"])
@@ -49,7 +49,7 @@ def test_ort_matches_torch_at_batch_1_and_5(mlp_run, mlp_onnx) -> None:
 
 def test_file_takes_raw_inputs_not_normalised_ones(mlp_run, mlp_onnx) -> None:
     """Feeding already-normalised inputs must NOT give the logits: the normalisation is in the graph."""
-    from liandan.evaluate.runio import logits_of
+    from liandan.evaluation.runio import logits_of
 
     run, x = _test_inputs(mlp_run, 16)
     assert run.info.x_mean is not None  # the run does normalise, so the contract matters
@@ -64,7 +64,7 @@ def test_file_takes_raw_inputs_not_normalised_ones(mlp_run, mlp_onnx) -> None:
 
 def test_regressor_outputs_target_units(reg_run) -> None:
     """A regressor's file maps raw features to predictions in target units (denormalize_y built in)."""
-    from liandan.evaluate.runio import logits_of
+    from liandan.evaluation.runio import logits_of
     from liandan.export import to_onnx
 
     res = to_onnx(reg_run, check=True, repeats=5)

@@ -9,7 +9,7 @@ import torch
 
 from liandan.models.ddpm import beta_schedule
 from liandan.registry import MODELS, Entry
-from liandan.train.checkpoint import load_weights, save_weights
+from liandan.training.checkpoint import load_weights, save_weights
 
 GEN = [e for e in MODELS.entries() if e.extra.get("input_kind") == "generative"]
 SHAPE = (1, 8, 8)

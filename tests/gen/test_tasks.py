@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import liandan
-from liandan.evaluate.generative import confidence_stats, sample_quality
-from liandan.sample import generate
-from liandan.train.tasks.generative import to_model_space, to_pixels
+from liandan.evaluation.generative import confidence_stats, sample_quality
+from liandan.generation.images import draw_images
+from liandan.training.tasks.generative import to_model_space, to_pixels
 
 FAST = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
 TINY_GAN = {"name": "tiny-gan", "seed": 0, "task": "gan",
@@ -46,7 +46,7 @@ def test_gan_preset_learns_the_pixel_statistics(gan_run) -> None:
     last = gan_run.summary["final"]["val"]
     assert 0.05 < last["d_fake"] < last["d_real"] < 0.95, last
     # an untrained generator's Tanh sits near 0 (pixel 0.5); the digits are mostly dark background
-    x = generate(gan_run.model, 256, seed=0)
+    x = draw_images(gan_run.model, 256, seed=0)
     data_mean = float(gan_run.data.source.x.mean())
     assert abs(float(x.mean()) - data_mean) < 0.1, (float(x.mean()), data_mean)
 
@@ -75,8 +75,8 @@ def test_diffusion_preset_lowers_the_noise_prediction_loss(tmp_path) -> None:
     # the zero-initialised output predicts ε = 0 first: loss E[ε²] = 1
     assert steps[0] > 0.5 and run.summary["final"]["val"]["loss"] < 0.4, (steps[:3], run.summary["final"])
     assert int(run.model.ema_updates) == run.summary["steps"]
-    x = generate(run.model, 4, seed=1, steps=20)
-    assert x.shape == (4, 1, 8, 8) and torch.equal(x, generate(run.model, 4, seed=1, steps=20))
+    x = draw_images(run.model, 4, seed=1, steps=20)
+    assert x.shape == (4, 1, 8, 8) and torch.equal(x, draw_images(run.model, 4, seed=1, steps=20))
 
 
 def test_model_space_round_trip() -> None:

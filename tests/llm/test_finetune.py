@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import liandan
-from liandan.train.run import load_run
+from liandan.training.run import load_run
 
 from .conftest import FAST, arith_recipe
 

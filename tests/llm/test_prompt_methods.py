@@ -19,7 +19,7 @@ import torch
 import liandan
 from liandan.adapters import adapter_state_dict, apply_adapter, merge_adapter, merged_copy, trainable_parameters
 from liandan.errors import LiandanError
-from liandan.generate import sample
+from liandan.generation.text import sample_tokens
 from liandan.registry import ADAPTERS
 
 from .conftest import FAST, arith_recipe, lm_steps
@@ -155,8 +155,8 @@ def test_generation_with_cache(base, name):
     new = 8
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cached = sample(model, prompt, new, temperature=0)
-        uncached = sample(model, prompt, new, temperature=0, use_cache=False)
+        cached = sample_tokens(model, prompt, new, temperature=0)
+        uncached = sample_tokens(model, prompt, new, temperature=0, use_cache=False)
         with torch.no_grad():
             reread = model(cached)[:, prompt.shape[1] - 1:-1]  # (B, new, V): the logits that chose each new token
             logits, past = model.decode_step(cached[:, :prompt.shape[1]])
@@ -271,6 +271,7 @@ def test_fine_tune_through_arith_recipe(base, tmp_path, monkeypatch, name, train
     assert score["n"] == 20 and abs(score["exact_match"] * 20 - right) < 1e-9  # a count of right answers
     assert len(score["wrong_examples"]) == min(5, 20 - right)
     # the loaded run's cached generation (the virtual tokens first in its cache) is re-reading's
-    monkeypatch.setattr(sys.modules["liandan.generate"], "sample", functools.partial(sample, use_cache=False))
+    monkeypatch.setattr(sys.modules["liandan.generation.text"], "sample_tokens",
+                        functools.partial(sample_tokens, use_cache=False))
     assert liandan.generate(tmp_path / "ft", "12-3=", max_new_tokens=4, temperature=0)["tokens"] == out["tokens"]
     assert liandan.exact_match(tmp_path / "ft", max_samples=20) == score

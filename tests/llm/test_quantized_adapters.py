@@ -24,7 +24,7 @@ from liandan.adapters.qlora.nf4 import (
     quantize_nf4,
 )
 from liandan.registry import ADAPTERS
-from liandan.train.run import load_run
+from liandan.training.run import load_run
 
 transformers = pytest.importorskip("transformers")
 

@@ -150,8 +150,8 @@ def test_grpo_raises_the_reward(base, tmp_path):
     """40 seeded GRPO steps on the toy reward raise its expected value (0.519 -> 0.557); the output is a normal run
     directory whose before-exact-match is generate.exact_match's."""
     from liandan.llm.rl.rollout import problems
-    from liandan.train.run import load_run
-    from liandan.train.rundir import read_metrics
+    from liandan.training.run import load_run
+    from liandan.training.rundir import read_metrics
 
     probs = problems(base, base.data, "train", 300)
     before = _expected_first_digit(base.model.eval(), probs)
@@ -173,7 +173,7 @@ def test_grpo_through_lora_with_a_reward_model(base, tmp_path):
     """A reward model learns to prefer right answers (> chance on held-out pairs); GRPO with it as
     the reward trains only a LoRA adapter and leaves the base weights as they were."""
     from liandan.llm.rl import reward_model
-    from liandan.train.run import load_run
+    from liandan.training.run import load_run
 
     doc = reward_model(base.dir, pairs=800, epochs=3, lr=1e-3, out=tmp_path / "rm", quiet=True)
     assert doc["pairs"]["test"] > 100

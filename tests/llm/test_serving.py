@@ -13,9 +13,9 @@ import torch
 
 import liandan
 from liandan.errors import LiandanError
-from liandan.generate import generate as generate_one
+from liandan.generation.text import generate as generate_one
 from liandan.llm.serving import BASE, AdapterServer, read_lora_run
-from liandan.train.run import load_run
+from liandan.training.run import load_run
 
 pytest.importorskip("transformers")
 

@@ -101,7 +101,7 @@ def test_reference_parameters_and_macs(entry: Entry) -> None:
 
 
 def test_resnet34_macs_within_one_percent() -> None:
-    from liandan.inspect import summary
+    from liandan.inspection import summary
 
     s = summary("resnet34", device="meta")
     assert s.input_shape == [1, 3, 224, 224]

@@ -55,7 +55,7 @@ def report_run(tiny_run: Path, tmp_path_factory) -> Path:
     """A copy of the tiny run with ood.json (shapes, all methods) and a doctor.json."""
     import shutil
 
-    from liandan.evaluate.ood import ood
+    from liandan.evaluation.ood import ood
 
     path = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(tiny_run, path, ignore=shutil.ignore_patterns("report.html", "figures", "ood.json"))

@@ -101,7 +101,7 @@ def test_regression_report(tmp_path):
 
 def test_examples_show_the_models_answers(tiny_run):
     """The examples figure's labels are the model's predicted classes, right where they match."""
-    from liandan.evaluate.runio import logits_of, open_run, raw_split
+    from liandan.evaluation.runio import logits_of, open_run, raw_split
     from liandan.report.examples import N_EXAMPLES, examples
 
     run, data = open_run(tiny_run)
@@ -116,7 +116,7 @@ def test_examples_show_the_models_answers(tiny_run):
 def test_severity_sweep_section(tiny_run, tmp_path):
     """Saved OOD results at three or more severities of one shift become a sweep: a figure of
     AUROC against severity and a table whose last row says whether each method rises."""
-    from liandan.evaluate.ood import ood_sweep
+    from liandan.evaluation.ood import ood_sweep
     from liandan.report.collect import ood_sweeps
 
     run = tmp_path / "run"

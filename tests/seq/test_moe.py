@@ -93,7 +93,7 @@ def test_digits_moe_uses_every_expert(moe_run) -> None:
 @pytest.fixture(scope="module")
 def moe_run(tmp_path_factory):
     import liandan
-    from liandan.train.run import load_run
+    from liandan.training.run import load_run
 
     out = tmp_path_factory.mktemp("moe") / "run"
     liandan.train("digits-moe", overrides=["train.epochs=10", "doctor.enabled=false", "train.tensorboard=false",

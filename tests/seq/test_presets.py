@@ -10,7 +10,7 @@ import torch
 
 import liandan
 from liandan.data.pipeline import build_data
-from liandan.train.run import load_run
+from liandan.training.run import load_run
 
 PRESETS = ["sine-lstm", "adding-peephole_lstm", "digits-vit", "digits-moe"]
 FAST = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import liandan
-from liandan.generate import next_token, sample, top_k_filter, top_p_filter
+from liandan.generation.text import next_token, sample_tokens, top_k_filter, top_p_filter
 
 FAST = ["doctor.enabled=false", "train.tensorboard=false", "report=false"]
 
@@ -67,7 +67,7 @@ class _Counter(torch.nn.Module):
 
 
 def test_sample_stops_at_eos_and_pads() -> None:
-    out = sample(_Counter(), torch.tensor([[5], [0]]), 6, temperature=0, eos=2)
+    out = sample_tokens(_Counter(), torch.tensor([[5], [0]]), 6, temperature=0, eos=2)
     assert out.tolist() == [[5, 6, 7, 8, 0, 1, 2], [0, 1, 2, 0, 0, 0, 0]]
 
 
@@ -162,6 +162,6 @@ def test_key_value_cache_samples_what_rereading_samples(style: str) -> None:
     model = gpt(vocab_size=40, max_len=12, style=style, dim=32, layers=2, heads=4).eval()
     prompt = torch.randint(3, 40, (3, 4))
     kw = {"temperature": 0.8, "top_k": 20}
-    fast = sample(model, prompt, 14, generator=torch.Generator().manual_seed(1), **kw)
-    slow = sample(model, prompt, 14, generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
+    fast = sample_tokens(model, prompt, 14, generator=torch.Generator().manual_seed(1), **kw)
+    slow = sample_tokens(model, prompt, 14, generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
     assert fast.shape == (3, 18) and torch.equal(fast, slow)

@@ -8,8 +8,8 @@ import torch
 
 from liandan.data.tokenize import NUM_SPECIAL
 from liandan.registry import MODELS
-from liandan.train import checkpoint as ck
-from liandan.train.tasks.language import token_loss
+from liandan.training import checkpoint as ck
+from liandan.training.tasks.language import token_loss
 
 TOKENS = [e for e in MODELS.entries() if e.extra.get("input_kind") == "tokens"]
 PAIRS = [(e.name, t) for e in TOKENS for t in e.extra["tasks"]]

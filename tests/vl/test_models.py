@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from liandan.registry import Entry
-from liandan.train import checkpoint as ck
-from liandan.train.tasks import TASKS
+from liandan.training import checkpoint as ck
+from liandan.training.tasks import TASKS
 from tests.vl.conftest import VL
 
 

@@ -13,7 +13,7 @@ import torch
 import liandan
 from liandan.data.captions import SIZES, caption_text, encode, tokenizer
 from liandan.data.shapes import COLOURS, SHAPES
-from liandan.train.tasks.vision_language import (
+from liandan.training.tasks.vision_language import (
     caption_class,
     generate_captions,
     vision_language_metrics,

@@ -6,8 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from liandan.data.pipeline import DataInfo
-from liandan.train.tasks import TASKS
-from liandan.train.tasks.vision_language import ContrastiveTally, caption_class
+from liandan.training.tasks import TASKS
+from liandan.training.tasks.vision_language import ContrastiveTally, caption_class
 
 
 class FixedEmbeddings(torch.nn.Module):

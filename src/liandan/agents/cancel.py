@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from liandan.train.callbacks import Callback
+from liandan.training.callbacks import Callback
 
 CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("liandan_agents_cancel",
                                                                                 default=None)

@@ -175,7 +175,7 @@ def check_recipe(sandbox: Sandbox, doc: dict[str, Any]) -> dict[str, Any]:
 
 def check_source_spec(sandbox: Sandbox, spec: str) -> str:
     """A data-source spec ``NAME[:k=v,...]`` with its file options checked and made absolute."""
-    from liandan.evaluate.sources import SHIFTS, parse_spec
+    from liandan.evaluation.sources import SHIFTS, parse_spec
 
     name, arg = parse_spec(spec)
     if name in SHIFTS or not arg:

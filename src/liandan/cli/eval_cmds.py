@@ -32,8 +32,8 @@ def ood(
 
     Several --ood sources (e.g. --ood rotate:0 --ood rotate:45 --ood rotate:90) share one fit and
     print a sweep: AUROC ± standard error per source and method, and whether it rises within noise."""
-    from liandan.evaluate.ood import ood as run_ood
-    from liandan.evaluate.ood import ood_sweep
+    from liandan.evaluation.ood import ood as run_ood
+    from liandan.evaluation.ood import ood_sweep
 
     if len(ood_) > 1:
         results = ood_sweep(run_dir, ood_, method, split=split, max_samples=max_samples, temperature=temperature,
@@ -75,7 +75,7 @@ def ood(
 
 
 def _echo_sweep(results: list[dict]) -> None:
-    from liandan.evaluate.ood_metrics import sweep_advice, sweep_verdicts
+    from liandan.evaluation.ood_metrics import sweep_advice, sweep_verdicts
 
     methods = list(results[0]["methods"])
     typer.echo(f"ID: {results[0]['id']['source']} {results[0]['id']['split']} ({results[0]['id']['n']})   AUROC ± SE")

@@ -20,7 +20,7 @@ def sample(
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Draw samples from a trained GAN or diffusion run and write them as a PNG grid."""
-    from liandan.sample import sample as draw  # the module (liandan.sample is the function)
+    from liandan.generation.images import sample as draw
 
     res = draw(run_dir, n=n, out=out, seed=seed, steps=steps, scale=scale)
     if json_:

@@ -1,4 +1,4 @@
-"""``liandan summary`` and ``liandan graph``: thin wrappers over :mod:`liandan.inspect`.
+"""``liandan summary`` and ``liandan graph``: thin wrappers over :mod:`liandan.inspection`.
 
 torch and the inspect pillar are imported inside the verbs so ``liandan --help`` stays fast.
 """
@@ -82,7 +82,7 @@ def summary_cmd(
     device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Per-layer table, parameters, MACs (FLOPs = 2·MACs), memory and CPU latency of a model."""
-    from liandan.inspect import summary
+    from liandan.inspection import summary
 
     if device not in ("cpu", "meta"):
         raise LiandanError(f"--device must be cpu or meta; got {device!r}")
@@ -107,7 +107,7 @@ def graph_cmd(
     json_out: bool = typer.Option(False, "--json", help="print the nodes and edges as one JSON document"),
 ) -> None:
     """Autograd graph of one forward: leaf tensors (inputs, parameters) and non-leaf results (grad_fn)."""
-    from liandan.inspect import autograd_graph, write_graph
+    from liandan.inspection import autograd_graph, write_graph
 
     shape, opts = model_and_shape(model, input_shape, set_)
     g = autograd_graph(model, shape, **opts)

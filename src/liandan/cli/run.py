@@ -45,7 +45,7 @@ def train(
 ) -> None:
     """Train a model from a recipe; writes a run directory."""
     if nproc > 1 or nnodes > 1:
-        from liandan.train.distributed import launch
+        from liandan.training.distributed import launch
 
         raise typer.Exit(launch(_strip_launch_flags(ARGV), nproc, nnodes, node_rank, master))
     import liandan
@@ -81,7 +81,7 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
            nproc: int = typer.Option(1, "--nproc", help="Processes (data parallel through torchrun).")) -> None:
     """Continue a run from its newest complete checkpoint."""
     if nproc > 1:
-        from liandan.train.distributed import launch
+        from liandan.training.distributed import launch
 
         raise typer.Exit(launch(_strip_launch_flags(ARGV), nproc))
     import liandan

@@ -110,7 +110,7 @@ def _denormalize_x(info: DataInfo, x: torch.Tensor) -> torch.Tensor:
 
 def load_teacher(run_dir: str | Path | None) -> tuple[nn.Module, DataInfo]:
     """A trained classifier run as a frozen teacher (eval mode, ``requires_grad`` off)."""
-    from liandan.train.run import load_run
+    from liandan.training.run import load_run
 
     if run_dir is None:
         raise LiandanError("distillation needs a teacher run directory")
@@ -144,10 +144,10 @@ def distill(teacher_run: str | Path, student: str | Path | dict = "digits-mlp",
     """
     from liandan.compress.measure import compare
     from liandan.compress.store import COMPRESS_JSON
-    from liandan.evaluate.runio import logits_of, open_run, raw_split
+    from liandan.evaluation.runio import logits_of, open_run, raw_split
     from liandan.recipe import load_dict, load_recipe
-    from liandan.train.api import train
-    from liandan.train.rundir import write_json
+    from liandan.training.api import train
+    from liandan.training.rundir import write_json
 
     teacher_dir = Path(teacher_run)
     teacher, data = open_run(teacher_dir)

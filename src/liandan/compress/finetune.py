@@ -13,7 +13,7 @@ from torch import nn
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataModule
     from liandan.recipe import Recipe
-    from liandan.train.run import Run
+    from liandan.training.run import Run
 
 
 def finetune(run: Run, data: DataModule, model: nn.Module, recipe: Recipe, out: Path, epochs: int,
@@ -26,10 +26,10 @@ def finetune(run: Run, data: DataModule, model: nn.Module, recipe: Recipe, out: 
     repair (a repair would retrain from scratch); the doctor still watches if the recipe enables
     it. Returns the trainer's summary."""
     from liandan.recipe import load_recipe
-    from liandan.train.api import fit
-    from liandan.train.run import seed_everything
-    from liandan.train.rundir import write_json
-    from liandan.train.setup import build_loss
+    from liandan.training.api import fit
+    from liandan.training.run import seed_everything
+    from liandan.training.rundir import write_json
+    from liandan.training.setup import build_loss
 
     recipe = load_recipe(recipe, {"train.epochs": epochs, "optim.lr": recipe.optim.lr * lr_scale, "report": False,
                                   "doctor.auto_fix": False, "train.device": "cpu", "train.max_steps": None})

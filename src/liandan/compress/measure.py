@@ -4,7 +4,7 @@ the largest change of an output, and latency — measured the same way before an
 * **size**: bytes of the serialized ``state_dict`` (``torch.save`` into memory, never a file;
   the same serializer on both sides, since int8 packed weights have no safetensors form).
 * **metric**: the run's own evaluation of the test split (``accuracy`` for classifiers, ``r2``
-  for regression, else the task's ``loss``), computed by :mod:`liandan.evaluate.metrics`.
+  for regression, else the task's ``loss``), computed by :mod:`liandan.evaluation.metrics`.
 * **latency**: the median of repeated forward calls of one batch under ``inference_mode`` on
   one torch thread (small CPU models are faster on one; two processes never fight for cores).
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataModule
-    from liandan.train.run import Run
+    from liandan.training.run import Run
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -65,7 +65,7 @@ def run_metrics(run: Run, data: DataModule, model: nn.Module, split: str = "test
     """The run's own evaluation of ``model`` on ``split`` (loss and the task's metrics)."""
     from dataclasses import replace
 
-    from liandan.evaluate.metrics import evaluate_loaded
+    from liandan.evaluation.metrics import evaluate_loaded
 
     res = evaluate_loaded(replace(run, model=model), data, split)
     return {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and k != "n"}
@@ -74,7 +74,7 @@ def run_metrics(run: Run, data: DataModule, model: nn.Module, split: str = "test
 @torch.inference_mode()
 def latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 50, warmup: int = 5) -> float:
     """Median milliseconds of ``model(x)`` over ``repeats`` calls on one torch thread."""
-    from liandan.train.setup import torch_threads
+    from liandan.training.setup import torch_threads
 
     was = model.training
     model.eval()
@@ -123,7 +123,7 @@ def latency_report(before: nn.Module, after: nn.Module, x_norm: torch.Tensor, re
 def compare(run: Run, data: DataModule, before: nn.Module, after: nn.Module, *, latency: bool = True,
             repeats: int = 50, max_samples: int | None = None) -> dict[str, Any]:
     """Size, parameters, sparsity, test metrics, max |Δ output| and latency of ``after`` against ``before``."""
-    from liandan.evaluate.runio import logits_of, raw_split
+    from liandan.evaluation.runio import logits_of, raw_split
 
     info = run.info
     key = metric_key(info.task)

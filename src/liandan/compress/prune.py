@@ -194,7 +194,7 @@ def prune(run_dir: str | Path, amount: float = 0.5, structured: bool = False, ou
     """
     from liandan.compress.measure import compare, count_params, run_metrics
     from liandan.compress.store import check_out, default_out, write_output
-    from liandan.evaluate.runio import open_run
+    from liandan.evaluation.runio import open_run
     from liandan.recipe import load_recipe
 
     amount = check_amount(amount)

@@ -55,7 +55,7 @@ def apply_quantization(model: nn.Module, params: dict[str, Any]) -> nn.Module:
         q = torch.ao.quantization.quantize_dynamic(model, kinds, dtype=DTYPES[dtype])
     if next(q.parameters(), None) is None:
         # every weight is packed now; code that finds the device from the first parameter
-        # (liandan.evaluate.runio.logits_of) needs one: an empty, frozen anchor on the same device
+        # (liandan.evaluation.runio.logits_of) needs one: an empty, frozen anchor on the same device
         q.register_parameter("device_anchor", nn.Parameter(torch.empty(0), requires_grad=False))
     return q
 
@@ -72,7 +72,7 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, dtype: str = "q
     """
     from liandan.compress.measure import compare
     from liandan.compress.store import check_out, default_out, write_output
-    from liandan.evaluate.runio import open_run
+    from liandan.evaluation.runio import open_run
 
     params = {"dtype": dtype, "layers": list(layers)}
     _check(dtype, params["layers"])

@@ -33,7 +33,7 @@ from liandan.registry import register_run_format
 
 if TYPE_CHECKING:
     from liandan.recipe import Recipe
-    from liandan.train.run import Run
+    from liandan.training.run import Run
 
 COMPRESS_JSON = "compress.json"
 
@@ -52,8 +52,8 @@ def check_out(out: Path) -> Path:
 def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dict[str, Any],
                  final: dict[str, dict[str, float]] | None = None) -> Path:
     """Write the compressed directory: recipe, data facts, float weights, summary and ``compress.json``."""
-    from liandan.train import checkpoint as ck
-    from liandan.train.rundir import read_json, write_json
+    from liandan.training import checkpoint as ck
+    from liandan.training.rundir import read_json, write_json
 
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "recipe.yaml").exists():
@@ -94,10 +94,10 @@ def load_compressed(path: str | Path) -> Run:
     from liandan.compress.quantize import apply_quantization
     from liandan.data.pipeline import DataInfo
     from liandan.recipe import load_recipe
-    from liandan.train import checkpoint as ck
-    from liandan.train.run import Run, checkpoint_file, seed_everything
-    from liandan.train.rundir import read_json
-    from liandan.train.setup import build_model, set_memory_format
+    from liandan.training import checkpoint as ck
+    from liandan.training.run import Run, checkpoint_file, seed_everything
+    from liandan.training.rundir import read_json
+    from liandan.training.setup import build_model, set_memory_format
 
     path = Path(path)
     doc = read_doc(path)

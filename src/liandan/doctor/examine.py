@@ -22,7 +22,7 @@ import torch
 from liandan.doctor.engine import run_rules
 from liandan.doctor.findings import DOCTOR_JSON, Finding, document, write_doctor_json
 from liandan.recipe import Recipe, load_recipe
-from liandan.train.callbacks import Callback
+from liandan.training.callbacks import Callback
 
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 20, 200
 CHECK_SAMPLES, CHECK_STEPS = 16, 500
@@ -56,7 +56,7 @@ def diagnose(target: str | Path | dict | Recipe, *, fix: bool = False, overrides
 
 def diagnose_run_dir(run_dir: str | Path, write: bool = True) -> dict[str, Any]:
     from liandan.doctor.view import view_from_run_dir
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     run_dir = Path(run_dir)
     view = view_from_run_dir(run_dir)
@@ -87,7 +87,7 @@ def diagnose_recipe(recipe: str | Path | dict | Recipe, overrides: list[str] | d
                     out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
     """Short probing run + small-batch overfit check, then the rules (``probe`` mode)."""
     from liandan.doctor.live import DoctorCallback
-    from liandan.train.api import train
+    from liandan.training.api import train
 
     rc = load_recipe(recipe, overrides)
     epochs, steps = probe_plan(rc)
@@ -109,8 +109,8 @@ def overfit_check(recipe: Recipe, samples: int = CHECK_SAMPLES, steps: int = CHE
     check: passes when the loss falls below 10 % of its start, or every sample is predicted
     right.) A short training through the trainer on that batch, so every task takes it with its
     own loss; the recipe's model, loss and optimizer without weight decay or schedule."""
-    from liandan.train.run import prepare
-    from liandan.train.short_runs import one_batch_data, short_fit
+    from liandan.training.run import prepare
+    from liandan.training.short_runs import one_batch_data, short_fit
 
     data, model, _, loss_fn, device = prepare(recipe)
     small, xb, yb = one_batch_data(data, samples, steps)

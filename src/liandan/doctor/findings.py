@@ -77,7 +77,7 @@ def document(findings: list[Finding] | list[dict], **extra: Any) -> dict[str, An
 
 
 def write_doctor_json(run_dir: Path, findings: list[Finding] | list[dict], **extra: Any) -> Path:
-    from liandan.train.rundir import write_json
+    from liandan.training.rundir import write_json
 
     path = Path(run_dir) / DOCTOR_JSON
     write_json(path, document(findings, **extra))
@@ -90,7 +90,7 @@ def add_finding(run_dir: str | Path, finding: dict[str, Any]) -> Path:
     This is the hook for checks that live outside the rule registry: a finding with the same
     code replaces the old one; ``liandan doctor RUN_DIR`` keeps such findings when it re-diagnoses.
     """
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     path = Path(run_dir) / DOCTOR_JSON
     doc = read_json(path) if path.exists() else {"findings": []}

@@ -57,7 +57,7 @@ def judge_metrics(model: Any, data: Any, info: Any) -> dict[str, Any]:
 def run_metrics(run_dir: Any) -> dict[str, Any]:
     """Judge metrics of a finished run directory (rebuilds its data, loads its weights)."""
     from liandan.errors import LiandanError
-    from liandan.train.run import load_run
+    from liandan.training.run import load_run
 
     try:
         run = load_run(run_dir)

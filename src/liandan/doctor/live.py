@@ -23,10 +23,10 @@ from liandan.doctor.findings import Finding, format_finding, write_doctor_json
 from liandan.doctor.probes import Probes
 from liandan.doctor.view import RunView
 from liandan.recipe import Recipe
-from liandan.train.callbacks import Callback
+from liandan.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from liandan.train.loop import Trainer
+    from liandan.training.loop import Trainer
 
 
 def _guard(fn):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from liandan.train.callbacks import Callback
+from liandan.training.callbacks import Callback
 
 PROBE_LOG = "doctor_probes.jsonl"
 # Pre-activation magnitude beyond which the activation's derivative is < ~1 % of its maximum:

@@ -22,8 +22,8 @@ from liandan.recipe import Recipe, load_recipe
 
 def _train(recipe: Recipe, overrides: dict[str, Any], out: Path, callbacks: Any,
            quiet: bool) -> tuple[Any, list[Finding], dict[str, Any]]:
-    from liandan.train.api import train
-    from liandan.train.rundir import read_json
+    from liandan.training.api import train
+    from liandan.training.rundir import read_json
 
     ov = {**overrides, "doctor.auto_fix": False, "doctor.enabled": True, "report": False}
     run = train(recipe, overrides=ov, out=out, callbacks=callbacks() if callbacks else None, quiet=quiet)
@@ -142,7 +142,7 @@ def format_report(rep: dict[str, Any]) -> str:
 def repair_after_run(trainer: Any, findings: list[Finding], echo: Any = print) -> dict[str, Any]:
     """``doctor.auto_fix: true``: repair right after the run (judged against the run's model as
     it ends); rounds go to RUN_DIR/repair/, the report to RUN_DIR/repair.json."""
-    from liandan.train.rundir import write_json
+    from liandan.training.rundir import write_json
 
     run_dir = Path(trainer.dir)
     start = judge_metrics(trainer.model, trainer.data, trainer.info)

@@ -229,7 +229,7 @@ def view_from_run_dir(run_dir: Path) -> RunView:
     from liandan.doctor.probes import PROBE_LOG, read_probe_log
     from liandan.errors import LiandanError
     from liandan.recipe import load_recipe
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
@@ -251,8 +251,8 @@ def records_from_metrics(run_dir: Path, recipe: Recipe, info: dict[str, Any]) ->
     epochs, plus the model's static facts (the model is built, not loaded: no weights needed)."""
     from liandan.data.pipeline import DataInfo
     from liandan.doctor.probes import model_facts
-    from liandan.train.rundir import read_metrics
-    from liandan.train.setup import build_model
+    from liandan.training.rundir import read_metrics
+    from liandan.training.setup import build_model
 
     model = build_model(recipe.model, DataInfo.from_dict(info))
     rows = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []

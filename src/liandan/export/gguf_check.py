@@ -52,7 +52,7 @@ def load_gguf_model(path: Path) -> tuple[torch.nn.Module, str]:
 
 def prompt_ids(run: Any, max_prompts: int) -> torch.Tensor:
     """Token-id rows of the run's test split (val or train when there is none), right-padded."""
-    from liandan.evaluate.runio import raw_split
+    from liandan.evaluation.runio import raw_split
 
     data = run.load_data()
     for split in ("test", "val", "train"):

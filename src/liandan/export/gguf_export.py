@@ -47,7 +47,7 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def _llama_run(run_dir: Path) -> Any:
     """The run, refused unless it is a LLaMA-style language model."""
-    from liandan.train.run import load_run
+    from liandan.training.run import load_run
 
     run = load_run(run_dir)
     if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights

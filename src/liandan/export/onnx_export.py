@@ -81,7 +81,7 @@ def _check_run(run: Any, x: torch.Tensor) -> bool:
 
 def _inputs(run_dir: Path) -> tuple[Any, torch.Tensor]:
     """The run and real raw inputs (test split, else val, else train) for tracing and checking."""
-    from liandan.evaluate.runio import open_run, raw_split
+    from liandan.evaluation.runio import open_run, raw_split
 
     run, data = open_run(run_dir)
     if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights

@@ -17,10 +17,10 @@ def finetune(base_run: str | Path, recipe: str | Path | dict | None = None, *, a
     """Fine-tune ``base_run`` on ``recipe`` (a preset, file or dict; default: the base run's own
     recipe) with ``adapter`` (a method name such as ``"lora"``, or a section
     ``{"name": "lora", "r": 8}``; default: the recipe's, else every weight trains).
-    ``overrides`` apply last. Returns the finished :class:`~liandan.train.run.Run`."""
+    ``overrides`` apply last. Returns the finished :class:`~liandan.training.run.Run`."""
     from liandan.paths import check_path
     from liandan.recipe import load_dict
-    from liandan.train.api import train
+    from liandan.training.api import train
 
     base = check_path(base_run, "base run")  # a no-op unless the agents' roots are active
     if not (base / "recipe.yaml").is_file():

@@ -17,7 +17,7 @@ on a CPU:
 - **Mixed batches.** ``logits`` and ``generate`` take one adapter name per row (``"__base__"``:
   the base model alone); rows of up to ``max_active`` distinct adapters run in one forward, more
   are split into such groups. Generation batches prompts of the same token length (no padding,
-  as :func:`liandan.generate.exact_match`); S-LoRA's continuous batching is out of scope.
+  as :func:`liandan.generation.text.exact_match`); S-LoRA's continuous batching is out of scope.
 
 Adapters come from LoRA fine-tunes of the base run (``adapter.safetensors`` + recipe), checked
 to share the base's frozen weights (a hash of the tensors), tokenizer and target layers.
@@ -65,7 +65,7 @@ class AdapterServer:
         if isinstance(base_run, nn.Module):
             model = base_run
         else:
-            from liandan.train.run import load_run
+            from liandan.training.run import load_run
 
             run = load_run(base_run)
             self.base_dir, model = run.dir, run.model
@@ -95,7 +95,7 @@ class AdapterServer:
         if self.base_dir is None:
             raise LiandanError("serve: this server was built from a model, not a run; use add_lora")
         self._check_name(name)
-        from liandan.train.run import weights_path
+        from liandan.training.run import weights_path
 
         pooled, _ = read_lora_run(name, run_dir)
         d, where = Path(run_dir), f"adapter {name!r} ({run_dir})"
@@ -255,12 +255,12 @@ class AdapterServer:
     @torch.no_grad()
     def logits(self, ids: torch.Tensor, adapter_names: str | list[str]) -> torch.Tensor:
         """Logits ``(B, T, V)`` of token ids ``(B, T)``, row b through adapter ``adapter_names[b]``."""
-        from liandan.generate import _threads
+        from liandan.training.setup import torch_threads
 
         ids = torch.as_tensor(ids, dtype=torch.int64, device=self.device)
         names = self._names(adapter_names, len(ids))
         out: torch.Tensor | None = None
-        with _threads(self.model):
+        with torch_threads(model=self.model):
             for rows, chunk in self._groups(names):
                 with self._route([names[j] for j in rows], chunk):
                     part = self.model(ids[rows])  # (b, T, V): one forward for the whole group
@@ -274,17 +274,18 @@ class AdapterServer:
                      greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None, eos: int | None = None, seed: int = 0) -> torch.Tensor:
         """Extend prompts ``(B, T)`` (one length) by up to ``max_new_tokens``, row b through adapter
-        ``adapter_names[b]``, with the KV cache (:func:`liandan.generate.sample`). ``(B, T + n)``."""
-        from liandan.generate import _threads, sample
+        ``adapter_names[b]``, with the KV cache (:func:`liandan.generation.text.sample_tokens`). ``(B, T + n)``."""
+        from liandan.generation.text import sample_tokens
+        from liandan.training.setup import torch_threads
 
         ids = torch.as_tensor(ids, dtype=torch.int64, device=self.device)
         names = self._names(adapter_names, len(ids))
         g = torch.Generator(device=self.device).manual_seed(seed)
         parts = []
-        with _threads(self.model):
+        with torch_threads(model=self.model):
             for rows, chunk in self._groups(names):
                 with self._route([names[j] for j in rows], chunk):
-                    parts.append((rows, sample(self.model, ids[rows], max_new_tokens, eos=eos, generator=g,
+                    parts.append((rows, sample_tokens(self.model, ids[rows], max_new_tokens, eos=eos, generator=g,
                                                temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)))
         out = ids.new_zeros((len(ids), max(p.shape[1] for _, p in parts)))  # groups may stop early at eos
         for rows, p in parts:
@@ -294,7 +295,7 @@ class AdapterServer:
     def generate(self, prompts: list[str], adapter_names: str | list[str], max_new_tokens: int = 32, *,
                  greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
-        """Complete each text prompt with its row's adapter (as :func:`liandan.generate.generate`:
+        """Complete each text prompt with its row's adapter (as :func:`liandan.generation.text.generate`:
         ``<bos>`` + the prompt's tokens, stopping at ``<eos>``). Prompts of one token length share
         a batch; one dict per prompt: prompt, adapter, completion, tokens, finish."""
         from liandan.data.tokenize import BOS, EOS

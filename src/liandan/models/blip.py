@@ -4,7 +4,7 @@ A ViT encodes the image into patch features; a causal transformer text decoder r
 caption so far and attends to those features through cross-attention in every layer (BLIP's
 "image-grounded text decoder", trained with a language-modelling loss). Built from Hugging Face
 ``transformers`` (``BlipConfig``/``BlipForConditionalGeneration``), imported lazily; the loss
-and the greedy decoding are liandan's (:mod:`liandan.train.tasks.vision_language`).
+and the greedy decoding are liandan's (:mod:`liandan.training.tasks.vision_language`).
 
 Sizes: ``base`` is ``BlipConfig()`` (ViT-B/16 at 384×384, a 12-layer 768-wide BERT decoder with
 cross-attention over 30,524 tokens): 223,971,644 parameters with the default options (the

@@ -1,7 +1,7 @@
 """DCGAN (Radford, Metz & Chintala 2016): a generator and a discriminator in one module.
 
 The pair is one ``nn.Module`` so a run saves, loads and exports it as one set of weights; the
-``gan`` task (:mod:`liandan.train.tasks.generative`) gives each half its own optimizer.
+``gan`` task (:mod:`liandan.training.tasks.generative`) gives each half its own optimizer.
 
 Architecture guidelines of the paper (§3), kept here:
 - no pooling: the generator upsamples with strided transposed convolutions, the discriminator

@@ -90,7 +90,7 @@ def _metrics(p: Pieces) -> None:
     if not path.is_file():
         p.notes["metrics"] = "no metrics.csv"
         return
-    from liandan.train.rundir import read_metrics
+    from liandan.training.rundir import read_metrics
 
     rows, seen = [], set()
     for r in read_metrics(path):
@@ -115,8 +115,8 @@ def _evaluation(p: Pieces) -> None:
     if p.summary.get("status") not in (None, "completed", "stopped_early"):
         p.notes["evaluation"] = f"not evaluated: the run's status is {p.summary.get('status')!r}"
         return
-    from liandan.evaluate.metrics import evaluate_loaded
-    from liandan.evaluate.runio import open_run, raw_split
+    from liandan.evaluation.metrics import evaluate_loaded
+    from liandan.evaluation.runio import open_run, raw_split
 
     run, data = open_run(p.run_dir)
     split = "test" if data.test is not None else "val" if data.val is not None else "train"
@@ -155,7 +155,7 @@ def _model_summary(run, example, detailed: bool | None = None) -> dict[str, Any]
     x = run.info.normalize_x(example)
     if detailed or (detailed is None and "torch._dynamo" in sys.modules):
         try:
-            from liandan.inspect import summary
+            from liandan.inspection import summary
 
             s = summary(model, example=x, latency_runs=0)
             out.update(

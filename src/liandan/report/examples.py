@@ -34,18 +34,18 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
 
 def examples(run, data, split: str) -> dict[str, Any] | None:
     """A few inputs and what the run's model makes of them; None when the task has no picture."""
-    from liandan.evaluate.runio import raw_split
+    from liandan.evaluation.runio import raw_split
 
     info = run.info
     task = info.task
     if task in ("gan", "diffusion"):
-        from liandan.sample import generate
+        from liandan.generation.images import draw_images
 
         steps = DIFFUSION_STEPS if task == "diffusion" else None
-        imgs = generate(run.model, N_SAMPLES, seed=0, steps=steps)
+        imgs = draw_images(run.model, N_SAMPLES, seed=0, steps=steps)
         return {"title": f"{N_SAMPLES} samples (seed 0)", "images": imgs, "labels": [None] * len(imgs)}
     if task == "lm" and info.tokenizer:
-        from liandan.generate import exact_match
+        from liandan.generation.text import exact_match
 
         res = exact_match(run.dir, split, max_samples=64)
         return {"title": f"greedy completions of {split} prompts", "rows": res["examples"]}
@@ -56,7 +56,7 @@ def examples(run, data, split: str) -> dict[str, Any] | None:
     if task == "caption":
         from liandan.data.captions import decode
         from liandan.data.tokenize import load_tokenizer
-        from liandan.train.tasks.vision_language import generate_captions
+        from liandan.training.tasks.vision_language import generate_captions
 
         tok = load_tokenizer(run.dir / info.tokenizer)
         said = generate_captions(run.model, x, tok, max_new=info.max_len - 1)
@@ -66,13 +66,13 @@ def examples(run, data, split: str) -> dict[str, Any] | None:
     else:
         names = info.class_names or [str(i) for i in range(info.num_classes or 0)]
         if task == "contrastive":
-            from liandan.train.tasks.vision_language import caption_class, zero_shot_logits
+            from liandan.training.tasks.vision_language import caption_class, zero_shot_logits
 
             pred = zero_shot_logits(run.model, x, torch.as_tensor(info.extras["prompt_ids"])).argmax(-1)
             true = caption_class(y, torch.as_tensor(info.extras["class_token_ids"]))
             title = "zero-shot classes of test images (from text prompts)"
         else:
-            from liandan.evaluate.runio import logits_of
+            from liandan.evaluation.runio import logits_of
 
             pred, true = logits_of(run.model, info, x_raw).argmax(-1), y
             title = "predicted classes of test images"

@@ -215,7 +215,7 @@ def _doctor(p: Pieces) -> str:
 def _sweep_table(points: list[tuple[float, dict]]) -> str:
     """AUROC ± SE per severity and method, whether each method's AUROC rises within noise, and
     why not when it does not."""
-    from liandan.evaluate.ood_metrics import sweep_advice, sweep_verdicts
+    from liandan.evaluation.ood_metrics import sweep_advice, sweep_verdicts
 
     def cell(v: dict | None) -> str:
         return f"{v['auroc']:.3f} ± {v.get('auroc_se') or 0:.3f}" if v else ""

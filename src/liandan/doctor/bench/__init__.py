@@ -78,7 +78,7 @@ def injector(kind: str | None):
         return None
     from torch import nn
 
-    from liandan.train.callbacks import Callback
+    from liandan.training.callbacks import Callback
 
     class Inject(Callback):
         def on_fit_start(self, trainer: Any) -> None:
@@ -94,7 +94,7 @@ def injector(kind: str | None):
 def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None) -> dict[str, Any]:
     import liandan
     from liandan.doctor.repair import repair as do_repair
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     t0 = time.perf_counter()
     cbs = injector(case.inject)

@@ -6,7 +6,7 @@ adding a module here, an entry in ``knowledge.yaml`` and bench cases in
 ``liandan/doctor/bench/`` — the tests require all three.
 
 ``ood_inputs`` is not a rule yet: out-of-distribution inputs are judged by the OOD detector of
-:mod:`liandan.evaluate.ood`, which writes its finding into doctor.json through
+:mod:`liandan.evaluation.ood`, which writes its finding into doctor.json through
 :func:`liandan.doctor.findings.add_finding`; ``liandan doctor RUN_DIR`` keeps such findings.
 """
 

@@ -1,7 +1,7 @@
 """Group Relative Policy Optimization (GRPO; Shao et al. 2024, "DeepSeekMath", §4.1).
 
 For each prompt q the policy samples a group of G completions o_1..o_G (temperature sampling
-with the key/value cache of :func:`liandan.generate.sample`); each is scored r_i, and its
+with the key/value cache of :func:`liandan.generation.text.sample`); each is scored r_i, and its
 advantage is relative to its group, so no value network is needed::
 
     A_i = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)           (std unbiased, eps 1e-4, as TRL)
@@ -100,7 +100,7 @@ def grpo(run_dir: str | Path, reward: Any = "exact", *, steps: int = 100, group:
          eval_every: int = 0, eval_samples: int | None = None, seed: int = 0, out: str | Path | None = None,
          quiet: bool = False):
     """Fine-tune the language-model run ``run_dir`` with GRPO; returns the new run (a
-    :class:`~liandan.train.run.Run`) whose directory holds recipe.yaml, data.json, tokenizer,
+    :class:`~liandan.training.run.Run`) whose directory holds recipe.yaml, data.json, tokenizer,
     metrics.csv (one ``train`` row per step: reward, reward_std, kl, clip_frac, ...),
     checkpoints/final.safetensors and summary.json (reward first/last, KL, test exact match
     before and after, ``exact_match_gain``).

@@ -1,6 +1,6 @@
 """The GRPO training loop: rollout, reward, group advantages, clipped update with a KL penalty.
 
-A plain loop rather than the supervised :class:`~liandan.train.loop.Trainer`: a step here
+A plain loop rather than the supervised :class:`~liandan.training.loop.Trainer`: a step here
 samples from the model it trains, and a batch is built by the policy, not read from a loader.
 The model stays in eval mode throughout (no dropout: the sampling and the scoring policy must be
 the same for ρ = 1 at the first inner step, as TRL disables dropout for the same reason).
@@ -65,14 +65,14 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
              eval_every: int, eval_samples: int | None, seed: int, out: str | Path | None, quiet: bool):
     """:func:`liandan.llm.rl.grpo` (documented there)."""
     from liandan.data.tokenize import EOS, PAD
-    from liandan.generate import sample
+    from liandan.generation.text import sample_tokens
     from liandan.llm.rl.grpo import group_advantages, grpo_loss, token_logprobs
     from liandan.llm.rl.reward import exact_reward
     from liandan.llm.rl.rollout import completion_mask, greedy_reward, problems, score
     from liandan.llm.rl.runio import check_lm_run, finish_run_dir, open_policy, start_run_dir
-    from liandan.train.run import Run, seed_everything
-    from liandan.train.rundir import MetricsLog
-    from liandan.train.setup import torch_threads
+    from liandan.training.run import Run, seed_everything
+    from liandan.training.rundir import MetricsLog
+    from liandan.training.setup import torch_threads
 
     _check(steps, group, batch, lr, beta, clip_eps, temperature, inner_steps)
     if loss_type not in ("token", "sequence"):
@@ -118,7 +118,8 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
                 # a little room to run on, within the model's positions (the scoring pass reads it whole)
                 limit = min(max(len(a) for a in answers) + 2 + slack, context + 1 - cut)
                 rep = prompts.repeat_interleave(group, 0)  # (B*G, P)
-                seq = sample(policy, rep, limit, temperature=temperature, eos=EOS, generator=gen, pad=PAD)  # (B*G, P+n)
+                seq = sample_tokens(policy, rep, limit, temperature=temperature, eos=EOS, generator=gen,
+                                    pad=PAD)  # (B*G, P+n)
                 completion = seq[:, cut:]  # (B*G, n)
                 mask = completion_mask(completion, EOS)  # (B*G, n)
                 rewards = score(completion, answers, reward_fn, tok, rep)  # (B*G,)
@@ -169,6 +170,6 @@ def run_grpo(run_dir: str | Path, reward: Any, *, steps: int, group: int, batch:
     finish_run_dir(out_dir, policy, recipe, summary)
     if after:
         echo(f"grpo: test exact match {before['exact_match']:.4f} -> {after['exact_match']:.4f}  ({out_dir})")
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     return Run(out_dir, recipe, read_json(out_dir / "summary.json"), run.info, policy, data)

@@ -9,7 +9,7 @@ in the literal ``<eos>`` when the sequence was finished, and returns one float p
   answer that runs on is wrong). With chain of thought (arith ``steps: true``, the run's data
   names ``final_after: "|"``) only what follows the last ``|`` is judged, and the ``|`` must be
   there: the working may differ. Greedy decoding's mean ``exact`` reward is
-  :func:`liandan.generate.exact_match`'s exact match.
+  :func:`liandan.generation.text.exact_match`'s exact match.
 - ``format``: 1 for a well-formed completion: ``-?digits<eos>``, or with working
   ``working|-?digits<eos>`` (the format reward of DeepSeek-AI 2025, "DeepSeek-R1", §2.2.2).
 - ``exact+format``: their sum (R1's accuracy reward plus its format reward).

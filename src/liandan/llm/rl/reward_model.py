@@ -122,10 +122,10 @@ def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int =
     from liandan.llm.rl.rollout import problems
     from liandan.llm.rl.runio import REWARD_MODEL_JSON, check_lm_run, start_run_dir
     from liandan.recipe import load_recipe
-    from liandan.train import checkpoint as ck
-    from liandan.train.run import load_run, seed_everything
-    from liandan.train.rundir import MetricsLog, write_json
-    from liandan.train.setup import torch_threads
+    from liandan.training import checkpoint as ck
+    from liandan.training.run import load_run, seed_everything
+    from liandan.training.rundir import MetricsLog, write_json
+    from liandan.training.setup import torch_threads
 
     if epochs < 1 or lr <= 0 or batch_size < 1 or (pairs is not None and pairs < 1):
         raise LiandanError("reward-model: need epochs ≥ 1, lr > 0, batch_size ≥ 1, pairs ≥ 1")
@@ -197,9 +197,9 @@ def load_reward_model(path: str | Path) -> RewardModel:
     from liandan.data.pipeline import DataInfo
     from liandan.llm.rl.runio import REWARD_MODEL_JSON
     from liandan.recipe import load_recipe
-    from liandan.train import checkpoint as ck
-    from liandan.train.run import build_recipe_model
-    from liandan.train.rundir import read_json
+    from liandan.training import checkpoint as ck
+    from liandan.training.run import build_recipe_model
+    from liandan.training.rundir import read_json
 
     path = Path(path)
     if not (path / REWARD_MODEL_JSON).is_file():

@@ -1,6 +1,6 @@
 """Prompts, sampled completions and their rewards: what GRPO and the reward model read from a run.
 
-A problem is a split's sequence cut where :func:`liandan.generate.exact_match` cuts it: after the
+A problem is a split's sequence cut where :func:`liandan.generation.text.exact_match` cuts it: after the
 run's ``answer_after`` symbol (arith: ``=``), else before its first learned token. Prompts of one
 length batch without padding (the GPTs have learned positions and no attention mask, so left
 padding would shift them), hence problems are kept in buckets by prompt length.
@@ -45,7 +45,7 @@ class Problems:
 def problems(run, data, split: str, max_samples: int | None = None) -> Problems:
     """The prompted problems of ``split`` in the run's data (``run.info.extras['answer_after']``)."""
     from liandan.data.tokenize import load_tokenizer
-    from liandan.generate import prompted_problems
+    from liandan.generation.text import prompted_problems
 
     idx = data.indices.get(split)
     if idx is None or len(idx) == 0:
@@ -64,7 +64,7 @@ def problems(run, data, split: str, max_samples: int | None = None) -> Problems:
 
 def completion_mask(completion: torch.Tensor, eos: int) -> torch.Tensor:
     """``(N, T)`` float mask of a completion's real tokens: up to and including its first ``eos``
-    (the padding :func:`~liandan.generate.sample` writes after it is 0). Unfinished rows: all 1."""
+    (the padding :func:`~liandan.generation.text.sample_tokens` writes after it is 0). Unfinished rows: all 1."""
     is_eos = (completion == eos).int()  # (N, T)
     before = is_eos.cumsum(1) - is_eos  # eos tokens strictly before each position
     return (before == 0).float()
@@ -92,11 +92,11 @@ def score(completions: torch.Tensor, answers: list[list[int]], reward: RewardFn 
 def greedy_reward(model: nn.Module, probs: Problems, reward: RewardFn | nn.Module, tok, slack: int = 0,
                   batch: int = 256, temperature: float = 0.0, seed: int = 0) -> float:
     """Mean reward of greedy completions over every problem (``exact``: greedy exact match). As in
-    :func:`~liandan.generate.exact_match`, each prompt length decodes up to its longest expected
+    :func:`~liandan.generation.text.exact_match`, each prompt length decodes up to its longest expected
     answer plus ``slack`` tokens (16 with chain of thought: a longer working may still be right).
     ``temperature > 0``: one seeded sample per problem instead (the expected reward of sampling)."""
     from liandan.data.tokenize import EOS, PAD
-    from liandan.generate import sample
+    from liandan.generation.text import sample_tokens
 
     was = model.training
     model.eval()
@@ -106,7 +106,8 @@ def greedy_reward(model: nn.Module, probs: Problems, reward: RewardFn | nn.Modul
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
             prompts = torch.tensor([p for p, _ in chunk])  # (b, cut)
-            out = sample(model, prompts, limit, temperature=temperature, eos=EOS, pad=PAD, generator=gen)[:, cut:]
+            out = sample_tokens(model, prompts, limit, temperature=temperature, eos=EOS, pad=PAD,
+                                generator=gen)[:, cut:]
             total += float(score(out, [a for _, a in chunk], reward, tok, prompts).sum())
             n += len(chunk)
     model.train(was)

@@ -23,7 +23,7 @@ REWARD_MODEL_JSON = "reward_model.json"
 def check_lm_run(run_dir: str | Path, verb: str) -> Path:
     """``run_dir`` as a Path once it is known to be a finished language-model run (cheap checks
     first: data.json is read before any model is built)."""
-    from liandan.train.rundir import read_json
+    from liandan.training.rundir import read_json
 
     path = Path(run_dir)
     if (path / REWARD_MODEL_JSON).is_file():
@@ -42,7 +42,7 @@ def open_policy(base: Path, adapter: str | dict | None, name_suffix: str) -> tup
     through an adapter, that adapter (only) trainable."""
     from liandan.data.tokenize import load_tokenizer
     from liandan.recipe import load_dict, load_recipe
-    from liandan.train.run import build_recipe_model, load_run
+    from liandan.training.run import build_recipe_model, load_run
 
     run = load_run(base)
     if adapter is not None and run.recipe.adapter is not None:
@@ -66,7 +66,7 @@ def open_policy(base: Path, adapter: str | dict | None, name_suffix: str) -> tup
 
 def start_run_dir(base: Path, recipe, header: str, out: str | Path | None) -> Path:
     """A new run directory with the recipe, the base's data facts and tokenizer, status running."""
-    from liandan.train.rundir import new_run_dir, read_json, write_json
+    from liandan.training.rundir import new_run_dir, read_json, write_json
 
     out_dir = new_run_dir(recipe.name, out)
     (out_dir / "recipe.yaml").write_text(recipe.to_yaml(header))
@@ -80,8 +80,8 @@ def start_run_dir(base: Path, recipe, header: str, out: str | Path | None) -> Pa
 
 def finish_run_dir(out_dir: Path, model: nn.Module, recipe, summary: dict[str, Any]) -> None:
     """Weights (and the adapter's tensors alone, as a fine-tune writes them) and summary.json."""
-    from liandan.train import checkpoint as ck
-    from liandan.train.rundir import write_json
+    from liandan.training import checkpoint as ck
+    from liandan.training.rundir import write_json
 
     ck.save_weights(model, out_dir / "checkpoints" / "final.safetensors")
     if recipe.adapter is not None:

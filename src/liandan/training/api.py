@@ -1,0 +1,179 @@
+"""The public training API: ``train``, ``resume``, ``load_run`` (evaluation: ``liandan.evaluate``).
+
+``liandan train`` and ``liandan resume`` are thin wrappers over these functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from liandan.data.pipeline import DataModule
+from liandan.errors import LiandanError
+from liandan.recipe import Recipe, load_recipe
+from liandan.training import checkpoint as ck
+from liandan.training import distributed as dist
+from liandan.training.callbacks import Callback
+from liandan.training.callbacks.defaults import recipe_callbacks
+from liandan.training.flops import peak_flops, utilisation
+from liandan.training.loop import Trainer, evaluate, write_summary
+from liandan.training.run import Run, load_run, prepare, seed_everything
+from liandan.training.rundir import new_run_dir, write_json
+from liandan.training.setup import default_threads, pick_device, set_memory_format
+
+__all__ = ["Run", "fit", "load_run", "prepare", "resume", "seed_everything", "train"]
+
+
+def _echo(quiet: bool):
+    return (lambda *a, **k: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, out: str | Path | None = None,
+          callbacks: list[Callback] | None = None, quiet: bool = False) -> Run:
+    """Train ``recipe`` (a file, preset name, dict or Recipe) and return the finished :class:`Run`."""
+    recipe = load_recipe(recipe, overrides)
+    denv = dist.init(pick_device(recipe.train.device).type)
+    data, model, loss_name, loss_fn, device = prepare(recipe)
+    run_dir = None
+    if denv.is_main:  # only rank 0 writes the run directory; the others learn its path
+        run_dir = new_run_dir(recipe.name, out)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
+        write_json(run_dir / "data.json", data.info.to_dict())
+        if (tokenizer := getattr(data.source, "tokenizer", None)) is not None:  # generate/evaluate reload it
+            tokenizer.save(run_dir / (data.info.tokenizer or "tokenizer.json"))
+        write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
+    run_dir = Path(dist.broadcast(str(run_dir)))
+    seed_everything(recipe.seed)
+    return fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
+
+
+def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: bool = False,
+           epochs: int | None = None) -> Run:
+    """Continue ``run_dir`` from its newest complete checkpoint (bit-exact on CPU in fp32)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    recipe = load_recipe(run_dir / "recipe.yaml", {"train.epochs": epochs} if epochs else None)
+    denv = dist.init(pick_device(recipe.train.device).type)
+    if denv.is_main:
+        ck.clean_temp(run_dir / "checkpoints")
+    dist.barrier()
+    path = ck.newest_checkpoint(run_dir / "checkpoints")
+    data, model, loss_name, loss_fn, device = prepare(recipe)
+    if path is None:  # killed before its first checkpoint: start over in place
+        seed_everything(recipe.seed)
+        if denv.is_main:
+            (run_dir / "metrics.csv").unlink(missing_ok=True)
+    return fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
+
+
+def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
+        resume_path: Path | None, callbacks, quiet: bool) -> Run:
+    """Train a model that is already built (``train`` and ``resume`` build theirs; compression
+    retrains its pruned one) in ``run_dir``, resuming from ``resume_path`` when given."""
+    denv = dist.env()
+    echo = _echo(quiet or not denv.is_main)
+    data.train.shard(denv.rank, denv.world)
+    model = set_memory_format(model, recipe.train.channels_last, data.info, device)
+    threads_before = torch.get_num_threads()
+    threads = recipe.train.threads or default_threads(model)
+    torch.set_num_threads(threads)
+    if recipe.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    # The recipe's named callbacks, the caller's, the doctor's; the trainer adds its defaults around them.
+    cbs = [*recipe_callbacks(recipe), *(callbacks or [])]
+    if recipe.doctor.enabled and denv.is_main:
+        cbs += _doctor_callbacks(recipe)
+    sample = next(iter(data.eval_batches("train").epoch(0)))[0][:1].to(device)
+    net = dist.wrap(model, recipe.train.strategy, device) if denv.enabled else model
+    if recipe.train.compile:
+        net = torch.compile(net)
+    trainer = Trainer(recipe, data, model, loss_fn, run_dir, device, cbs, echo, net=net, quiet=quiet)
+    flops = trainer.task.train_flops(model, sample)
+    if resume_path is not None:
+        trainer.resume_from(resume_path)
+        echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+    try:
+        status = trainer.fit()
+    except BaseException:
+        if denv.is_main:
+            write_summary(trainer, {}, {"device": str(device)})
+        dist.shutdown()
+        torch.set_num_threads(threads_before)
+        raise
+    weights = "last"
+    es = recipe.train.early_stopping
+    best = run_dir / "checkpoints" / "best.safetensors"
+    if es and es.restore_best and best.exists() and status in ("completed", "stopped_early"):
+        ck.load_weights(model, best)
+        weights = "best"
+    final = {}
+    if status in ("completed", "stopped_early"):
+        for split in ("train", "val", "test"):
+            if getattr(data, split) is not None:
+                final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
+        if denv.is_main:
+            ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
+            if recipe.adapter is not None:
+                _save_adapter(model, run_dir)
+            if hasattr(model, "save_pretrained") and (plain := _plain(model, recipe)) is not None:
+                plain.save_pretrained(run_dir / "hf")  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
+                if hasattr(tokenizer := getattr(data.source, "tokenizer", None), "to_hf"):
+                    tokenizer.to_hf().save_pretrained(str(run_dir / "hf"))
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    st = trainer.state
+    extra = {"weights": "final" if final else weights, "device": str(device), "threads": threads,
+             "params": n_params, "trainable_params": n_trainable, "world_size": denv.world,
+             "effective_batch_size": recipe.data.batch_size * recipe.train.accumulate * denv.world,
+             "lr_scaling": "none: the recipe's lr is used as is for the effective batch size",
+             **utilisation(flops, st.samples, st.wall_s, peak_flops(device, threads) if flops else None)}
+    summary = write_summary(trainer, final, extra) if denv.is_main else {"status": status, "final": final, **extra}
+    dist.shutdown()
+    torch.set_num_threads(threads_before)  # after the final evaluation, which ran on the run's threads
+    if denv.is_main and recipe.report:
+        try:
+            from liandan.report import write_report
+
+            write_report(run_dir)
+        except Exception as e:  # noqa: BLE001 (a report must never fail a finished run)
+            echo(f"report skipped: {type(e).__name__}: {e}")
+    key = "accuracy" if data.info.task == "classify" else "r2" if data.info.task == "regress" else "loss"
+    if key in final.get("test", {}):  # tasks without accuracy/r2 (gan, diffusion, lm) report their loss
+        echo(f"{status}: test {key} {final['test'][key]:.4f}  ({run_dir})")
+    elif status != "completed":
+        echo(f"{status}: {trainer.stop_reason}  ({run_dir})")
+    if denv.is_main:  # post-run work (the doctor's auto-repair): the run's files are final by now
+        for cb in trainer.callbacks:
+            if cb.implements("on_run_end"):
+                cb.on_run_end(trainer, summary)
+    return Run(run_dir, recipe, summary, data.info, model, data)
+
+
+def _doctor_callbacks(recipe: Recipe) -> list[Callback]:
+    try:
+        from liandan.doctor.live import doctor_callbacks
+    except ImportError:
+        return []
+    return doctor_callbacks(recipe)
+
+
+def _save_adapter(model: nn.Module, run_dir: Path) -> None:
+    """RUN/adapter.safetensors: the adapter's trained tensors alone (what a fine-tune adds)."""
+    from liandan.adapters import adapter_state_dict
+
+    ck.save_weights(adapter_state_dict(model), run_dir / "adapter.safetensors")
+
+
+def _plain(model: nn.Module, recipe: Recipe) -> nn.Module | None:
+    """The model as its architecture's own class: adapters merged into a copy (RUN/hf/ loads
+    anywhere); None for prompt and prefix adapters, whose virtual tokens no plain model holds
+    (their run keeps them in adapter.safetensors)."""
+    if recipe.adapter is None:
+        return model
+    from liandan.adapters import merged_copy, model_adapters
+
+    return None if model_adapters(model) else merged_copy(model)

@@ -1,0 +1,201 @@
+"""A run directory loaded back: :class:`Run`, :func:`load_run`, and :func:`prepare` (data, model,
+loss and device for a recipe, checked with one forward pass).
+
+This is the layer the pillars read runs through (evaluate, report, doctor, generate, sample,
+predict); :mod:`liandan.training.api` trains and, at the end, calls the doctor and the report, so it
+sits above them and this module below.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from liandan.data.pipeline import DataInfo, DataModule, build_data
+from liandan.errors import LiandanError
+from liandan.paths import check_path, component
+from liandan.recipe import Recipe, load_recipe
+from liandan.registry import RUN_FORMATS
+from liandan.training import checkpoint as ck
+from liandan.training.rundir import read_json
+from liandan.training.setup import build_loss, build_model, pick_device, set_memory_format
+from liandan.training.tasks import Task, build_task
+
+
+@dataclass
+class Run:
+    """A run directory with its recipe, summary, data facts and (lazily) its trained model."""
+
+    dir: Path
+    recipe: Recipe
+    summary: dict[str, Any]
+    info: DataInfo
+    model: nn.Module | None = None
+    data: DataModule | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    def load_data(self) -> DataModule:
+        """The run's data, rebuilt once from the seeded recipe (the same splits it trained on) and
+        kept; refused when the source no longer gives the statistics the run was trained with."""
+        if self.data is None:
+            data = build_data(self.recipe.data, self.recipe.seed, self.recipe.task)
+            if data.info.x_mean != self.info.x_mean:
+                raise LiandanError(f"{self.dir}: the data no longer matches the run (normalisation statistics differ)")
+            self.data = data
+        return self.data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.device]:
+    """Data, model, loss and device for ``recipe``, checked with one forward pass before training."""
+    seed_everything(recipe.seed)
+    data = build_data(recipe.data, recipe.seed, recipe.task)
+    seed_everything(recipe.seed)  # model init must not depend on how much RNG the data used
+    if recipe.model.from_run:
+        data.info = fine_tune_info(data.info, Path(recipe.model.from_run))
+    model = build_recipe_model(recipe, data.info)
+    loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
+    device = pick_device(recipe.train.device)
+    model.to(device)
+    _dry_run(model, build_task(data.info, loss_fn, recipe), data, device)
+    return data, model, loss_name, loss_fn, device
+
+
+def _dry_run(model: nn.Module, task: Task, data: DataModule, device: torch.device) -> None:
+    """Fail before any training when the model cannot take the data or the loss the output."""
+    b = data.eval_batches("train")
+    xb, yb = next(iter(b.epoch(0)))
+    xb, yb = xb[:2].to(device), yb[:2].to(device)
+    was = model.training
+    model.eval()  # eval mode: no batch-norm statistics move, no dropout RNG is drawn
+    try:
+        with torch.no_grad():
+            _check_forward(model, task, data, xb, yb)
+    finally:
+        model.train(was)
+
+
+def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    first = lambda e: str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # noqa: E731
+    if task.loss_fn is None:  # the task calls the model itself (lm, gan, diffusion, ...)
+        try:
+            task.forward(model, xb, yb)
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            raise LiandanError(f"task {data.info.task!r} cannot run model on a batch from "
+                               f"{data.info.source!r}: {first(e)}") from None
+        return
+    try:
+        out = model(xb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
+                           f"{data.info.source!r}: {first(e)}") from None
+    if data.info.task == "classify" and out.dim() == 2 and out.shape[1] < data.info.num_classes:
+        raise LiandanError(f"model outputs {out.shape[1]} values but the data has {data.info.num_classes} classes")
+    try:
+        task.loss_fn(out, yb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise LiandanError(f"loss cannot compare the model output {tuple(out.shape)} with targets "
+                           f"{tuple(yb.shape)}: {first(e)}") from None
+
+
+def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
+    """Load a finished run: recipe, summary, data facts and the model with its trained weights.
+
+    Under the agents' roots (:mod:`liandan.paths`) the directory and every file read from it are
+    checked when opened; the weights named by ``summary.json`` stay inside the run directory always."""
+    run_dir = Path(run_dir)
+    check_path(run_dir, "run directory")
+    if weights is None:  # another kind of run directory (a compressed run), rebuilt by its own loader
+        for fmt in RUN_FORMATS.entries():
+            if (run_dir / fmt.extra["marker"]).is_file():
+                return fmt.fn(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
+        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    info = DataInfo.from_dict(read_json(run_dir / "data.json"))
+    seed_everything(recipe.seed)
+    model = build_recipe_model(recipe, info, base_weights=False)  # its own checkpoint has every weight
+    ck.load_weights(model, weights_path(run_dir, weights, summary))
+    # evaluate with the memory format it trained with: the same kernels, the same last bits
+    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
+    return Run(run_dir, recipe, summary, info, model)
+
+
+def weights_path(run_dir: Path, weights: str | None = None, summary: dict[str, Any] | None = None) -> Path:
+    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``).
+
+    The name is one plain file name (``summary.json`` is data: ``"../../x"`` cannot leave the run)."""
+    summary = summary if summary is not None else (
+        read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {})
+    name = weights or summary.get("weights", "last")
+    path = checkpoint_file(run_dir, name)
+    if not path.exists():
+        raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
+    return path
+
+
+def checkpoint_file(run_dir: Path, name: Any) -> Path:
+    """``run_dir/checkpoints/<name>.safetensors`` for a plain weights ``name`` (no separator, no
+    ``..``); checked against the agents' roots when they are active."""
+    name = component(name if isinstance(name, str) else repr(name), f"{run_dir}: weights")
+    return check_path(Path(run_dir) / "checkpoints" / f"{name}.safetensors", "weights")
+
+
+def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = True) -> nn.Module:
+    """The recipe's model: built and initialised; with ``model.from_run`` the trained weights of that
+    run (``base_weights``); with ``adapter`` the base frozen and the adapter in place."""
+    base = check_path(recipe.model.from_run, "model.from_run") if recipe.model.from_run and base_weights else None
+    model = build_model(recipe.model, info)
+    if base is not None:
+        try:
+            ck.load_weights(model, weights_path(base))
+        except (RuntimeError, KeyError) as e:
+            raise LiandanError(f"model.from_run: {base}'s weights do not fit this model (give the base run's "
+                               f"model options): {str(e).strip().splitlines()[0]}") from None
+    if recipe.adapter is not None:
+        from liandan.registry import ADAPTERS
+
+        entry = ADAPTERS.get(recipe.adapter.name)
+        model = entry.fn(**entry.validate(recipe.adapter.options, where="adapter")).apply(model)
+    return model
+
+
+def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
+    """The data facts of a fine-tune: the new data's, with the base model's context, once the new
+    data is checked to fit the base run (same vocabulary, classes and input shape; context ≤ the
+    base's). Saved as the run's data.json, so the fine-tuned run loads without its base."""
+    import dataclasses
+
+    check_path(base_dir, "model.from_run")
+    if not (base_dir / "data.json").is_file():
+        raise LiandanError(f"model.from_run: {base_dir} is not a run directory (no data.json)")
+    base = DataInfo.from_dict(read_json(base_dir / "data.json"))
+    where = f"model.from_run ({base_dir})"
+    if new.vocab_size != base.vocab_size:
+        raise LiandanError(f"{where}: the base run has a vocabulary of {base.vocab_size} tokens, this data "
+                           f"{new.vocab_size}; fine-tune on data with the same tokenizer")
+    if new.max_len > base.max_len:
+        raise LiandanError(f"{where}: this data needs a context of {new.max_len} tokens, the base model has "
+                           f"{base.max_len}")
+    if not new.vocab_size and tuple(new.input_shape) != tuple(base.input_shape):
+        raise LiandanError(f"{where}: inputs of shape {tuple(new.input_shape)} but the base model takes "
+                           f"{tuple(base.input_shape)}")
+    if new.task == "classify" and new.num_classes != base.num_classes:
+        raise LiandanError(f"{where}: {new.num_classes} classes but the base model has {base.num_classes}")
+    return dataclasses.replace(new, max_len=base.max_len)
+
