@@ -21,7 +21,7 @@ def test_doctor_run_dir_json_matches_live_diagnosis(cli, quick_bench):
 def test_doctor_run_dir_without_probe_log_uses_metrics_csv(cli, quick_bench, tmp_path):
     import shutil
 
-    src = run_dir(quick_bench, "healthy_digits_mlp")
+    src = run_dir(quick_bench, "healthy_wine_sgd")
     d = tmp_path / "run"
     shutil.copytree(src, d)
     (d / "doctor_probes.jsonl").unlink()
@@ -46,6 +46,18 @@ def test_doctor_bench_json_subset(cli):
     assert {"false_alarm_rate", "repair_success", "wall_s", "results"} <= set(doc)
 
 
+def test_doctor_bench_seeds(cli):
+    code, out, _ = cli("doctor", "bench", "--cases", "symmetry_zeros_relu_digits", "--no-repair", "--seeds", "0,1",
+                       "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["offsets"] == [0, 1] and [d["seed_offset"] for d in doc["seeds"]] == [0, 1]
+    assert doc["scores"]["recall"] == {"mean": 1.0, "sd": 0.0, "min": 1.0, "max": 1.0}
+    assert doc["scores"]["repair_success"] is None  # --no-repair
+    code, out, _ = cli("doctor", "bench", "--cases", "symmetry_zeros_relu_digits", "--no-repair", "--seeds", "0,1")
+    assert code == 0 and out.strip().splitlines()[-1].startswith("seed offsets 0,1 (mean ± sd [min–max]): recall 1.000")
+
+
 def test_explain_topics(cli):
     code, out, _ = cli("explain", "exploding_gradients")
     assert code == 0 and "Causes:" in out and "Fixes:" in out and "why:" in out and "梯度裁剪" in out
@@ -68,7 +80,7 @@ def test_outside_findings_survive_rediagnosis(cli, quick_bench, tmp_path):
     from liandan.doctor.findings import add_finding
 
     d = tmp_path / "run"
-    shutil.copytree(run_dir(quick_bench, "healthy_digits_mlp"), d)
+    shutil.copytree(run_dir(quick_bench, "healthy_wine_sgd"), d)
     add_finding(d, {"code": "ood_inputs", "severity": "warning", "step": None, "epoch": None,
                     "evidence": {"flagged_rate": 0.4}, "causes": ["other source"],
                     "fixes": [{"say": "check", "patch": {}}]})

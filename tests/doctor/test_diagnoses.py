@@ -15,7 +15,9 @@ def _doc(quick_bench, case):
 
 
 def test_deep_sigmoid_normal_init_names_saturation_with_layer_numbers(quick_bench):
-    doc = _doc(quick_bench, "saturated_sigmoid10_normal1")
+    # normal(0, 2) init: normal(0, 1) saturates only ~30 % of the units, too near the rule's 25 %
+    # to hold on every machine (bench/doctor_margins.py)
+    doc = _doc(quick_bench, "saturated_sigmoid10_normal2")
     f = next(f for f in doc["findings"] if f["code"] in ("saturated_activations", "vanishing_gradients"))
     layers = f["evidence"]["layer_saturation"]
     assert len(layers) == 10 and all(0.2 < v <= 1 for v in layers.values())
@@ -27,7 +29,9 @@ def test_deep_sigmoid_normal_init_names_saturation_with_layer_numbers(quick_benc
 
 
 def test_sgd_lr10_blow_up_caught_in_first_epoch_with_step_and_fixes(quick_bench):
-    doc = _doc(quick_bench, "explode_sgd_lr10_digits_mlp")
+    # the [256, 128] MLP: on some seeds the [128, 64] one's gradient grows only ~800× (rule: 1e3×)
+    # and its ReLUs die instead (bench/doctor_margins.py)
+    doc = _doc(quick_bench, "explode_sgd_lr10_digits_wide")
     f = next(f for f in doc["findings"] if f["code"] in ("exploding_gradients", "nonfinite_loss"))
     assert f["epoch"] == 0 and isinstance(f["step"], int) and 1 <= f["step"] <= 23
     patches = [fx["patch"] for fx in f["fixes"][:2]]

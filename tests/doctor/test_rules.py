@@ -1,5 +1,5 @@
 """Registry-driven rule tests: every registered rule is documented, has faulty bench cases that
-trigger it (one marked quick, run here) and stays silent on the healthy quick cases."""
+trigger it (one marked quick, run here at two seeds) and stays silent on the healthy quick cases."""
 
 from __future__ import annotations
 
@@ -39,18 +39,25 @@ def test_bench_size_and_expectations_are_valid():
     assert {"mlp", "lenet5"} <= models
 
 
+SEEDS = ["quick_bench", "quick_bench_seed1"]
+
+
+@pytest.mark.parametrize("bench", SEEDS)
 @pytest.mark.parametrize("code", RULE_NAMES)
-def test_rule_fires_on_its_quick_case(code, quick_bench):
-    case = next(c for c in ALL if c.quick and code in c.expect)
-    res = quick_bench["results"][case.name]
-    assert code in res["found"], res
-    assert not res["wrong"], res
+def test_rule_fires_on_its_quick_case(code, bench, request):
+    results = request.getfixturevalue(bench)["results"]
+    for case in [c for c in ALL if c.quick and code in c.expect]:
+        res = results[case.name]
+        assert code in res["found"], res
+        assert not res["wrong"], res
 
 
-def test_healthy_quick_cases_have_no_findings(quick_bench):
+@pytest.mark.parametrize("bench", SEEDS)
+def test_healthy_quick_cases_have_no_findings(bench, request):
+    qb = request.getfixturevalue(bench)
     healthy = [c.name for c in ALL if c.quick and c.healthy]
     assert len(healthy) >= 3
     for name in healthy:
-        assert quick_bench["results"][name]["found"] == [], name
-    doc = quick_bench["doc"]
+        assert qb["results"][name]["found"] == [], name
+    doc = qb["doc"]
     assert doc["recall"] == 1.0 and doc["precision"] == 1.0 and doc["false_alarm_rate"] == 0.0

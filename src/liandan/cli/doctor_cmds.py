@@ -29,13 +29,15 @@ def doctor(
     cases: str = typer.Option(None, "--cases", help="bench: comma-separated case names, groups or codes."),
     no_repair: bool = typer.Option(False, "--no-repair", help="bench: detection only (skip the --fix loop)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="bench: run the cases in this many processes."),
+    seeds: str = typer.Option(None, "--seeds", help="bench: comma-separated seed offsets added to every recipe's "
+                              "seed (e.g. 0,1,2); reports each and mean ± sd of the scores."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Diagnose a run or a recipe (causes and fixes), repair it with --fix, or run the doctor benchmark."""
     from liandan.doctor.examine import is_run_dir
 
     if target == "bench" and not is_run_dir(target):
-        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet, jobs)
+        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet, jobs, seeds)
         return
     import liandan
     from liandan.doctor.findings import format_document
@@ -54,8 +56,8 @@ def doctor(
 
 
 def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, memory: Path | None, json_: bool,
-           quiet: bool, jobs: int) -> None:
-    from liandan.doctor.bench import format_summary, run_bench
+           quiet: bool, jobs: int, seeds: str | None = None) -> None:
+    from liandan.doctor.bench import format_seeds, format_summary, run_bench, run_seeds
 
     def echo(line: str) -> None:
         if quiet:
@@ -63,6 +65,18 @@ def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, mem
         print(line, file=sys.stderr if json_ else sys.stdout, flush=True)
 
     names = [c.strip() for c in cases.split(",") if c.strip()] if cases else None
+    if seeds:
+        try:
+            offsets = [int(k) for k in seeds.split(",") if k.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"--seeds takes comma-separated integers, not {seeds!r}") from None
+        doc = run_seeds(names, seeds=offsets, quick=quick, repair=repair, rounds=rounds or 3, memory=memory,
+                        echo=echo, jobs=jobs)
+        if json_:
+            print_json(doc)
+        else:
+            typer.echo(format_seeds(doc))
+        return
     doc = run_bench(names, quick=quick, repair=repair, rounds=rounds or 3, memory=memory, echo=echo, jobs=jobs)
     if json_:
         print_json(doc)

@@ -97,7 +97,14 @@ def distill_loss(teacher: str | None = None, temperature: float = 4.0, alpha: fl
 
     ``teacher``: the run directory of a trained classifier on the same classes (no teacher:
     plain cross-entropy); ``temperature`` T softens both distributions; ``alpha`` weighs the
-    soft term against the labels."""
+    soft term against the labels.
+
+    Args:
+        teacher: run directory of a trained classifier of the same classes; None: plain cross-entropy
+        temperature: T softening both distributions (Hinton et al. 2015); the soft term is scaled by T²
+        alpha: weight of the soft (teacher) term; 1 − alpha goes to the labels' cross-entropy
+        label_smoothing: label smoothing of the hard cross-entropy term
+    """
     return DistillLoss(teacher, temperature, alpha, label_smoothing)
 
 

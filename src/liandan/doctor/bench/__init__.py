@@ -8,6 +8,13 @@ inject: ..., recipe: {...}}``. ``expect`` is what must be found (recall); a find
 alarm. ``inject`` plants faults no recipe key can express (``softmax_head``: the model ends in
 a Softmax). Repair success: the ``--fix`` loop ends healthy with a better validation metric.
 Like AutoTrainer's evaluation (detection, false positives, repaired share), on our own cases.
+
+``quick: true`` marks the subset the test suite runs (at the recipes' seeds and shifted by one).
+A quick case must keep its verdict with a margin of at least 2× — the deciding statistic at
+least twice (or half) its rule's threshold, see :mod:`liandan.doctor.bench.margins` — over seed
+offsets 0-2 × 1 and 2 torch threads (``python bench/doctor_margins.py``): a case near a threshold
+flips on another machine. Such cases stay in the full bench, which measures the doctor; the
+quick set tests it. ``run_seeds`` (``liandan doctor bench --seeds 0,1,2``) shifts every seed.
 """
 
 from __future__ import annotations
@@ -45,21 +52,8 @@ def load_cases(names: list[str] | None = None, quick: bool = False) -> list[Case
     cases = []
     root = resources.files("liandan.doctor.bench")
     for f in sorted(root.iterdir(), key=lambda p: p.name):
-        if not f.name.endswith(".yaml"):
-            continue
-        group = f.name[:-5]
-        for d in yaml.safe_load(f.read_text()) or []:
-            cases.append(
-                Case(
-                    d["name"],
-                    group,
-                    d["recipe"],
-                    list(d.get("expect", [])),
-                    list(d.get("allow", [])),
-                    d.get("inject"),
-                    bool(d.get("quick", False)),
-                )
-            )
+        if f.name.endswith(".yaml"):
+            cases += parse_cases(f.read_text(), f.name[:-5])
     if names:
         wanted = set(names)
         picked = [c for c in cases if c.name in wanted or c.group in wanted]
@@ -70,6 +64,12 @@ def load_cases(names: list[str] | None = None, quick: bool = False) -> list[Case
             )
         return picked
     return [c for c in cases if c.quick] if quick else cases
+
+
+def parse_cases(text: str, group: str) -> list[Case]:
+    """The cases of one YAML file (a list of ``{name, expect, allow, quick, inject, recipe}``)."""
+    return [Case(d["name"], group, d["recipe"], list(d.get("expect", [])), list(d.get("allow", [])),
+                 d.get("inject"), bool(d.get("quick", False))) for d in yaml.safe_load(text) or []]
 
 
 def injector(kind: str | None):
@@ -91,7 +91,17 @@ def injector(kind: str | None):
     return lambda: [Inject()]
 
 
-def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None) -> dict[str, Any]:
+def case_overrides(case: Case, seed_offset: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bench's overrides for ``case``: :data:`BASE`, the recipe's seed shifted by ``seed_offset``
+    (a different split, init and data order: the same fault must still show), then ``overrides``."""
+    ov = dict(BASE)
+    if seed_offset:
+        ov["seed"] = int(case.recipe.get("seed", 0)) + seed_offset
+    return {**ov, **(overrides or {})}
+
+
+def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None,
+             seed_offset: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import liandan
     from liandan.doctor.repair import repair as do_repair
     from liandan.training.rundir import read_json
@@ -99,8 +109,9 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
     t0 = time.perf_counter()
     cbs = injector(case.inject)
     out = root / case.name
+    ov = case_overrides(case, seed_offset, overrides)
     run = liandan.train(
-        case.recipe, overrides=dict(BASE), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True
+        case.recipe, overrides=dict(ov), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True
     )
     doc = read_json(run.dir / "doctor.json")
     found = [f["code"] for f in doc["findings"]]
@@ -121,7 +132,7 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
 
         rep = do_repair(
             case.recipe,
-            dict(BASE),
+            dict(ov),
             rounds=rounds,
             out=out,
             memory=memory,
@@ -176,11 +187,13 @@ def run_bench(
     out: str | Path | None = None,
     echo: Any = None,
     jobs: int = 1,
+    seed_offset: int = 0,
 ) -> dict[str, Any]:
     """Run the cases; returns ``{"results": [...], "recall", "precision", "false_alarm_rate",
     "repair_success", "wall_s", ...}``. A fresh memory store is used unless ``memory`` is given,
     so results do not depend on past runs. ``jobs`` > 1 runs cases in that many processes (one
-    torch thread each); the shared memory store then sees outcomes in a less fixed order."""
+    torch thread each); the shared memory store then sees outcomes in a less fixed order.
+    ``seed_offset`` shifts every recipe's seed (see :func:`run_seeds` for several)."""
     import tempfile
 
     import torch
@@ -199,16 +212,54 @@ def run_bench(
         results = []
         try:
             if jobs > 1:
-                results = _parallel(cases, root, repair, rounds, mem.path, jobs, echo)
+                results = _parallel(cases, root, repair, rounds, mem.path, jobs, echo, seed_offset)
             else:
                 for c in cases:
-                    r = run_case(c, root, repair, rounds, mem)
+                    r = run_case(c, root, repair, rounds, mem, seed_offset)
                     results.append(r)
                     if echo:
                         echo(format_result(r))
         finally:
             torch.set_num_threads(threads)
-    return {"results": results, **score(results, cases), "wall_s": round(time.perf_counter() - t0, 1)}
+    return {"results": results, **score(results, cases), "seed_offset": seed_offset,
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+SCORES = ("recall", "precision", "false_alarm_rate", "repair_success")
+
+
+def run_seeds(names: list[str] | None = None, *, seeds: list[int], out: str | Path | None = None,
+              echo: Any = None, **kw: Any) -> dict[str, Any]:
+    """:func:`run_bench` once per seed offset in ``seeds`` (each with a fresh memory store unless
+    ``memory`` is given; runs under ``out``/seed<offset>); returns ``{"offsets", "seeds": [per-seed
+    documents], "scores": {score: {"mean", "sd", "min", "max"}}, "wall_s"}``."""
+    import statistics
+
+    t0 = time.perf_counter()
+    docs = []
+    for k in seeds:
+        if echo:
+            echo(f"# seed offset {k}")
+        doc = run_bench(names, out=Path(out) / f"seed{k}" if out else None, echo=echo, seed_offset=k, **kw)
+        docs.append(doc)
+        if echo:
+            echo(format_summary(doc))
+    scores: dict[str, Any] = {}
+    for key in SCORES:
+        xs = [d[key] for d in docs if d.get(key) is not None]
+        scores[key] = {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                       "min": min(xs), "max": max(xs)} if xs else None
+    return {"offsets": list(seeds), "seeds": docs, "scores": scores, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def format_seeds(doc: dict[str, Any]) -> str:
+    def f(key: str) -> str:
+        s = doc["scores"][key]
+        return "n/a" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+
+    return (f"seed offsets {','.join(map(str, doc['offsets']))} (mean ± sd [min–max]): recall {f('recall')}  "
+            f"precision {f('precision')}  false_alarm_rate {f('false_alarm_rate')}  "
+            f"repair_success {f('repair_success')}  wall {doc['wall_s']:.0f}s")
 
 
 def _worker(args: tuple) -> dict[str, Any]:
@@ -216,13 +267,14 @@ def _worker(args: tuple) -> dict[str, Any]:
 
     from liandan.doctor.memory import Memory
 
-    case, root, repair, rounds, mem_path = args
+    case, root, repair, rounds, mem_path, seed_offset = args
     torch.set_num_threads(1)
-    return run_case(case, root, repair, rounds, Memory(mem_path))
+    return run_case(case, root, repair, rounds, Memory(mem_path), seed_offset)
 
 
 def _parallel(
-    cases: list[Case], root: Path, repair: bool, rounds: int, mem_path: Path, jobs: int, echo: Any
+    cases: list[Case], root: Path, repair: bool, rounds: int, mem_path: Path, jobs: int, echo: Any,
+    seed_offset: int = 0,
 ) -> list[dict[str, Any]]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -231,7 +283,7 @@ def _parallel(
     order = sorted(cases, key=lambda c: -int(c.recipe.get("train", {}).get("epochs", 20)))
     done: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as ex:
-        for r in ex.map(_worker, [(c, root, repair, rounds, mem_path) for c in order]):
+        for r in ex.map(_worker, [(c, root, repair, rounds, mem_path, seed_offset) for c in order]):
             done[r["name"]] = r
             if echo:
                 echo(format_result(r))

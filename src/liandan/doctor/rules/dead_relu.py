@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, init_desc, layer_numbers, lower_lr, make, pct
+from liandan.doctor.rules._signal import Signal, above, all_of, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median, typical_lr
 from liandan.registry import register_rule
 
@@ -18,15 +19,26 @@ CODE = "dead_relu"
 DEAD = 0.7
 
 
+def _dead(view: RunView) -> dict[str, float]:
+    return {k: median(v) for k, v in view.act_series("dead", view.last_probes(3)).items()}
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """The worst layer's dead share ≥ 0.7 and the run learns poorly."""
+    dead = _dead(view)
+    if not dead:
+        return silent("no ReLU layer probed")
+    return all_of(above("dead_fraction", max(dead.values()), DEAD, "odds", strict=False), learns_poorly(view))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high"))
 def dead_relu(view: RunView) -> Finding | None:
     """Most units of a ReLU layer output zero for every input (they have stopped learning)."""
-    dead = {k: median(v) for k, v in view.act_series("dead", view.last_probes(3)).items()}
-    if not dead or not view.learns_poorly():
+    if not signal(view):
         return None
+    dead = _dead(view)
     worst = max(dead, key=dead.get)
-    if dead[worst] < DEAD:
-        return None
     first = view.act_series("dead", view.probes[:1]).get(worst, [0.0])
     step = next((p["step"] for p in view.probes if p.get("acts", {}).get(worst, {}).get("dead", 0) >= DEAD),
                 view.probes[-1]["step"])

@@ -14,6 +14,7 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, init_gain, layer_numbers, lower_lr, make
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, exceeds, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
@@ -22,17 +23,34 @@ GROWTH = 1e3
 ABSOLUTE = 1e6
 
 
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Growth of the gradient norm over the first step's (> 1e3×, or > 1e6 absolute, or non-finite
+    after > 10×), and a second signal: the loss got worse (or NaN) or the run learns poorly."""
+    gn = view.grad_norm
+    fin = finite(gn)
+    if not fin or not fin[0] > 0:
+        return silent("no finite gradient norm")
+    base = fin[0]
+    grew = [above("growth", max(fin) / base, GROWTH), above("grad_norm", max(fin), ABSOLUTE)]
+    bad_at = [i for i, x in enumerate(gn) if not math.isfinite(x)]
+    if bad_at:  # the prefix maximum only grows: the last overflow has the largest growth before it
+        grew.append(above("growth_before_overflow", max(finite(gn[:bad_at[-1]]) or [0.0]) / base, 10.0))
+    fl = finite(view.loss)
+    worse = [count("bad_steps", len(view.bad_steps()))]
+    if len(fl) > 3:
+        worse.append(exceeds("loss_end_over_start", view.loss_window(False), view.loss_window(True)))
+    return all_of(any_of(*grew, name="grew"), any_of(*worse, learns_poorly(view), name="worse"))
+
+
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
                                                "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"))
 def exploding_gradients(view: RunView) -> Finding | None:
     """Gradient norms grow by orders of magnitude and the loss gets worse (or NaN)."""
-    steps, gn, loss = view.steps, view.grad_norm, view.loss
-    fin = finite(gn)
-    if not fin:
+    if not signal(view):
         return None
-    base = fin[0]  # the first step's norm: the growth is measured from the start
-    if not base > 0:
-        return None
+    steps, gn = view.steps, view.grad_norm
+    base = finite(gn)[0]  # the first step's norm: the growth is measured from the start
     first = None
     for s, x in zip(steps, gn, strict=True):
         if math.isfinite(x) and (x > GROWTH * base or x > ABSOLUTE):
@@ -41,14 +59,8 @@ def exploding_gradients(view: RunView) -> Finding | None:
         if not math.isfinite(x) and max(finite(gn[: steps.index(s)]) or [0.0]) > 10 * base:
             first = s  # grew, then overflowed
             break
-    if first is None:
-        return None
     i = steps.index(first)
     peak = max(finite(gn[: i + 1]) or [float("inf")]) if math.isfinite(gn[i]) else float("inf")
-    fl = finite(loss)
-    worse = bool(view.bad_steps()) or (len(fl) > 3 and view.loss_window(False) > view.loss_window(True))
-    if not (worse or view.learns_poorly()):
-        return None
     # per-layer gradient norms at the probe nearest the blow-up (AutoTrainer's first/last ratio)
     probe = min(view.probes, key=lambda p: abs(p["step"] - first), default=None)
     layers = {k: v["grad"] for k, v in (probe or {}).get("layers", {}).items()}

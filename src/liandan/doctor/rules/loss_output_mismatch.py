@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, signal_of
 from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
 
@@ -28,44 +29,73 @@ def _loss(view: RunView) -> str:
     return view.recipe.loss.name or ("cross_entropy" if view.task == "classify" else "mse")
 
 
+def _facts(view: RunView) -> tuple[str, dict | None, dict]:
+    """(loss name, the probed output's facts, the label facts)."""
+    out = next((p["output"] for p in view.probes if "output" in p), None)
+    lab = (view.inputs or {}).get("labels") or next((p["labels"] for p in view.probes if "labels" in p), None) or {}
+    return _loss(view), out, lab
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Any wiring error; all but the softmax check (rows of the output summing to 1 within 1e-3)
+    are facts of the recipe and data, not of the trajectory."""
+    loss, out, lab = _facts(view)
+    dim = (out or {}).get("dim", view.num_classes)
+    lo = finite(view.loss)
+    checks = [
+        all_of(flag("probability loss on non-negative outputs", bool(out) and loss in PROB_LOSSES
+                    and out.get("dim", 1) > 1 and out.get("min", -1) >= 0),
+               below("row_sum_deviation", (out or {}).get("row_sum_dev", 1), 1e-3), name="softmax_twice"),
+        flag("labels_outside_outputs", lab.get("kind") == "class" and view.task == "classify"
+             and (lab["max"] >= dim or lab["min"] < 0)),
+        flag("bce_multiclass", loss == "bce_with_logits" and view.task == "classify" and view.num_classes > 2),
+        flag("bce_targets_outside_01", loss == "bce_with_logits" and view.task == "regress"
+             and lab.get("kind") == "value" and (lab["min"] < -1e-6 or lab["max"] > 1 + 1e-6)),
+        flag("regress_class_ids", view.task == "regress" and bool(view.class_names)),
+        flag("negative_loss", bool(lo) and min(lo) < -1e-6
+             and loss in ("cross_entropy", "bce_with_logits", "mse", "l1", "mae", "smooth_l1")),
+    ]
+    return any_of(*checks)
+
+
 @register_rule(CODE, phase="step", suppresses=("underfitting", "overfitting", "lr_too_low", "lr_too_high",
                                                "vanishing_gradients"))
 def loss_output_mismatch(view: RunView) -> Finding | None:
     """The loss does not match the output layer or the labels (softmax twice, BCE on K classes, ...)."""
-    loss = _loss(view)
-    out = next((p["output"] for p in view.probes if "output" in p), None)
-    lab = (view.inputs or {}).get("labels") or next((p["labels"] for p in view.probes if "labels" in p), None) or {}
+    sig = signal(view)
+    if not sig:
+        return None
+    has = {p.name: p.fires for p in sig.parts}
+    loss, out, lab = _facts(view)
     step = view.probes[0]["step"] if view.probes else None
     ev: dict = {"loss": loss, "task": view.task, "outputs": (out or {}).get("dim", view.num_classes)}
     causes, fx = [], []
     kinds = [a["kind"] for a in view.meta.get("activations", [])]
-    if out and loss in PROB_LOSSES and out.get("dim", 1) > 1 and out.get("min", -1) >= 0 \
-            and out.get("row_sum_dev", 1) < 1e-3:
+    if has["softmax_twice"]:
         ev.update(output_min=out["min"], row_sum_deviation=out["row_sum_dev"])
         ends = " (the model ends in a Softmax layer)" if kinds and kinds[-1] == "softmax" else ""
         causes.append(f"the model outputs probabilities{ends} — every row sums to 1 — and {loss} applies softmax "
                       "again: the logits are squashed into [0, 1], gradients shrink and predictions flatten")
         fx += [fix(view, CODE, "logits", {"model.output": "logits"}), fix(view, CODE, "remove_softmax")]
-    if lab.get("kind") == "class" and view.task == "classify":
+    if has["labels_outside_outputs"]:
         dim = (out or {}).get("dim", view.num_classes)
-        if lab["max"] >= dim or lab["min"] < 0:
-            ev.update(label_min=lab["min"], label_max=lab["max"])
-            causes.append(f"class labels range over {lab['min']}..{lab['max']} but the model has {dim} outputs")
-            fx += [fix(view, CODE, "num_classes", {"model.num_classes": lab["max"] + 1}),
-                   fix(view, CODE, "relabel")]
-    if loss == "bce_with_logits" and view.task == "classify" and view.num_classes > 2:
+        ev.update(label_min=lab["min"], label_max=lab["max"])
+        causes.append(f"class labels range over {lab['min']}..{lab['max']} but the model has {dim} outputs")
+        fx += [fix(view, CODE, "num_classes", {"model.num_classes": lab["max"] + 1}),
+               fix(view, CODE, "relabel")]
+    if has["bce_multiclass"]:
         ev["classes"] = view.num_classes
         causes.append(f"binary cross-entropy on a {view.num_classes}-class single-label problem: it scores each "
                       "class independently instead of making the classes compete, so probabilities need not sum "
                       "to 1 and the one-hot negatives dominate the loss")
         fx.append(fix(view, CODE, "cross_entropy", {"loss.name": "cross_entropy"}))
-    if loss == "bce_with_logits" and view.task == "regress" and lab.get("kind") == "value" and \
-            (lab["min"] < -1e-6 or lab["max"] > 1 + 1e-6):
+    if has["bce_targets_outside_01"]:
         ev.update(target_min=lab["min"], target_max=lab["max"])
         causes.append(f"binary cross-entropy needs targets in [0, 1] but they range over "
                       f"[{g(lab['min'])}, {g(lab['max'])}]: the loss is unbounded below and meaningless")
         fx.append(fix(view, CODE, "mse", {"loss.name": "mse"}))
-    if view.task == "regress" and view.class_names:
+    if has["regress_class_ids"]:
         ev["classes"] = len(view.class_names)
         causes.append(f"the data has {len(view.class_names)} classes but the task is regression: class ids are "
                       f"treated as numbers ({loss} on ids 0..{len(view.class_names) - 1} imposes an order and "
@@ -73,9 +103,7 @@ def loss_output_mismatch(view: RunView) -> Finding | None:
         fx.append(fix(view, CODE, "classify", {"task": "classify", "loss.name": "cross_entropy"}))
         fx.append(fix(view, CODE, "classify", {"task": "classify"}))
     lo = finite(view.loss)
-    if lo and min(lo) < -1e-6 and loss in ("cross_entropy", "bce_with_logits", "mse", "l1", "mae", "smooth_l1"):
+    if has["negative_loss"]:
         ev["min_loss"] = min(lo)
         causes.append(f"{loss} became negative ({g(min(lo))}): targets or outputs are outside the loss's domain")
-    if not causes:
-        return None
     return make(view, CODE, "error", step, ev, causes, fixes(*fx))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, signal_of
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
@@ -50,25 +51,48 @@ def loss_rise(view: RunView) -> float:
     return rise
 
 
+def _bounce(val: list[float], tr: list[float]) -> Signal:
+    """Validation loss up *and* training loss up: oscillation; val up alone is overfitting."""
+    if len(val) < 2 or len(tr) < 2:
+        return flag("bounce", False)  # fewer than two epochs
+    return all_of(above("val_loss_over_min", val[-1] / min(val), 1.5, "excess") if min(val) > 0
+                  else flag("val_loss_over_min", val[-1] > 1.5 * min(val)),
+                  above("val_loss_rise", val[-1] - min(val), 0.1),
+                  above("train_loss_over_min", tr[-1] / (1.2 * min(tr) + 0.05), 1.0) if 1.2 * min(tr) + 0.05 > 0
+                  else flag("train_loss_over_min", tr[-1] > 1.2 * min(tr) + 0.05), name="bounce")
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Update/weight ratio > 1e-2, and the loss bounces (val and train up), climbs back ≥ 2× its
+    best, the quality collapses ≥ 0.1, or (updates > 2e-2) the loss is stuck at chance."""
+    upd = update_ratio(view)
+    val = finite(view.metric("val", "loss"))
+    tr = finite(view.metric("train", "loss"))
+    drop = view.loss_drop()
+    # big steps, yet no progress at all: jumping around the valley instead of descending into it
+    stuck = all_of(flag("train mode", view.mode == "train"), above("update_ratio", upd, 2 * UPDATE),
+                   below("loss_drop", drop, 0.1, "odds"), below("best_quality", view.quality(best=True), 0.1, "odds"),
+                   name="stuck")
+    return all_of(above("update_ratio", upd, UPDATE),
+                  any_of(_bounce(val, tr), above("loss_rise", loss_rise(view), RISE, "excess", strict=False),
+                         above("quality_drop", view.quality(best=True) - view.quality(), COLLAPSE, "odds",
+                               strict=False),
+                         stuck, name="oscillates"))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "overfitting"))
 def lr_too_high(view: RunView) -> Finding | None:
     """Updates are > 1 % of the weights per step and the loss bounces instead of settling."""
-    upd = update_ratio(view)
-    if not upd > UPDATE:
+    sig = signal(view)
+    if not sig:
         return None
+    upd = update_ratio(view)
     val = finite(view.metric("val", "loss"))
-    tr = finite(view.metric("train", "loss"))
-    # validation loss up *and* training loss up: oscillation; val up alone is overfitting
-    bounce = (len(val) >= 2 and val[-1] > 1.5 * min(val) and val[-1] - min(val) > 0.1
-              and len(tr) >= 2 and tr[-1] > 1.2 * min(tr) + 0.05)
     rise = loss_rise(view)
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = view.loss_drop()
-    # big steps, yet no progress at all: jumping around the valley instead of descending into it
-    stuck = (view.mode == "train" and upd > 2 * UPDATE and drop == drop and drop < 0.1
-             and view.quality(best=True) < 0.1)
-    if not (bounce or rise >= RISE or collapse >= COLLAPSE or stuck):
-        return None
+    bounce, stuck = sig.find("bounce").fires, sig.find("stuck").fires
     step = next((p["step"] for p in view.probes[1:]
                  if median([st.get("update", 0) for st in p.get("layers", {}).values()], 0) > UPDATE),
                 view.probes[-1]["step"] if view.probes else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make, pct, raise_lr
+from liandan.doctor.rules._signal import Signal, all_of, any_of, below, learns_poorly, signal_of
 from liandan.doctor.rules.lr_too_high import update_ratio
 from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
 from liandan.registry import register_rule
@@ -19,15 +20,20 @@ CODE = "lr_too_low"
 UPDATE = 1e-4
 
 
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Update/weight ratio < 1e-4, and the loss fell < 30 % or the run learns poorly."""
+    return all_of(below("update_ratio", update_ratio(view), UPDATE),
+                  any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view)))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
 def lr_too_low(view: RunView) -> Finding | None:
     """Updates are < 0.01 % of the weights per step and the loss hardly falls."""
+    if not signal(view):
+        return None
     upd = update_ratio(view)
-    if not upd < UPDATE:
-        return None
     drop = view.loss_drop()
-    if not ((drop == drop and drop < 0.3) or view.learns_poorly()):
-        return None
     grad = median([p.get("grad_norm", float("nan")) for p in view.probes])
     ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop,
           "grad_norm": grad, "quality": view.quality(), "epochs": len(view.epochs)}

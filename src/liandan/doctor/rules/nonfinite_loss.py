@@ -13,19 +13,26 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_gain, lower_lr, make
+from liandan.doctor.rules._signal import Signal, count, signal_of
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
 CODE = "nonfinite_loss"
 
 
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Steps whose loss or gradient norm was not finite (any one is a finding)."""
+    return count("bad_steps", len(view.bad_steps()))
+
+
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
                                                "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"))
 def nonfinite_loss(view: RunView) -> Finding | None:
     """The loss or the gradients became NaN/inf (updates skipped; the run may have diverged)."""
-    bad = view.bad_steps()
-    if not bad:
+    if not signal(view):
         return None
+    bad = view.bad_steps()
     first = bad[0]
     steps, loss, gn = view.steps, view.loss, view.grad_norm
     i = steps.index(first)

@@ -13,38 +13,62 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.rules._signal import Signal, above, all_of, exceeds, flag, signal_of, silent
 from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
 
 CODE = "overfitting"
 
 
-@register_rule(CODE, phase="end", modes=("train",))
-def overfitting(view: RunView) -> Finding | None:
-    """Validation loss rises while training loss falls, with a large train/val gap."""
-    eps = [e for e in view.epochs if isinstance(e.get("val"), dict) and isinstance(e.get("train"), dict)]
-    if len(eps) < 3:
-        return None
-    es = view.recipe.train.early_stopping
-    if es and es.restore_best and view.status == "stopped_early":
-        return None
-    vl = [e["val"]["loss"] for e in eps]
-    tl = [e["train"]["loss"] for e in eps]
-    if len(finite(vl)) != len(vl) or len(finite(tl)) != len(tl):
-        return None
-    best = vl.index(min(vl))
-    rising = vl[-1] > 1.1 * vl[best] and len(vl) - 1 - best >= 2 and tl[-1] < tl[best]
+def _epochs(view: RunView) -> list[dict]:
+    return [e for e in view.epochs if isinstance(e.get("val"), dict) and isinstance(e.get("train"), dict)]
+
+
+def _gap(view: RunView, eps: list[dict]) -> tuple[float, float, float]:
+    """(train metric, val metric, gap): accuracy difference, or val/train loss for regression."""
     last = eps[-1]
     if view.task == "classify":
         tr, va = last["train"].get("accuracy", 0.0), last["val"].get("accuracy", 0.0)
-        gap = tr - va
-        big = gap >= (0.07 if tr > 0.9 else 0.10)
-    else:
-        tr, va = tl[-1], vl[-1]
-        gap = va / tr if tr > 0 else float("inf")
-        big = gap >= 1.5
-    if not (rising and big):
+        return tr, va, tr - va
+    tr, va = last["train"]["loss"], last["val"]["loss"]
+    return tr, va, va / tr if tr > 0 else float("inf")
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Val loss ≥ 1.1× its minimum of ≥ 2 epochs before while the train loss fell, and a train/val
+    gap ≥ 0.10 accuracy (0.07 above 0.9 train accuracy) or val loss ≥ 1.5× train loss."""
+    eps = _epochs(view)
+    if len(eps) < 3:
+        return silent("fewer than three epochs")
+    es = view.recipe.train.early_stopping
+    if es and es.restore_best and view.status == "stopped_early":
+        return silent("early stopping restored the best weights")
+    vl = [e["val"]["loss"] for e in eps]
+    tl = [e["train"]["loss"] for e in eps]
+    if len(finite(vl)) != len(vl) or len(finite(tl)) != len(tl):
+        return silent("non-finite epoch loss")
+    best = vl.index(min(vl))
+    tr, _, gap = _gap(view, eps)
+    big = (above("accuracy_gap", gap, 0.07 if tr > 0.9 else 0.10, "odds", strict=False) if view.task == "classify"
+           else above("val_over_train_loss", gap, 1.5, strict=False))
+    return all_of(above("val_loss_over_min", vl[-1] / vl[best], 1.1, "excess") if vl[best] > 0
+                  else flag("val_loss_over_min", vl[-1] > 1.1 * vl[best]),
+                  above("epochs_past_min", len(vl) - 1 - best, 1.5),  # ≥ 2 epochs, an integer
+                  exceeds("train_loss_fell", tl[best], tl[-1]), big)
+
+
+@register_rule(CODE, phase="end", modes=("train",))
+def overfitting(view: RunView) -> Finding | None:
+    """Validation loss rises while training loss falls, with a large train/val gap."""
+    if not signal(view):
         return None
+    eps = _epochs(view)
+    vl = [e["val"]["loss"] for e in eps]
+    tl = [e["train"]["loss"] for e in eps]
+    best = vl.index(min(vl))
+    last = eps[-1]
+    tr, va, gap = _gap(view, eps)
     n_train = view.sizes.get("train")
     params = view.meta.get("params", 0)
     ev = {"train_metric": tr, "val_metric": va, "gap": gap, "val_loss_min": vl[best], "val_loss_min_epoch": best + 1,

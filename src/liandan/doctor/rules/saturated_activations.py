@@ -13,6 +13,7 @@ from __future__ import annotations
 from liandan.doctor.findings import Finding
 from liandan.doctor.probes import SATURATION
 from liandan.doctor.rules._common import fix, fixes, g, he_init_patch, init_desc, layer_numbers, lower_lr, make, pct
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, negate, signal_of, silent
 from liandan.doctor.view import RunView, median, typical_lr
 from liandan.registry import register_rule
 
@@ -20,16 +21,30 @@ CODE = "saturated_activations"
 LAYER, MEAN = 0.5, 0.25
 
 
+def _saturated(view: RunView) -> dict[str, float]:
+    return {k: median(v) for k, v in view.act_series("saturated", view.last_probes(3)).items()}
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """A layer > 50 % saturated or the mean ≥ 25 %, and the best quality stayed below 0.8."""
+    sat = _saturated(view)
+    if not sat:
+        return silent("no sigmoid/tanh layer probed")
+    return all_of(any_of(above("worst_saturated", max(sat.values()), LAYER, "odds"),
+                         above("mean_saturated", sum(sat.values()) / len(sat), MEAN, "odds", strict=False)),
+                  negate(above("best_quality", view.quality(best=True), 0.8, "odds", strict=False),
+                         "best_quality < 0.8"))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_low"))
 def saturated_activations(view: RunView) -> Finding | None:
     """Sigmoid/tanh pre-activations are mostly beyond ±5 (±2.5): gradients through them vanish."""
-    sat = {k: median(v) for k, v in view.act_series("saturated", view.last_probes(3)).items()}
-    if not sat:
+    if not signal(view):
         return None
+    sat = _saturated(view)
     mean = sum(sat.values()) / len(sat)
     worst = max(sat, key=sat.get)
-    if not (sat[worst] > LAYER or mean >= MEAN) or view.quality(best=True) >= 0.8:
-        return None
     first_step = next((p["step"] for p in view.probes
                        if any(a.get("saturated", 0) > LAYER for a in p.get("acts", {}).values())),
                       view.probes[-1]["step"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, good_init, init_desc, layer_numbers, make, pct
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, signal_of, silent
 from liandan.doctor.view import RunView
 from liandan.registry import register_rule
 
@@ -19,20 +20,34 @@ CODE = "symmetry"
 SHARE = 0.5
 
 
+def _shares(view: RunView) -> tuple[list[dict], dict[str, float], dict[str, float]]:
+    """(records after the first epoch, identical share per layer now, and at step 0)."""
+    recs = [r for r in view.identical if r.get("epoch", 0) >= 1 or r.get("step", 0) >= view.steps_per_epoch]
+    start = view.identical[0]["layers"] if view.identical and view.identical[0].get("step", 0) == 0 else {}
+    return recs, (recs[-1]["layers"] if recs else {}), start
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Some layer has ≥ 50 % identical units both at init and after an epoch of training."""
+    recs, last, start = _shares(view)
+    if not recs:
+        return silent("no identity record after the first epoch")
+    # identical at init *and* still identical: weights that merely decayed to ~0 together
+    # (a huge weight decay step) are not the symmetry problem
+    return any_of(*(all_of(above(f"identical_share {k}", v, SHARE, "odds", strict=False),
+                           above(f"identical_share_at_init {k}", start.get(k, 0.0), SHARE, "odds", strict=False))
+                    for k, v in last.items()))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("dead_relu", "vanishing_gradients", "lr_too_low", "lr_too_high",
                                                 "underfitting", "saturated_activations"))
 def symmetry(view: RunView) -> Finding | None:
     """Units of a layer stay identical after training (constant/zero init never broke the symmetry)."""
-    recs = [r for r in view.identical if r.get("epoch", 0) >= 1 or r.get("step", 0) >= view.steps_per_epoch]
-    if not recs:
+    if not signal(view):
         return None
-    last = recs[-1]["layers"]
-    start = view.identical[0]["layers"] if view.identical and view.identical[0].get("step", 0) == 0 else {}
-    # identical at init *and* still identical: weights that merely decayed to ~0 together
-    # (a huge weight decay step) are not the symmetry problem
+    recs, last, start = _shares(view)
     sym = {k: v for k, v in last.items() if v >= SHARE and start.get(k, 0.0) >= SHARE}
-    if not sym:
-        return None
     sizes = {lay["name"]: lay["shape"][0] for lay in view.meta.get("layers", [])}
     worst = max(sym, key=sym.get)
     ev = {"layers": layer_numbers(sym, "{:.3f}"), "layer_units": {k: sizes.get(k) for k in sym},

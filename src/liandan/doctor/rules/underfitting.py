@@ -13,23 +13,31 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make, raise_lr
+from liandan.doctor.rules._signal import Signal, below, flag, signal_of
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
 CODE = "underfitting"
 
 
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """The final quality below the bar (0.6 over chance, R² 0.3); a probing run: the failed
+    one-batch overfit check."""
+    if view.mode == "probe":
+        oc = view.overfit_check
+        return flag("overfit check failed", bool(oc) and not oc.get("passed", True))
+    return below("quality", view.quality(), view.poor(), "odds")
+
+
 @register_rule(CODE, phase="end", generic=True)
 def underfitting(view: RunView) -> Finding | None:
     """Training and validation performance both stay low (the model cannot fit the data)."""
+    if not signal(view):
+        return None
     oc = view.overfit_check
     failed_check = bool(oc) and not oc.get("passed", True)
     q = view.quality()
-    if view.mode == "probe":
-        if not failed_check:
-            return None
-    elif not (q == q and q < view.poor()):
-        return None
     m, o, t = view.recipe.model, view.recipe.optim, view.recipe.train
     tl = finite(view.metric("train", "loss"))
     still = len(tl) >= 2 and tl[-1] < 0.97 * tl[-2]

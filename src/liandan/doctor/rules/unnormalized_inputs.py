@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, flag, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
 
@@ -21,25 +22,40 @@ CODE = "unnormalized_inputs"
 RANGE, RATIO = 10.0, 100.0
 
 
+def _scales(inp: dict) -> tuple[float, float, float]:
+    """(largest feature std or |mean|, std ratio between features, regression target scale)."""
+    lab = inp.get("labels") or {}
+    # Scale, not range: standardised data can still hold a few outliers beyond ±10.
+    big = max(inp.get("std_max", 0.0), inp.get("abs_mean_max", 0.0))
+    target = max(abs(lab.get("mean", 0)), lab.get("std", 0)) if lab.get("kind") == "value" else 0.0
+    return big, inp.get("std_ratio", 1.0), target
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """Feature std/|mean| or target scale > 10 or feature std ratio > 100, and a second signal:
+    the run learns poorly, a non-finite step, or a layer > 50 % saturated."""
+    inp = view.inputs
+    if not inp:
+        return silent("no inputs record")
+    big, ratio, target = _scales(inp)
+    sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
+    return all_of(any_of(above("feature_scale", big, RANGE), above("std_ratio", ratio, RATIO),
+                         above("target_scale", target, RANGE), name="scaled"),
+                  any_of(learns_poorly(view), count("bad_steps", len(view.bad_steps())),
+                         above("max_saturated", max(sat), 0.5, "odds") if sat else flag("max_saturated", False),
+                         name="suffers"))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
                                                 "saturated_activations", "vanishing_gradients"))
 def unnormalized_inputs(view: RunView) -> Finding | None:
     """Inputs or targets are far from zero-mean unit-scale and training suffers for it."""
+    if not signal(view):
+        return None
     inp = view.inputs
-    if not inp:
-        return None
     lab = inp.get("labels") or {}
-    ratio = inp.get("std_ratio", 1.0)
-    # Scale, not range: standardised data can still hold a few outliers beyond ±10.
-    big = max(inp.get("std_max", 0.0), inp.get("abs_mean_max", 0.0))
-    target = max(abs(lab.get("mean", 0)), lab.get("std", 0)) if lab.get("kind") == "value" else 0.0
-    scaled = big > RANGE or ratio > RATIO or target > RANGE
-    if not scaled:
-        return None
-    sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
-    second = view.learns_poorly() or bool(view.bad_steps()) or (sat and max(sat) > 0.5)
-    if not second:
-        return None
+    big, ratio, target = _scales(inp)
     ev = {"input_min": inp["min"], "input_max": inp["max"], "feature_std_max": inp.get("std_max"),
           "feature_std_min": inp.get("std_min"), "std_ratio": ratio, "features": inp.get("features"),
           "normalize": view.recipe.data.normalize, "quality": view.quality()}

@@ -12,6 +12,18 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, he_init_patch, init_desc, layer_numbers, make, pct
+from liandan.doctor.rules._signal import (
+    Signal,
+    above,
+    all_of,
+    any_of,
+    below,
+    flag,
+    learns_poorly,
+    negate,
+    signal_of,
+    silent,
+)
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
 
@@ -19,27 +31,43 @@ CODE = "vanishing_gradients"
 RATIO, FIRST, MEAN_ABS = 1e-3, 1e-4, 1e-7
 
 
+def _grads(view: RunView) -> tuple[list[dict], dict[str, float], dict[str, float]]:
+    """(applied probes, median gradient norm per layer, median mean |g| per layer)."""
+    probes = [p for p in view.probes if p.get("applied", True)]
+    grads = {k: median(v) for k, v in view.layer_series("grad", probes).items()}
+    means = {k: median(v) for k, v in view.layer_series("grad_mean", probes).items()}
+    return probes, grads, means
+
+
+@signal_of(CODE)
+def signal(view: RunView) -> Signal:
+    """G_first/G_last < 1e-3 with G_first < 1e-4, or mean |g_first| < 1e-7; the run learns poorly;
+    and not ReLU units killed by large updates (≥ 70 % dead, updates > 1 %: dead_relu's finding)."""
+    probes, grads, means = _grads(view)
+    names = list(grads)
+    if len(probes) < 2 or len(names) < 2:
+        return silent("fewer than two probes or weight layers")
+    first, last = grads[names[0]], grads[names[-1]]
+    dead = [median(v) for v in view.act_series("dead", view.last_probes(3)).values()]
+    ups = [median(v) for v in view.layer_series("update", probes[1:]).values()]
+    killed = all_of(above("max_dead", max(dead), 0.7, "odds", strict=False) if dead else flag("max_dead", False),
+                    above("update_ratio", median(ups, 0.0), 1e-2))
+    return all_of(learns_poorly(view),
+                  any_of(all_of(below("first_last_ratio", first / last if last > 0 else float("nan"), RATIO),
+                                below("first_grad_norm", first, FIRST)),
+                         below("first_mean_abs_grad", means[names[0]], MEAN_ABS), name="vanished"),
+                  negate(killed, "not killed ReLUs"))
+
+
 @register_rule(CODE, phase="epoch", suppresses=("dead_relu", "lr_too_low", "underfitting"))
 def vanishing_gradients(view: RunView) -> Finding | None:
     """The first layers' gradients are orders of magnitude smaller than the last layer's."""
-    probes = [p for p in view.probes if p.get("applied", True)]
-    if len(probes) < 2 or not view.learns_poorly():
+    if not signal(view):
         return None
-    grads = {k: median(v) for k, v in view.layer_series("grad", probes).items()}
-    means = {k: median(v) for k, v in view.layer_series("grad_mean", probes).items()}
+    probes, grads, means = _grads(view)
     names = list(grads)
-    if len(names) < 2:
-        return None
     first, last = grads[names[0]], grads[names[-1]]
     ratio = first / last if last > 0 else float("nan")
-    by_ratio = ratio < RATIO and first < FIRST
-    by_mean = means[names[0]] < MEAN_ABS
-    if not (by_ratio or by_mean):
-        return None
-    dead = [median(v) for v in view.act_series("dead", view.last_probes(3)).values()]
-    ups = [median(v) for v in view.layer_series("update", probes[1:]).values()]
-    if dead and max(dead) >= 0.7 and median(ups, 0.0) > 1e-2:
-        return None  # units killed by large updates block the gradient: that is dead_relu's finding
     step = next((p["step"] for p in probes
                  if p["layers"][names[0]]["grad"] < FIRST or p["layers"][names[0]]["grad_mean"] < MEAN_ABS),
                 probes[-1]["step"])
