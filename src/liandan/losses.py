@@ -19,7 +19,13 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @register_loss("cross_entropy", tasks=("classify",))
 def cross_entropy(label_smoothing: float = 0.0, class_weights: list[float] | None = None) -> LossFn:
-    """Softmax cross-entropy on logits; optional label smoothing (Szegedy 2016) and class weights."""
+    """Softmax cross-entropy on logits; optional label smoothing (Szegedy 2016) and class weights.
+
+    Args:
+        label_smoothing: mix this much of the uniform distribution into the one-hot targets (0.1 in Szegedy et
+            al. 2016)
+        class_weights: one weight per class, scaling its samples' loss (e.g. for rare classes); None: all 1
+    """
     w = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,7 +37,11 @@ def cross_entropy(label_smoothing: float = 0.0, class_weights: list[float] | Non
 
 @register_loss("bce_with_logits", tasks=("classify", "regress"))
 def bce_with_logits(pos_weight: float | None = None) -> LossFn:
-    """Binary cross-entropy on logits (sigmoid inside, numerically stable); one logit per target."""
+    """Binary cross-entropy on logits (sigmoid inside, numerically stable); one logit per target.
+
+    Args:
+        pos_weight: weight of the positive term, e.g. negatives / positives for imbalanced labels; None: 1
+    """
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y.dtype == torch.int64:  # class ids 0/1 with a single output logit
@@ -62,7 +72,11 @@ def mae() -> LossFn:
 
 @register_loss("smooth_l1", tasks=("regress",))
 def smooth_l1(beta: float = 1.0) -> LossFn:
-    """Huber-style loss: quadratic below ``beta``, linear above (Girshick 2015, Fast R-CNN)."""
+    """Huber-style loss: quadratic below ``beta``, linear above (Girshick 2015, Fast R-CNN).
+
+    Args:
+        beta: error (in target units) where the loss turns from quadratic to linear
+    """
     return lambda out, y: F.smooth_l1_loss(out, y.view_as(out).to(out.dtype), beta=beta)
 
 
@@ -72,6 +86,10 @@ def kl_div(temperature: float = 1.0) -> LossFn:
 
     Targets may be teacher logits (float, same shape as the output) or class ids (then the
     target distribution is one-hot and this equals cross-entropy).
+
+    Args:
+        temperature: T dividing output and teacher logits; the loss is scaled by T² to keep gradients
+            comparable
     """
     t = temperature
 
@@ -93,6 +111,9 @@ def margin_ranking(margin: float = 1.0) -> LossFn:
 
     For a pair of scores it is torch's MarginRankingLoss max(0, −y·(x1 − x2) + margin), applied
     between the true-class logit and each other logit.
+
+    Args:
+        margin: how far the true class's logit must exceed each other logit before the loss is 0
     """
     ranking = nn.MarginRankingLoss(margin=margin)
 

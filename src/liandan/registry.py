@@ -7,8 +7,17 @@ As in timm, a decorator registers a builder under a name::
 
 A builder's keyword parameters *are* its options: a recipe section ``{name: lenet5, ...}`` is
 validated against the signature (unknown keys and wrong types are errors naming the key), and
-the one-line description is the first line of the docstring. Tests iterate over the registries,
-so every new entry is tested without being named in a test file.
+the one-line description is the first line of the docstring. Each option's help text comes from
+the docstring's Google-style ``Args:`` section (peft's ``metadata={"help": ...}``, read from the
+source)::
+
+    Args:
+        small_input: swap the ImageNet stem for a 3×3 stride-1 conv; None: when H or W < 64.
+        width: channels of the first stage (64 in the paper); later stages double it.
+
+one ``name: text`` line per option, longer texts continued on deeper-indented lines. Tests
+iterate over the registries, so every new entry is tested (and its help checked) without being
+named in a test file.
 """
 
 from __future__ import annotations
@@ -17,12 +26,55 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from liandan.errors import LiandanError, did_you_mean
+
+_ARG = re.compile(r"(?P<names>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?:\([^)]*\))?\s*:(?:\s+(?P<text>.*))?$")
+
+
+def parse_args_section(doc: str) -> dict[str, str]:
+    """The ``Args:`` section of a (dedented) Google-style docstring: option name -> help text.
+
+    An item is ``name: text`` or ``name (type): text``; ``a, b: text`` documents several options
+    at once. Lines indented deeper than the item continue its text (joined with single spaces);
+    the section ends at the next line indented no deeper than ``Args:`` (e.g. ``Returns:``).
+    """
+    items: list[tuple[list[str], list[str]]] = []  # (names, lines of text)
+    lines = doc.expandtabs().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == "Args:"), None)
+    if start is None:
+        return {}
+    base = len(lines[start]) - len(lines[start].lstrip())
+    item_indent: int | None = None
+    for ln in lines[start + 1:]:
+        if not ln.strip():
+            continue
+        indent = len(ln) - len(ln.lstrip())
+        if indent <= base:
+            break
+        m = _ARG.match(ln.strip())
+        if m and (item_indent is None or indent <= item_indent):
+            item_indent = indent
+            items.append((re.split(r"\s*,\s*", m["names"]), [m["text"] or ""]))
+        elif items:
+            items[-1][1].append(ln.strip())
+    return {n: " ".join(t for t in text if t) for names, text in items for n in names}
+
+
+# Help for the options the data fills in (``INFERRED``), unless the builder's docstring says more.
+INFERRED_HELP = {
+    "num_classes": "outputs of the head: the classes, or the targets of a regression",
+    "in_channels": "channels of the input images",
+    "input_shape": "shape of one sample: (C, H, W) images, (T, F) sequences, (F,) features",
+    "vocab_size": "token vocabulary size (rows of the embedding)",
+    "max_len": "longest token sequence (size of the position table)",
+    "task": "what the model is trained for (classify, regress, lm, mlm, ...)",
+}
 
 
 @dataclass
@@ -33,11 +85,28 @@ class Entry:
     tags: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # Parameters the framework passes to a builder itself (an optimizer's parameter groups, a
+    # schedule's step count): not options of a recipe section, so neither listed nor documented.
+    SUPPLIED: ClassVar[tuple[str, ...]] = ("params", "optimizer", "total_steps")
+
     def options(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword options (name -> Parameter), excluding *args/**kwargs."""
         sig = inspect.signature(self.fn)
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         return {n: p for n, p in sig.parameters.items() if p.kind in kinds}
+
+    def option_help(self, inferred: tuple[str, ...] = ()) -> dict[str, str]:
+        """Each option's help text (name -> text, "" when undocumented), in signature order.
+
+        Read from the ``Args:`` section of the builder's docstring (a class's, then its
+        ``__init__``'s). ``inferred`` names options the data fills in (``INFERRED`` for models):
+        undocumented, they get :data:`INFERRED_HELP`. :attr:`SUPPLIED` parameters are left out.
+        """
+        docs = parse_args_section(inspect.getdoc(self.fn) or "")
+        if inspect.isclass(self.fn):
+            docs = {**parse_args_section(inspect.getdoc(self.fn.__init__) or ""), **docs}
+        return {n: docs.get(n) or (f"{INFERRED_HELP.get(n, n)}; inferred from the data" if n in inferred else "")
+                for n in self.options() if n not in self.SUPPLIED}
 
     def validate(self, options: dict[str, Any], *, where: str, inferred: tuple[str, ...] = ()) -> dict:
         """Check ``options`` against the signature and coerce their types with pydantic.

@@ -18,7 +18,7 @@ ROOT = Path(liandan.__file__).parent
 
 LAYERS: dict[str, int] = {
     # base: no torch-level knowledge of anything above
-    "errors": 0, "registry": 0, "recipe": 0, "paths": 0,
+    "errors": 0, "registry": 0, "recipe": 0, "recipe_doc": 0, "paths": 0,
     # core: data, models, losses, optimizers and weight files
     "data": 1, "models": 1, "losses": 1, "optim": 1, "serialize": 1, "api_models": 1, "weights": 1,
     "adapters": 1,  # PEFT adapters wrap any Linear: a model-level tool, not a language-model pillar

@@ -69,7 +69,15 @@ def size_word(radius: np.ndarray) -> np.ndarray:
 @register_data("shapes_captions", tags=("image", "text", "synthetic"))
 def shapes_captions(n: int = 3000, size: int = 32, noise: float = 0.05, task: str = "caption",
                     seed: int = 0) -> Source:
-    """Synthetic 32×32 shapes with captions ("a small red triangle") for contrastive or caption tasks."""
+    """Synthetic 32×32 shapes with captions ("a small red triangle") for contrastive or caption tasks.
+
+    Args:
+        n: number of image-caption pairs
+        size: image side in pixels
+        noise: std of the Gaussian pixel noise (pixels in [0, 1])
+        task: contrastive (CLIP-style matching) or caption (BLIP-style captioning)
+        seed: random seed of the generated data (the same seed gives the same samples)
+    """
     if task not in TASKS:
         raise LiandanError(f"data shapes_captions serves tasks {', '.join(TASKS)}, not {task!r}")
     imgs, labels, colours, radii = render(n, size, seed, noise)

@@ -37,7 +37,15 @@ def _existing(path: str, what: str) -> Path:
 
 @register_data("csv", tags=("tabular", "file"))
 def csv(path: str, target: str = "label", task: str = "auto", delimiter: str = ",") -> Source:
-    """A CSV file with a header row; ``target`` names the label column, the rest are numeric features."""
+    """A CSV file with a header row; ``target`` names the label column, the rest are numeric features.
+
+    Args:
+        path: the CSV file: a header row, then one sample per row
+        target: name of the label column; every other column must be numeric (an empty cell is NaN)
+        task: classify, regress, or auto: classify when the target is non-numeric or at most 20 distinct
+            integers, else regress
+        delimiter: field separator, e.g. ';' or a tab
+    """
     p = _existing(path, "csv")
     with open_checked(p, "r", "csv data", newline="") as f:
         rows = list(_csv.reader(f, delimiter=delimiter))
@@ -109,7 +117,13 @@ class ImageFiles(Dataset):
 
 @register_data("image_folder", tags=("image", "file"))
 def image_folder(path: str, size: int | None = None, grayscale: bool = False) -> Source:
-    """Class-per-folder images (root/<class>/*.png|jpg), decoded lazily; ``size`` resizes to size×size."""
+    """Class-per-folder images (root/<class>/*.png|jpg), decoded lazily; ``size`` resizes to size×size.
+
+    Args:
+        path: root folder with one sub-folder of .png/.jpg images per class (the folder names are the classes)
+        size: resize every image to size×size pixels; None: keep the files' size (all must match)
+        grayscale: decode as one grey channel instead of RGB
+    """
     root = _existing(path, "image_folder")
     classes = sorted(d.name for d in check_tree(root.iterdir(), "image_folder entry") if d.is_dir())
     if not classes:
@@ -153,7 +167,12 @@ def _find(root: Path, stem: str) -> Path:
 
 @register_data("mnist_idx", tags=("image", "file"))
 def mnist_idx(path: str) -> Source:
-    """MNIST-format IDX files (train-images-idx3-ubyte[.gz] etc.) from a local folder; keeps its test split."""
+    """MNIST-format IDX files (train-images-idx3-ubyte[.gz] etc.) from a local folder; keeps its test split.
+
+    Args:
+        path: folder with the train- and t10k- images-idx3-ubyte / labels-idx1-ubyte files (optionally .gz);
+            t10k is the test split
+    """
     root = _existing(path, "mnist_idx")
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -196,7 +215,12 @@ def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @register_data("cifar_batches", tags=("image", "file"))
 def cifar_batches(path: str) -> Source:
-    """CIFAR-10/100 "python version" batches (data_batch_*, test_batch) from a local folder."""
+    """CIFAR-10/100 "python version" batches (data_batch_*, test_batch) from a local folder.
+
+    Args:
+        path: folder of the python-version batches (data_batch_1..5 and test_batch; CIFAR-100's train and
+            test); the test file is the test split
+    """
     root = _existing(path, "cifar_batches")
     train = sorted(root.glob("data_batch_*")) or sorted(root.glob("train"))
     test = sorted(root.glob("test_batch")) or sorted(root.glob("test"))

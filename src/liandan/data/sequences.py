@@ -35,6 +35,16 @@ def sine(
     with its own random phases ``φ_ik`` and Gaussian noise ``ε ~ N(0, noise²)``, so a model must
     infer the phases from the window and extrapolate. Targets are the (noisy) observations
     ``t = length·step, …, (length + horizon − 1)·step``: the best possible MSE is ``noise²``.
+
+    Args:
+        n: number of windows, each with its own random phases
+        length: observed time steps per window (the input)
+        horizon: future values to predict (the target)
+        step: time between two observations, in the units of 1/ω
+        noise: std of the Gaussian observation noise; the best possible MSE is noise²
+        freqs: angular frequencies ω_k of the summed sines
+        amplitudes: amplitude a_k of each sine, one per frequency
+        seed: random seed of the generated data (the same seed gives the same samples)
     """
     if length < 1 or horizon < 1 or n < 3 or step <= 0:
         raise LiandanError("data.sine: length, horizon must be ≥ 1, n ≥ 3 and step > 0")
@@ -60,6 +70,11 @@ def adding(n: int = 10000, length: int = 50, seed: int = 0) -> Source:
     al. 2016). The target is the sum of the two marked values, in [0, 2]; predicting its mean 1.0
     scores MSE 1/6 ≈ 0.167, and the paper counts a prediction as correct within 0.04 (≈ 7.8 %
     of targets by chance). The first marker must be remembered for over ``length / 2`` steps.
+
+    Args:
+        n: number of sequences
+        length: time steps per sequence (≥ 50); the first marker must be remembered for about length / 2
+        seed: random seed of the generated data (the same seed gives the same samples)
     """
     if length < ADDING_MIN_LENGTH:
         raise LiandanError(f"data.adding: length={length} is too short to test long-range memory; "

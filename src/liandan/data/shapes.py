@@ -76,7 +76,15 @@ def render(n: int, size: int = 32, seed: int = 0, noise: float = 0.05, grayscale
 
 @register_data("shapes", tags=("image", "synthetic"))
 def shapes(n: int = 6000, size: int = 32, noise: float = 0.05, grayscale: bool = False, seed: int = 0) -> Source:
-    """Synthetic 32×32 RGB images of 10 shapes with random colour, size, position and noise."""
+    """Synthetic 32×32 RGB images of 10 shapes with random colour, size, position and noise.
+
+    Args:
+        n: number of images
+        size: image side in pixels
+        noise: std of the Gaussian pixel noise (pixels in [0, 1])
+        grayscale: average the colour channels into one
+        seed: random seed of the generated data (the same seed gives the same samples)
+    """
     imgs, labels, colours, radii = render(n, size, seed, noise, grayscale)
     sizes = np.where(radii < 0.48, "small", np.where(radii < 0.62, "medium", "large"))
     return classification(imgs, labels, list(SHAPES), meta={"colour": colours, "size": list(sizes)})

@@ -15,7 +15,11 @@ from liandan.registry import register_data
 
 @register_data("digits", tags=("image",))
 def digits(size: int = 8) -> Source:
-    """8×8 handwritten digits (1,797 images, 10 classes), shipped with scikit-learn; ``size`` upsamples."""
+    """8×8 handwritten digits (1,797 images, 10 classes), shipped with scikit-learn; ``size`` upsamples.
+
+    Args:
+        size: image side in pixels; other than 8: a bilinear resize (32 for LeNet-5's native input)
+    """
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -67,7 +71,15 @@ def diabetes() -> Source:
 
 @register_data("spirals", tags=("tabular", "synthetic"))
 def spirals(n: int = 1500, classes: int = 3, noise: float = 0.2, turns: float = 1.0, seed: int = 0) -> Source:
-    """Interleaved 2-D spirals (cs231n's toy problem): not linearly separable."""
+    """Interleaved 2-D spirals (cs231n's toy problem): not linearly separable.
+
+    Args:
+        n: number of points, shared evenly by the classes
+        classes: number of spiral arms, one class each
+        noise: std of the Gaussian noise on each point's angle, in radians
+        turns: revolutions of each arm
+        seed: random seed of the generated data (the same seed gives the same samples)
+    """
     rng = np.random.default_rng(seed)
     per = n // classes
     xs, ys = [], []
@@ -82,7 +94,15 @@ def spirals(n: int = 1500, classes: int = 3, noise: float = 0.2, turns: float = 
 
 @register_data("blobs", tags=("tabular", "synthetic"))
 def blobs(n: int = 1000, classes: int = 4, features: int = 2, spread: float = 1.0, seed: int = 0) -> Source:
-    """Gaussian blobs: an easy, linearly separable sanity check."""
+    """Gaussian blobs: an easy, linearly separable sanity check.
+
+    Args:
+        n: number of samples
+        classes: number of blobs, one class each
+        features: dimensions of a sample
+        spread: std of each blob around its centre (scikit-learn's cluster_std)
+        seed: random seed of the generated data (the same seed gives the same samples)
+    """
     from sklearn.datasets import make_blobs
 
     x, y = make_blobs(n_samples=n, centers=classes, n_features=features, cluster_std=spread, random_state=seed)

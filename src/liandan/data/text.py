@@ -149,6 +149,16 @@ def text(
     these files). For lm the documents are joined with ``<eos>`` and cut into windows of
     ``max_len + 1`` tokens (GPT-2's packing: no padding, every token is learned); for mlm each
     document is one row ``<bos> ... <eos>`` of at most ``max_len`` ids.
+
+    Args:
+        path: a .txt file (one document per non-empty line), a .jsonl file, or a folder of them
+        tokenizer: char, word, or bpe (byte-level BPE trained on these files)
+        vocab_size: entries of the bpe vocabulary, special tokens included (≥ 261); unused by char and word
+        max_len: tokens per row (≥ 4): lm windows hold max_len + 1, mlm rows at most max_len
+        field: the key of each .jsonl record that holds its text
+        task: lm (next token) or mlm (masked tokens)
+        mask_prob: share of tokens masked for mlm (0.15 as in BERT)
+        seed: random seed of the mlm masks
     """
     if max_len < 4:
         raise LiandanError("data.max_len must be ≥ 4")

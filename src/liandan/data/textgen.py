@@ -78,6 +78,15 @@ def arith(
     digits least significant first; ``answer_only`` learns only the tokens after the first
     ``=`` (the prompt is context). Exact match of the greedy answer is the lm task's
     ``exact_match`` metric and ``liandan generate RUN --exact-match``.
+
+    Args:
+        n: number of distinct problems (at most all that exist for these digits and operators)
+        digits: longest operand, in digits (1..9)
+        operators: operators to draw from: any of + - * written together, e.g. '+-'
+        steps: write the column working before '|answer' (chain of thought)
+        reverse: write the answer's digits least significant first (the order a carry is computed)
+        answer_only: learn only the tokens after the first '=' (the prompt is context); false: every token
+        seed: random seed of the generated data (the same seed gives the same samples)
     """
     if not operators or set(operators) - set("+-*"):
         raise LiandanError(f"data.operators: use some of '+-*', got {operators!r}")
@@ -172,6 +181,14 @@ def grammar(n: int = 5000, task: str = "mlm", mask_prob: float = 0.15, dynamic_m
     ``task: classify`` labels half the sentences ungrammatical (the main verb's agreement
     flipped; class names ``ok``/``bad``). ``dynamic_mask: false`` keeps the per-seed masking
     for training too (else the mlm task re-draws it every batch).
+
+    Args:
+        n: number of sentences
+        task: mlm (masked words), lm (next word) or classify (grammatical or not: half the sentences get the
+            main verb's agreement flipped)
+        mask_prob: share of tokens masked for mlm (0.15 as in BERT)
+        dynamic_mask: re-draw the mlm masks every training batch (as RoBERTa); false: keep the seeded masks
+        seed: random seed of the generated data (the same seed gives the same samples)
     """
     if n < 3:
         raise LiandanError("data.n must be ≥ 3")

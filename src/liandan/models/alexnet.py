@@ -63,7 +63,15 @@ def alexnet(
     small_input: bool | None = None,
     dropout: float = 0.5,
 ) -> nn.Module:
-    """AlexNet (2012): deep CNN with ReLU, dropout and overlapping pooling that won ImageNet 2012."""
+    """AlexNet (2012): deep CNN with ReLU, dropout and overlapping pooling that won ImageNet 2012.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem instead of 11×11 stride 4, and global pooling into 512-wide FC
+            layers; None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        dropout: dropout probability before each hidden FC layer (0.5 in the paper)
+    """
     model = AlexNet(num_classes, in_channels, small_input_for(small_input, input_shape, "alexnet"), dropout)
     init_vision(model)
     return model

@@ -111,7 +111,15 @@ def blip(
     size: Literal["tiny", "base"] = "tiny",
     stem: Literal["auto", "patch", "conv"] = "auto",
 ) -> nn.Module:
-    """BLIP captioner: ViT image encoder + causal text decoder with cross-attention (base: 224.0 M)."""
+    """BLIP captioner: ViT image encoder + causal text decoder with cross-attention (base: 224.0 M).
+
+    Args:
+        input_shape: square (C, H, W) images whose side the patch size divides; inferred from the data
+        size: tiny: CPU-sized for 32×32 images (64 wide, 4×4 patches, 3 vision and 2 decoder layers); base:
+            BlipConfig() (ViT-B/16 at 384, a 12-layer 768-wide decoder)
+        stem: auto: a convolutional stem at size tiny (Xiao et al. 2021; learns shapes far faster from
+            scratch), ViT's patchify conv at base; conv or patch forces one
+    """
     from transformers import BlipForConditionalGeneration
 
     check_image_shape("blip", input_shape)

@@ -109,7 +109,15 @@ def clip(
     size: Literal["tiny", "base"] = "tiny",
     stem: Literal["auto", "patch", "conv"] = "auto",
 ) -> nn.Module:
-    """CLIP: image and text encoders in one embedding space, trained contrastively (ViT-B/32: 151.3 M)."""
+    """CLIP: image and text encoders in one embedding space, trained contrastively (ViT-B/32: 151.3 M).
+
+    Args:
+        input_shape: square (C, H, W) images whose side the patch size divides; inferred from the data
+        size: tiny: CPU-sized for 32×32 images (64 wide, 4×4 patches, 3 vision and 2 text layers, 64-d joint
+            space); base: ViT-B/32 (CLIPConfig())
+        stem: auto: a convolutional stem at size tiny (Xiao et al. 2021; learns shapes far faster from
+            scratch), ViT's patchify conv at base; conv or patch forces one
+    """
     from transformers import CLIPModel
 
     check_image_shape("clip", input_shape)

@@ -209,7 +209,20 @@ class DDPM(nn.Module):
 def ddpm(in_channels: int = 1, input_shape: tuple[int, ...] = (1, 8, 8), width: int = 32,
          mults: tuple[int, ...] = (1, 2, 2), timesteps: int = 1000, schedule: Literal["linear", "cosine"] = "linear",
          classes: int = 0, ema_decay: float = 0.999) -> DDPM:
-    """DDPM noise-predicting U-Net with linear or cosine betas; train with task: diffusion."""
+    """DDPM noise-predicting U-Net with linear or cosine betas; train with task: diffusion.
+
+    Args:
+        input_shape: square (C, H, H) images, H divisible by 2^(len(mults) − 1); inferred from the data
+        width: base channel count of the U-Net (the time embedding is 4× as wide)
+        mults: channel multiplier of each U-Net resolution level; the levels are a ×2 downsampling apart
+        timesteps: diffusion steps T (1000 in Ho et al. 2020)
+        schedule: noise schedule: linear β from 1e-4 to 0.02 (Ho et al. 2020) or cosine ᾱ (Nichol & Dhariwal
+            2021: destroys information more slowly, suits small images)
+        classes: classes of a class-conditional model (a label embedding added to the time embedding); 0:
+            unconditional
+        ema_decay: decay of the exponential moving average of the weights that sampling uses; 0: no average
+            (Ho et al. use 0.9999 over 800k steps)
+    """
     if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
         raise ValueError(f"ddpm needs square images (C, H, H), got input shape {tuple(input_shape)}")
     return DDPM(in_channels, input_shape[1], width, tuple(mults), timesteps, schedule, classes, ema_decay)

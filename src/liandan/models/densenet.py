@@ -106,7 +106,18 @@ def densenet121(
     growth_rate: int = 32,
     drop_rate: float = 0.0,
 ) -> nn.Module:
-    """DenseNet-121 (2016): each layer sees all earlier feature maps concatenated; blocks [6, 12, 24, 16]."""
+    """DenseNet-121 (2016): each layer sees all earlier feature maps concatenated; blocks [6, 12, 24, 16].
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem without the max-pool instead of the 7×7/2 conv + 3×3/2 pool, so
+            small images are not shrunk 4× at once; None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        growth_rate: channels each dense layer adds (k = 32 in the paper)
+        drop_rate: dropout probability after each dense layer (0 in the paper's ImageNet runs)
+    """
     small = small_input_for(small_input, input_shape, "densenet121")
     model = DenseNet((6, 12, 24, 16), num_classes, in_channels, small, norm, growth_rate, drop_rate=drop_rate)
     init_vision(model, linear_std=None)

@@ -97,7 +97,19 @@ def efficientnet_b0(
     dropout: float = 0.2,
     stochastic_depth: float = 0.2,
 ) -> nn.Module:
-    """EfficientNet-B0 (2019): NAS-found MBConv + squeeze-excite + SiLU, base of compound scaling."""
+    """EfficientNet-B0 (2019): NAS-found MBConv + squeeze-excite + SiLU, base of compound scaling.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: the 3×3 stem conv at stride 1 instead of 2, so small images keep their resolution;
+            None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        dropout: dropout probability before the classifier (0.2 for B0)
+        stochastic_depth: probability of dropping the deepest residual block, growing linearly from 0 at the
+            first (Huang et al. 2016; 0.2 in the paper)
+    """
     small = small_input_for(small_input, input_shape, "efficientnet_b0")
     model = EfficientNet(B0, num_classes, in_channels, small, norm, dropout, stochastic_depth)
     init_vision(model)

@@ -109,7 +109,14 @@ class DCGAN(nn.Module):
 
 @register_model("dcgan", input_kind="generative", paper="Radford et al. 2016 (DCGAN)")
 def dcgan(in_channels: int = 1, input_shape: tuple[int, ...] = (1, 8, 8), nz: int = 64, width: int = 64) -> DCGAN:
-    """DCGAN generator + discriminator for square images (side a power of two >= 8); train with task: gan."""
+    """DCGAN generator + discriminator for square images (side a power of two >= 8); train with task: gan.
+
+    Args:
+        input_shape: square (C, H, H) images, H a power of two ≥ 8; inferred from the data
+        nz: length of the generator's input noise z ~ N(0, I) (100 in the paper)
+        width: channels of the discriminator's first conv, doubled at each ×2 downsampling; the generator
+            mirrors it
+    """
     if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
         raise ValueError(f"dcgan needs square images (C, H, H), got input shape {tuple(input_shape)}")
     return DCGAN(in_channels, input_shape[1], nz, width)

@@ -129,7 +129,19 @@ def googlenet(
     aux_logits: bool = False,
     dropout: float = 0.2,
 ) -> nn.Module:
-    """GoogLeNet / Inception v1 (2014): parallel 1×1/3×3/5×5 branches with 1×1 bottlenecks."""
+    """GoogLeNet / Inception v1 (2014): parallel 1×1/3×3/5×5 branches with 1×1 bottlenecks.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem with no pools before the inception blocks; None: True when H or
+            W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        aux_logits: build the two auxiliary classifiers (after 4a and 4d); in training their logits land on
+            model.aux_outputs for a loss that adds them (weight 0.3 in the paper)
+        dropout: dropout probability before the classifier (0.4 in the paper, 0.2 in torchvision)
+    """
     small = small_input_for(small_input, input_shape, "googlenet")
     model = GoogLeNet(num_classes, in_channels, small, norm, aux_logits, dropout)
     init_vision(model)

@@ -119,7 +119,18 @@ def gpt(
     heads: int | None = None,
     dropout: float | None = None,
 ) -> nn.Module:
-    """Decoder-only causal LM, GPT-2 or LLaMA style (transformers); task lm. Base: GPT-2 small, 124M."""
+    """Decoder-only causal LM, GPT-2 or LLaMA style (transformers); task lm. Base: GPT-2 small, 124M.
+
+    Args:
+        task: must be lm (a causal model never sees the right context); inferred from the data
+        size: tiny: CPU-sized, 2 layers, 128 wide, 4 heads; base: GPT-2 small, 12 layers, 768 wide, 12 heads
+        style: gpt2: learned positions, LayerNorm, GELU MLP (Radford et al. 2019); llama: RMSNorm, rotary
+            positions, SwiGLU MLP (Touvron et al. 2023)
+        layers: transformer layers; None: the size's
+        dim: hidden width (a multiple of heads); None: the size's
+        heads: attention heads; None: the size's
+        dropout: dropout on embeddings, residual branches and attention; None: 0.1 at base, 0 at tiny
+    """
     if task != "lm":  # a causal model cannot see the right context a masked or classified token needs
         raise LiandanError(f"model 'gpt' serves task lm, not {task!r} (bert serves mlm and classify)")
     n, d, h = _dims(size, layers, dim, heads)
@@ -156,7 +167,18 @@ def bert(
     heads: int | None = None,
     dropout: float | None = None,
 ) -> nn.Module:
-    """Bidirectional encoder (transformers BERT): masked LM for task mlm, [CLS] classifier for classify."""
+    """Bidirectional encoder (transformers BERT): masked LM for task mlm, [CLS] classifier for classify.
+
+    Args:
+        task: mlm: the masked-LM head; classify: a classifier on the pooled [CLS] state; inferred from the
+            data
+        num_classes: classes of the classify head (unused for mlm); inferred from the data
+        size: tiny: CPU-sized, 2 layers, 128 wide, 4 heads; base: BERT-base, 12 layers, 768 wide, 12 heads
+        layers: transformer layers; None: the size's
+        dim: hidden width (a multiple of heads); None: the size's
+        heads: attention heads; None: the size's
+        dropout: dropout on hidden states and attention probabilities; None: 0.1 at base, 0 at tiny
+    """
     n, d, h = _dims(size, layers, dim, heads)
     p = dropout if dropout is not None else (0.1 if size == "base" else 0.0)
     from transformers import BertConfig

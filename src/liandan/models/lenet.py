@@ -44,7 +44,15 @@ def lenet5(
     activation: str = "relu",
     small_input: bool | None = None,
 ) -> nn.Module:
-    """LeNet-5 (1998): 5×5 convs + pooling + FC; pads its convs on inputs under 28×28."""
+    """LeNet-5 (1998): 5×5 convs + pooling + FC; pads its convs on inputs under 28×28.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; sizes the first fully connected layer
+        activation: activation after each conv and hidden FC layer: relu, leaky_relu, elu, gelu, sigmoid,
+            tanh, silu or identity (the paper used a scaled tanh)
+        small_input: pad the 5×5 convs by 2 so small images keep a feature map; None: True when H or W < 28
+            (e.g. 8×8 digits)
+    """
     hw = tuple(input_shape[-2:])
     if small_input is None:
         small_input = min(hw) < 28

@@ -21,7 +21,16 @@ def mlp(
     dropout: float = 0.0,
     norm: Literal["none", "batch", "layer", "instance", "group"] = "none",
 ) -> nn.Module:
-    """Multi-layer perceptron: flatten, then Linear→norm→activation→dropout per hidden size."""
+    """Multi-layer perceptron: flatten, then Linear→norm→activation→dropout per hidden size.
+
+    Args:
+        input_shape: one sample's shape, inferred from the data; flattened to prod(input_shape) inputs
+        hidden: widths of the hidden layers, in order; [] is a linear model
+        activation: activation after each hidden layer
+        dropout: dropout probability after each hidden activation; 0: none
+        norm: normalisation after each hidden Linear: batch, layer (instance: LayerNorm too, a feature vector
+            has no spatial axis), group or none
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:

@@ -73,7 +73,18 @@ def mobilenet_v1(
     norm: Norm = "batch",
     width_mult: float = 1.0,
 ) -> nn.Module:
-    """MobileNet V1 (2017): depthwise separable convolutions and a width multiplier."""
+    """MobileNet V1 (2017): depthwise separable convolutions and a width multiplier.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: the 3×3 stem conv at stride 1 instead of 2, so small images keep their resolution;
+            None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        width_mult: width multiplier α scaling every layer's channels (rounded to multiples of 8); 1.0: the
+            paper's
+    """
     small = small_input_for(small_input, input_shape, "mobilenet_v1")
     model = MobileNetV1(num_classes, in_channels, small, norm, width_mult)
     init_vision(model)
@@ -144,7 +155,19 @@ def mobilenet_v2(
     width_mult: float = 1.0,
     dropout: float = 0.2,
 ) -> nn.Module:
-    """MobileNetV2 (2018): inverted residuals with linear bottlenecks."""
+    """MobileNetV2 (2018): inverted residuals with linear bottlenecks.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: the 3×3 stem conv at stride 1 instead of 2, so small images keep their resolution;
+            None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        width_mult: width multiplier α scaling every layer's channels (rounded to multiples of 8); 1.0: the
+            paper's
+        dropout: dropout probability before the classifier
+    """
     small = small_input_for(small_input, input_shape, "mobilenet_v2")
     model = MobileNetV2(num_classes, in_channels, small, norm, width_mult, dropout)
     init_vision(model)
@@ -205,7 +228,19 @@ def mobilenet_v3_large(
     width_mult: float = 1.0,
     dropout: float = 0.2,
 ) -> nn.Module:
-    """MobileNetV3-Large (2019): NAS-found inverted residuals with squeeze-excite and h-swish."""
+    """MobileNetV3-Large (2019): NAS-found inverted residuals with squeeze-excite and h-swish.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: the 3×3 stem conv at stride 1 instead of 2, so small images keep their resolution;
+            None: True when H or W < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        width_mult: width multiplier α scaling every layer's channels (rounded to multiples of 8); 1.0: the
+            paper's
+        dropout: dropout probability in the classifier head, before its last Linear
+    """
     small = small_input_for(small_input, input_shape, "mobilenet_v3_large")
     model = MobileNetV3(num_classes, in_channels, small, norm, width_mult, dropout)
     init_vision(model)

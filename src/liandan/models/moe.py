@@ -161,6 +161,21 @@ def moe_mlp(
     activation: Literal["relu", "gelu", "silu", "tanh"] = "gelu",
     dropout: float = 0.0,
 ) -> nn.Module:
-    """MLP whose hidden blocks are top-k mixtures of experts with Switch load balancing."""
+    """MLP whose hidden blocks are top-k mixtures of experts with Switch load balancing.
+
+    Args:
+        input_shape: one sample's shape, inferred from the data; flattened
+        dim: width of the residual stream the expert blocks read and write
+        hidden: hidden width of each expert's FFN
+        layers: residual mixture-of-experts blocks
+        experts: expert FFNs per block
+        top_k: experts each sample is routed to (1: Switch Transformer; 2: GShard)
+        capacity_factor: expert capacity ⌈capacity_factor · tokens · k / experts⌉ per forward in training;
+            assignments beyond it are dropped (the token passes through the residual); ≤ 0: unlimited
+        aux_weight: weight α of the Switch load-balancing loss added to the task loss (0.01 in Fedus et al.
+            2021)
+        activation: activation inside the experts and after the input projection
+        dropout: dropout probability inside each expert's FFN
+    """
     return MoEMLP(math.prod(input_shape), num_classes, dim, hidden, layers, experts, top_k, capacity_factor,
                   aux_weight, activation, dropout)

@@ -197,7 +197,17 @@ def rnn(
     dropout: float = 0.0,
     nonlinearity: Literal["tanh", "relu"] = "tanh",
 ) -> nn.Module:
-    """Elman RNN (nn.RNN) over (B, T, F); the head reads the last step's hidden state."""
+    """Elman RNN (nn.RNN) over (B, T, F); the head reads the last step's hidden state.
+
+    Args:
+        input_shape: one sample's (T, F): time steps × features (images are read row by row); inferred from
+            the data
+        hidden: size of the hidden state, per direction
+        layers: stacked recurrent layers
+        bidirectional: also read the sequence backwards; the head sees both directions' final states
+        dropout: dropout probability between stacked layers (when layers > 1) and before the head
+        nonlinearity: activation of the recurrence: tanh (Elman 1990) or relu
+    """
     return _build("rnn", num_classes, input_shape, hidden, layers, bidirectional, dropout, nonlinearity=nonlinearity)
 
 
@@ -210,7 +220,16 @@ def lstm(
     bidirectional: bool = False,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """LSTM (nn.LSTM) over (B, T, F); the head reads the last step's hidden state."""
+    """LSTM (nn.LSTM) over (B, T, F); the head reads the last step's hidden state.
+
+    Args:
+        input_shape: one sample's (T, F): time steps × features (images are read row by row); inferred from
+            the data
+        hidden: size of the hidden state, per direction
+        layers: stacked recurrent layers
+        bidirectional: also read the sequence backwards; the head sees both directions' final states
+        dropout: dropout probability between stacked layers (when layers > 1) and before the head
+    """
     return _build("lstm", num_classes, input_shape, hidden, layers, bidirectional, dropout)
 
 
@@ -223,7 +242,16 @@ def gru(
     bidirectional: bool = False,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """GRU (nn.GRU) over (B, T, F); the head reads the last step's hidden state."""
+    """GRU (nn.GRU) over (B, T, F); the head reads the last step's hidden state.
+
+    Args:
+        input_shape: one sample's (T, F): time steps × features (images are read row by row); inferred from
+            the data
+        hidden: size of the hidden state, per direction
+        layers: stacked recurrent layers
+        bidirectional: also read the sequence backwards; the head sees both directions' final states
+        dropout: dropout probability between stacked layers (when layers > 1) and before the head
+    """
     return _build("gru", num_classes, input_shape, hidden, layers, bidirectional, dropout)
 
 
@@ -236,5 +264,14 @@ def peephole_lstm(
     bidirectional: bool = False,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """LSTM with peephole connections (gates see the cell state), own cell; = nn.LSTM at zero peepholes."""
+    """LSTM with peephole connections (gates see the cell state), own cell; = nn.LSTM at zero peepholes.
+
+    Args:
+        input_shape: one sample's (T, F): time steps × features (images are read row by row); inferred from
+            the data
+        hidden: size of the hidden state, per direction
+        layers: stacked recurrent layers
+        bidirectional: also read the sequence backwards; the head sees both directions' final states
+        dropout: dropout probability between stacked layers (when layers > 1) and before the head
+    """
     return _build("peephole_lstm", num_classes, input_shape, hidden, layers, bidirectional, dropout)

@@ -143,7 +143,20 @@ def resnet18(
     zero_init_residual: bool = False,
     width: int = 64,
 ) -> nn.Module:
-    """ResNet-18 (2015): residual shortcuts y = F(x) + x, basic blocks [2, 2, 2, 2]."""
+    """ResNet-18 (2015): residual shortcuts y = F(x) + x, basic blocks [2, 2, 2, 2].
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem without the max-pool instead of the 7×7/2 conv + 3×3/2 pool
+            (the paper's CIFAR setup, §4.2), so small images are not shrunk 4× at once; None: True when H or W
+            < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        zero_init_residual: start each block's last norm scale γ at 0, so every block begins as the identity
+            (Goyal et al. 2017; helps large-batch training)
+        width: channels of the first stage (64 in the paper), doubled at each later stage; narrower is cheaper
+    """
     return _resnet(BasicBlock, [2, 2, 2, 2], "resnet18", num_classes, in_channels, input_shape,
                    small_input, norm, zero_init_residual, width)
 
@@ -159,7 +172,20 @@ def resnet34(
     zero_init_residual: bool = False,
     width: int = 64,
 ) -> nn.Module:
-    """ResNet-34 (2015): residual shortcuts y = F(x) + x, basic blocks [3, 4, 6, 3]."""
+    """ResNet-34 (2015): residual shortcuts y = F(x) + x, basic blocks [3, 4, 6, 3].
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem without the max-pool instead of the 7×7/2 conv + 3×3/2 pool
+            (the paper's CIFAR setup, §4.2), so small images are not shrunk 4× at once; None: True when H or W
+            < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        zero_init_residual: start each block's last norm scale γ at 0, so every block begins as the identity
+            (Goyal et al. 2017; helps large-batch training)
+        width: channels of the first stage (64 in the paper), doubled at each later stage; narrower is cheaper
+    """
     return _resnet(BasicBlock, [3, 4, 6, 3], "resnet34", num_classes, in_channels, input_shape,
                    small_input, norm, zero_init_residual, width)
 
@@ -175,6 +201,19 @@ def resnet50(
     zero_init_residual: bool = False,
     width: int = 64,
 ) -> nn.Module:
-    """ResNet-50 V1.5 (2015): bottleneck blocks [3, 4, 6, 3], stride on the 3×3 conv."""
+    """ResNet-50 V1.5 (2015): bottleneck blocks [3, 4, 6, 3], stride on the 3×3 conv.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: a 3×3 stride-1 stem without the max-pool instead of the 7×7/2 conv + 3×3/2 pool
+            (the paper's CIFAR setup, §4.2), so small images are not shrunk 4× at once; None: True when H or W
+            < 64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none
+        zero_init_residual: start each block's last norm scale γ at 0, so every block begins as the identity
+            (Goyal et al. 2017; helps large-batch training)
+        width: channels of the first stage (64 in the paper), doubled at each later stage; narrower is cheaper
+    """
     return _resnet(Bottleneck, [3, 4, 6, 3], "resnet50", num_classes, in_channels, input_shape,
                    small_input, norm, zero_init_residual, width)

@@ -161,7 +161,24 @@ def transformer(
     capacity_factor: float = 1.25,
     aux_weight: float = 0.01,
 ) -> nn.Module:
-    """Transformer encoder over (B, T, F) sequences (attention written out); optional MoE FFN."""
+    """Transformer encoder over (B, T, F) sequences (attention written out); optional MoE FFN.
+
+    Args:
+        input_shape: one sample's (T, F): sequence length × features; inferred from the data
+        dim: model width d (a multiple of heads)
+        depth: encoder blocks
+        heads: attention heads, each dim / heads wide
+        mlp_ratio: hidden width of each block's FFN as a multiple of the model width (4 in Vaswani et al.
+            2017)
+        dropout: dropout probability on attention weights, residual branches and embeddings
+        pool: cls: classify from a learned class token (as BERT); mean: average the tokens' final states
+        moe_experts: make each block's FFN a mixture of this many experts (Switch Transformer); 0: a dense FFN
+        moe_top_k: experts each token is routed to when moe_experts > 0 (1: Switch; 2: GShard)
+        capacity_factor: expert capacity ⌈capacity_factor · tokens · k / experts⌉ per forward in training;
+            assignments beyond it are dropped (the token passes through the residual); ≤ 0: unlimited
+        aux_weight: weight α of the Switch load-balancing loss added to the task loss (0.01 in Fedus et al.
+            2021)
+    """
     t, f = sequence_shape(tuple(input_shape))
     return TransformerClassifier(SequenceEmbed(f, dim), t, num_classes, dim, depth, heads, mlp_ratio, dropout, pool,
                                  MoESpec(moe_experts, moe_top_k, capacity_factor, aux_weight))

@@ -75,7 +75,18 @@ def vgg11(
     norm: Norm = "none",
     dropout: float = 0.5,
 ) -> nn.Module:
-    """VGG-11 (2014): configuration A, 8 conv + 3 FC layers of stacked 3×3 convolutions."""
+    """VGG-11 (2014): configuration A, 8 conv + 3 FC layers of stacked 3×3 convolutions.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: max-pools round up (8×8 still reaches 1×1) and the classifier pools globally into
+            512-wide FC layers (Zagoruyko 2015's CIFAR VGG) instead of 7×7 into 4096; None: True when H or W <
+            64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none (the paper: none)
+        dropout: dropout probability after each hidden FC layer (0.5 in the paper)
+    """
     return _vgg("A", "vgg11", num_classes, in_channels, input_shape, small_input, norm, dropout)
 
 
@@ -89,7 +100,18 @@ def vgg16(
     norm: Norm = "none",
     dropout: float = 0.5,
 ) -> nn.Module:
-    """VGG-16 (2014): configuration D, 13 conv + 3 FC layers; depth from stacked 3×3 convolutions."""
+    """VGG-16 (2014): configuration D, 13 conv + 3 FC layers; depth from stacked 3×3 convolutions.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: max-pools round up (8×8 still reaches 1×1) and the classifier pools globally into
+            512-wide FC layers (Zagoruyko 2015's CIFAR VGG) instead of 7×7 into 4096; None: True when H or W <
+            64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none (the paper: none)
+        dropout: dropout probability after each hidden FC layer (0.5 in the paper)
+    """
     return _vgg("D", "vgg16", num_classes, in_channels, input_shape, small_input, norm, dropout)
 
 
@@ -103,5 +125,16 @@ def vgg16_bn(
     norm: Norm = "batch",
     dropout: float = 0.5,
 ) -> nn.Module:
-    """VGG-16 with batch normalisation after every conv: trains from scratch without tricks."""
+    """VGG-16 with batch normalisation after every conv: trains from scratch without tricks.
+
+    Args:
+        input_shape: one sample's (C, H, W), inferred from the data; only decides small_input when that is
+            None
+        small_input: True: max-pools round up (8×8 still reaches 1×1) and the classifier pools globally into
+            512-wide FC layers (Zagoruyko 2015's CIFAR VGG) instead of 7×7 into 4096; None: True when H or W <
+            64 (CIFAR/MNIST-sized images)
+        norm: normalisation after each conv: batch, layer (GroupNorm with one group), instance, group (up to
+            32 groups) or none (Ioffe & Szegedy 2015's batch norm)
+        dropout: dropout probability after each hidden FC layer (0.5 in the paper)
+    """
     return _vgg("D", "vgg16_bn", num_classes, in_channels, input_shape, small_input, norm, dropout)

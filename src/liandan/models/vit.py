@@ -55,7 +55,23 @@ def vit(
     capacity_factor: float = 1.25,
     aux_weight: float = 0.01,
 ) -> nn.Module:
-    """Vision Transformer: patches + class token + transformer encoder (ViT-B/16 at 224: 86.6 M)."""
+    """Vision Transformer: patches + class token + transformer encoder (ViT-B/16 at 224: 86.6 M).
+
+    Args:
+        input_shape: one sample's (C, H, W), H and W divisible by the patch; inferred from the data
+        size: (width, depth, heads): tiny (64, 4, 4) CPU-sized, small ViT-S (384, 12, 6), base ViT-B (768, 12,
+            12); auto: base from 64 pixels up, else tiny
+        patch: patch side in pixels; 0: 16 from 64 pixels up, else max(2, side // 8) (at most 8×8 tokens)
+        mlp_ratio: hidden width of each block's FFN as a multiple of the model width (4 in Vaswani et al.
+            2017)
+        dropout: dropout probability on attention weights, residual branches and embeddings
+        moe_experts: make each block's FFN a mixture of this many experts (Switch Transformer); 0: a dense FFN
+        moe_top_k: experts each token is routed to when moe_experts > 0 (1: Switch; 2: GShard)
+        capacity_factor: expert capacity ⌈capacity_factor · tokens · k / experts⌉ per forward in training;
+            assignments beyond it are dropped (the token passes through the residual); ≤ 0: unlimited
+        aux_weight: weight α of the Switch load-balancing loss added to the task loss (0.01 in Fedus et al.
+            2021)
+    """
     if len(input_shape) != 3:
         raise ValueError(f"vit takes image inputs (C, H, W), not {tuple(input_shape)}")
     hw = (int(input_shape[1]), int(input_shape[2]))

@@ -41,7 +41,16 @@ def _kernel(params: Params) -> dict:
 @register_optimizer("sgd")
 def sgd(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
         dampening: float = 0.0) -> torch.optim.Optimizer:
-    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        momentum: momentum factor; 0: plain SGD (0.9 is usual)
+        nesterov: Nesterov's look-ahead momentum (needs momentum > 0 and dampening 0)
+        dampening: share of each gradient held back from the momentum buffer
+    """
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
                            weight_decay=weight_decay, **_kernel(params))
 
@@ -49,14 +58,29 @@ def sgd(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 
 @register_optimizer("momentum")
 def momentum(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
              nesterov: bool = False) -> torch.optim.Optimizer:
-    """SGD with heavy-ball momentum 0.9 (Polyak 1964): velocity smooths noisy gradients."""
+    """SGD with heavy-ball momentum 0.9 (Polyak 1964): velocity smooths noisy gradients.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        momentum: heavy-ball momentum factor: the share of the previous velocity kept each step
+        nesterov: take the gradient at the look-ahead point (as the nesterov optimizer does)
+    """
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                            **_kernel(params))
 
 
 @register_optimizer("nesterov")
 def nesterov(params: Params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (Sutskever et al. 2013): the gradient is taken at the look-ahead point."""
+    """SGD with Nesterov momentum (Sutskever et al. 2013): the gradient is taken at the look-ahead point.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        momentum: momentum factor: the share of the previous velocity kept each step
+    """
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
                            **_kernel(params))
 
@@ -64,21 +88,47 @@ def nesterov(params: Params, lr: float, weight_decay: float = 0.0, momentum: flo
 @register_optimizer("rmsprop")
 def rmsprop(params: Params, lr: float, weight_decay: float = 0.0, alpha: float = 0.99, eps: float = 1e-8,
             momentum: float = 0.0, centered: bool = False) -> torch.optim.Optimizer:
-    """RMSProp (Hinton 2012): divide by a running RMS of recent gradients."""
+    """RMSProp (Hinton 2012): divide by a running RMS of recent gradients.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        alpha: decay of the running mean of squared gradients (0.9 in Hinton's lecture, 0.99 in torch)
+        eps: added to the denominator for numerical stability
+        momentum: momentum on the scaled step; 0: none
+        centered: divide by the gradient's estimated variance instead of its raw second moment
+    """
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
                                weight_decay=weight_decay, foreach=True)
 
 
 @register_optimizer("adagrad")
 def adagrad(params: Params, lr: float, weight_decay: float = 0.0, eps: float = 1e-10) -> torch.optim.Optimizer:
-    """Adagrad (Duchi et al. 2011): per-parameter rates shrink with the sum of squared gradients."""
+    """Adagrad (Duchi et al. 2011): per-parameter rates shrink with the sum of squared gradients.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        eps: added to the denominator for numerical stability
+    """
     return torch.optim.Adagrad(params, lr=lr, eps=eps, weight_decay=weight_decay, **_kernel(params))
 
 
 @register_optimizer("adam")
 def adam(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
          eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
-    """Adam (Kingma & Ba 2015): momentum + RMSProp with bias correction; L2 decay inside the gradient."""
+    """Adam (Kingma & Ba 2015): momentum + RMSProp with bias correction; L2 decay inside the gradient.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: L2 penalty added to the gradient (the recipe's optim.weight_decay); biases and norm
+            parameters are exempt unless optim.decay_bias_and_norm
+        betas: decay rates (β1, β2) of the running means of the gradient and of its square
+        eps: added to the denominator for numerical stability
+        amsgrad: divide by the largest second moment seen so far (AMSGrad, Reddi et al. 2018)
+    """
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                             **_kernel(params))
 
@@ -86,7 +136,16 @@ def adam(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[floa
 @register_optimizer("adamw")
 def adamw(params: Params, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
           eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
-    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient."""
+    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient.
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: decoupled weight decay: weights shrink by lr·weight_decay each step, outside the
+            adaptive update (the recipe's optim.weight_decay)
+        betas: decay rates (β1, β2) of the running means of the gradient and of its square
+        eps: added to the denominator for numerical stability
+        amsgrad: divide by the largest second moment seen so far (AMSGrad, Reddi et al. 2018)
+    """
     return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                             **_kernel(params))
 
@@ -94,7 +153,17 @@ def adamw(params: Params, lr: float, weight_decay: float = 0.01, betas: tuple[fl
 @register_optimizer("adabelief")
 def adabelief(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
               eps: float = 1e-16, amsgrad: bool = False, decoupled: bool = True) -> torch.optim.Optimizer:
-    """AdaBelief (Zhuang et al. 2020): step size from the belief (g − m)² instead of g²."""
+    """AdaBelief (Zhuang et al. 2020): step size from the belief (g − m)² instead of g².
+
+    Args:
+        lr: learning rate (the recipe's optim.lr)
+        weight_decay: weight decay (the recipe's optim.weight_decay): decoupled as AdamW's, or L2 if not
+            decoupled
+        betas: decay rates (β1, β2) of the running means of the gradient and of its square
+        eps: added to the belief (g − m)² inside the square root (1e-16 in the paper)
+        amsgrad: divide by the largest second moment seen so far (AMSGrad, Reddi et al. 2018)
+        decoupled: decay the weights directly (AdamW-style); false: add an L2 term to the gradient
+    """
     return AdaBelief(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                      decoupled=decoupled)
 

@@ -28,21 +28,34 @@ def constant(total_steps: int) -> Factor:
 
 @register_schedule("step")
 def step(total_steps: int, step_size: int | None = None, gamma: float = 0.1) -> Factor:
-    """Multiply the rate by ``gamma`` every ``step_size`` steps (default: a third of the run)."""
+    """Multiply the rate by ``gamma`` every ``step_size`` steps (default: a third of the run).
+
+    Args:
+        step_size: optimizer steps between two decays; None: a third of the run
+        gamma: factor the rate is multiplied by at each decay
+    """
     size = step_size or max(1, total_steps // 3)
     return lambda t: gamma ** (t // size)
 
 
 @register_schedule("cosine")
 def cosine(total_steps: int, min_factor: float = 0.0) -> Factor:
-    """Cosine decay to ``min_factor`` × base over the run (Loshchilov & Hutter 2017, SGDR without restarts)."""
+    """Cosine decay to ``min_factor`` × base over the run (Loshchilov & Hutter 2017, SGDR without restarts).
+
+    Args:
+        min_factor: final rate as a fraction of the base rate
+    """
     n = max(1, total_steps)
     return lambda t: min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(t, n) / n))
 
 
 @register_schedule("linear")
 def linear(total_steps: int, end_factor: float = 0.0) -> Factor:
-    """Linear decay from the base rate to ``end_factor`` × base over the run."""
+    """Linear decay from the base rate to ``end_factor`` × base over the run.
+
+    Args:
+        end_factor: final rate as a fraction of the base rate
+    """
     n = max(1, total_steps)
     return lambda t: 1.0 + (end_factor - 1.0) * min(t, n) / n
 
@@ -50,7 +63,13 @@ def linear(total_steps: int, end_factor: float = 0.0) -> Factor:
 @register_schedule("onecycle")
 def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
              final_div_factor: float = 1e4) -> Factor:
-    """One-cycle policy (Smith 2018): cosine up from base/div to base, then down to base/(div·final_div)."""
+    """One-cycle policy (Smith 2018): cosine up from base/div to base, then down to base/(div·final_div).
+
+    Args:
+        pct_start: share of the run spent rising to the base rate
+        div_factor: the run starts at base / div_factor
+        final_div_factor: the run ends at base / (div_factor · final_div_factor)
+    """
     up = float(pct_start * total_steps) - 1
     end = float(total_steps - 1)
     lo, hi, fin = 1 / div_factor, 1.0, 1 / (div_factor * final_div_factor)
@@ -68,7 +87,13 @@ def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
 
 @register_schedule("reduce_on_plateau", per="epoch")
 def reduce_on_plateau(total_steps: int, factor: float = 0.1, patience: int = 3, min_lr: float = 0.0) -> dict:
-    """Divide the rate by 1/factor when the validation loss stops improving for ``patience`` epochs."""
+    """Divide the rate by 1/factor when the validation loss stops improving for ``patience`` epochs.
+
+    Args:
+        factor: multiply the rate by this on a plateau
+        patience: epochs without a better validation loss before the rate drops
+        min_lr: the rate never drops below this (absolute, not a fraction)
+    """
     return {"factor": factor, "patience": patience, "min_lr": min_lr}
 
 

@@ -46,7 +46,17 @@ def set_rank(model: nn.Module, rank: int) -> None:
 @register_adapter("dylora")
 def dylora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, eval_rank: int | None = None, seed: int = 0,
            targets: list[str] | None = None) -> Adapter:
-    """LoRA trained at a random rank b ≤ r each step, usable at any rank (Valipour et al. 2023)."""
+    """LoRA trained at a random rank b ≤ r each step, usable at any rank (Valipour et al. 2023).
+
+    Args:
+        r: largest rank; each training step trains the first b rows and columns, b drawn from 1..r
+        alpha: scale numerator: the update is multiplied by alpha / r (alpha = 2r is a common choice)
+        dropout: dropout probability on the adapter's input (0: none)
+        eval_rank: rank used to evaluate and serve (1..r); None: r
+        seed: random seed of the per-step rank draws
+        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
+            the query and value projections of Hugging Face models, else every Linear but the output head
+    """
     if eval_rank is not None and not 1 <= eval_rank <= r:
         raise LiandanError(f"adapter.eval_rank must be in 1..{r} (the trained rank), got {eval_rank}")
     sampler = RankSampler(r, eval_rank, seed)

@@ -10,5 +10,15 @@ from liandan.registry import register_adapter
 @register_adapter("lora")
 def lora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False,
          targets: list[str] | None = None) -> Adapter:
-    """Low-rank update (α/r)·BA beside each target layer (Hu et al. 2022); rslora: α/√r."""
+    """Low-rank update (α/r)·BA beside each target layer (Hu et al. 2022); rslora: α/√r.
+
+    Args:
+        r: rank of the update B·A: r·(in + out) trainable numbers per layer
+        alpha: scale numerator: the update is multiplied by alpha / r (alpha = 2r is a common choice)
+        dropout: dropout probability on the adapter's input (0: none)
+        rslora: scale by alpha / √r instead (rank-stabilised LoRA, Kalajdzievski 2023), so large ranks still
+            learn
+        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
+            the query and value projections of Hugging Face models, else every Linear but the output head
+    """
     return Adapter("lora", targets, lambda name, layer: LoraLinear(layer, r, alpha, dropout, rslora))

@@ -34,11 +34,27 @@ def prefix_tuning(num_virtual_tokens: int = 8, projection: bool = True, hidden: 
 
     ``projection: true`` computes the prefix as MLP(P') (tanh, ``hidden`` wide; default the
     key/value width); ``false`` trains it directly, which is P-Tuning v2. GPT-2 and LLaMA styles.
+
+    Args:
+        num_virtual_tokens: n trainable key/value positions before every layer's
+        projection: compute the prefix through a tanh MLP (Li & Liang 2021); false: train it directly
+            (P-Tuning v2)
+        hidden: width of the MLP (only with projection); None: the key/value width
+        positions: positions of the real tokens: shift puts them after the virtual ones (peft), keep leaves
+            them at 0..T−1; auto keeps them for learned positions (style gpt2) and shifts for rotary ones
+            (llama)
     """
     return prefix_adapter("prefix_tuning", num_virtual_tokens, projection, hidden, positions)
 
 
 @register_adapter("p_tuning_v2", tags=("prompt",))
 def p_tuning_v2(num_virtual_tokens: int = 8, positions: Positions = "auto") -> Adapter:
-    """Deep prompts: trainable keys and values before every layer's, n·L·2·H·D (Liu et al. 2022)."""
+    """Deep prompts: trainable keys and values before every layer's, n·L·2·H·D (Liu et al. 2022).
+
+    Args:
+        num_virtual_tokens: n trainable key/value positions before every layer's
+        positions: positions of the real tokens: shift puts them after the virtual ones (peft), keep leaves
+            them at 0..T−1; auto keeps them for learned positions (style gpt2) and shifts for rotary ones
+            (llama)
+    """
     return prefix_adapter("p_tuning_v2", num_virtual_tokens, False, None, positions)

@@ -18,7 +18,17 @@ __all__ = ["Int4Linear", "QALoraLinear", "qalora"]
 @register_adapter("qalora", tags=("quantized",))
 def qalora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, group_size: int = 32,
            targets: list[str] | None = None) -> Adapter:
-    """LoRA on g-pooled inputs over an INT4 group-g base; merges into the zeros, stays INT4 (Xu et al. 2023)."""
+    """LoRA on g-pooled inputs over an INT4 group-g base; merges into the zeros, stays INT4 (Xu et al. 2023).
+
+    Args:
+        r: rank of the LoRA update
+        alpha: scale numerator: the update is multiplied by alpha / r (alpha = 2r is a common choice)
+        dropout: dropout probability on the adapter's input (0: none)
+        group_size: input-group size of the INT4 base and of the adapter's input pooling (even; must divide
+            every target's input width)
+        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
+            the query and value projections of Hugging Face models, else every Linear but the output head
+    """
     if group_size < 2 or group_size % 2:
         raise LiandanError(f"adapter.group_size must be an even number ≥ 2, got {group_size}")
 

@@ -14,7 +14,17 @@ from liandan.registry import register_adapter
 @register_adapter("vera")
 def vera(r: int = 256, d_initial: float = 0.1, dropout: float = 0.0, seed: int = 0,
          targets: list[str] | None = None) -> Adapter:
-    """Frozen shared random A, B; trainable vectors d, b: ΔW = Λ_b B Λ_d A (Kopiczko et al. 2024)."""
+    """Frozen shared random A, B; trainable vectors d, b: ΔW = Λ_b B Λ_d A (Kopiczko et al. 2024).
+
+    Args:
+        r: rank of the frozen shared random matrices A and B (far larger than LoRA's, e.g. 256)
+        d_initial: initial value of the trainable scaling vector d (b starts at 0, so training starts at the
+            base)
+        dropout: dropout probability on the adapter's input (0: none)
+        seed: random seed of the shared A and B
+        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
+            the query and value projections of Hugging Face models, else every Linear but the output head
+    """
     shared: dict[str, torch.Tensor] = {}
 
     def prepare(_model: nn.Module, found: list[tuple[str, nn.Module]]) -> None:
