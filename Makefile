@@ -38,7 +38,10 @@ test-latest:
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q --upgrade pip
 	$(LATEST)/bin/pip install -q torch==2.13.0
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	# a fresh venv: every other package resolves to its newest release within pyproject's ranges;
+	# the installed torch satisfies its range, so it stays the CPU build (no --upgrade, which would
+	# pull a CUDA build of a newer torch)
+	$(LATEST)/bin/pip install -q -e '.[test]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "versions: $(LATEST)/versions.txt"
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider
