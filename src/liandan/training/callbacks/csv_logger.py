@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 @register_callback("csv_logger")
 class CSVLogger(Callback):
-    """Write every logged row to RUN/metrics.csv (a fixed header: the task's metrics as columns)."""
+    """Write every logged row to RUN/metrics.csv (a fixed header: the task's metrics as columns).
+
+    Args:
+        filename: the CSV file's name inside the run directory.
+    """
 
     def __init__(self, filename: str = "metrics.csv") -> None:
         self.filename = filename

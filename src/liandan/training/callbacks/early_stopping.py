@@ -25,6 +25,12 @@ class EarlyStopping(Callback):
     train.loss). ``patience`` None: track the best only, never stop (the default without
     ``train.early_stopping``). ``restore_best`` stays a recipe setting (``liandan.train``
     restores after the run).
+
+    Args:
+        monitor: the metric to watch, e.g. val.loss or val.accuracy (None: the run's monitor).
+        mode: min for losses and errors, max for scores; auto picks by the metric's name.
+        patience: epochs without improvement before stopping (None: track the best, never stop).
+        min_delta: the smallest change that counts as an improvement.
     """
 
     def __init__(self, monitor: str | None = None, mode: Literal["auto", "min", "max"] = "auto",

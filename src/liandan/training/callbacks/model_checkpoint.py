@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 @register_callback("model_checkpoint")
 class ModelCheckpoint(Callback):
-    """Checkpoint RUN/checkpoints/ every ``every`` steps (0: epoch ends only), keeping ``keep``."""
+    """Checkpoint RUN/checkpoints/ every ``every`` steps (0: epoch ends only), keeping ``keep``.
+
+    Args:
+        every: optimizer steps between checkpoints (0: at each epoch's end only).
+        keep: how many step checkpoints to keep (older ones are deleted; last and best stay linked).
+    """
 
     def __init__(self, every: int = 0, keep: int = 2) -> None:
         self.every, self.keep = every, keep

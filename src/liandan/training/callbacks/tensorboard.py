@@ -15,7 +15,11 @@ _NOT_SCALARS = ("epoch", "step", "split", "lr", "wall_s")
 
 @register_callback("tensorboard")
 class TensorBoardLogger(Callback):
-    """Log step rows (loss, lr, grad_norm) and each epoch's metrics per split to RUN/tb/."""
+    """Log step rows (loss, lr, grad_norm) and each epoch's metrics per split to RUN/tb/.
+
+    Args:
+        subdir: the event files' folder inside the run directory.
+    """
 
     def __init__(self, subdir: str = "tb") -> None:
         self.subdir = subdir
