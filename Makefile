@@ -23,12 +23,12 @@ demo: $(STAMP)
 	$(BIN)/liandan demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 # The fast tier: everything not marked slow (under 3 minutes on 2 cores).
 test-fast: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
 # The newest release of every dependency (torch stays the CPU build on disk), in its own venv.
@@ -50,7 +50,7 @@ lock:
 	PY=$(PY) bash tools/lock.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/trainer_overhead.py
