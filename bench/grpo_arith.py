@@ -46,7 +46,7 @@ def main() -> None:
         run = grpo(base, "exact", steps=args.steps, group=args.group, batch=args.batch, lr=args.lr, beta=args.beta,
                    adapter=args.adapter, out=tmp / "grpo", quiet=True)
         wall = time.perf_counter() - t0
-        rows = [r for r in read_metrics(run.dir / "metrics.csv") if r["split"] == "train"]
+        rows = [r for r in read_metrics(run.dir / "metrics.csv") if r["split"] == "step"]  # one per step
         check = liandan.exact_match(run.dir, "test")["exact_match"]  # the saved run, through generate
     s = run.summary
     before, after = s["before"]["test"]["exact_match"], s["final"]["test"]["exact_match"]

@@ -1,9 +1,11 @@
 """Alignment: rule rewards, the GRPO loss against its formula, GRPO and a Bradley–Terry reward
-model on a tiny arith run, and the CLI's error cases."""
+model on a tiny arith run through the one trainer (exact resume, the non-finite guard,
+accumulation), and the CLI's error cases."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import liandan
 from liandan.llm.rl import bradley_terry_loss, exact_reward, format_reward, group_advantages, grpo, grpo_loss
 from liandan.llm.rl.grpo import completion_logprobs, k3_kl
 from liandan.llm.rl.rollout import completion_mask
+from liandan.training.callbacks import Callback
 
 pytest.importorskip("transformers")
 
@@ -162,8 +165,10 @@ def test_grpo_raises_the_reward(base, tmp_path):
     assert s["status"] == "completed" and s["steps"] == 40 and s["kl"] > 0
     assert s["before"]["test"]["exact_match"] == liandan.exact_match(base.dir)["exact_match"]
     assert s["final"]["test"]["exact_match"] == liandan.exact_match(run.dir)["exact_match"]
-    rows = read_metrics(tmp_path / "g" / "metrics.csv")
+    rows = [r for r in read_metrics(tmp_path / "g" / "metrics.csv") if r["split"] == "step"]
     assert len(rows) == 40 and {"reward", "kl", "clip_frac"} <= set(rows[0])
+    assert [r["step"] for r in rows] == list(range(1, 41)) and rows[0]["reward"] is not None
+    assert (tmp_path / "g" / "checkpoints" / "last.safetensors").is_file()  # the trainer's checkpoints
     loaded = load_run(tmp_path / "g")
     ids = torch.randint(5, 10, (2, 6))
     torch.testing.assert_close(loaded.model(ids), run.model(ids))
@@ -205,3 +210,90 @@ def test_cli(base, tmp_path, cli):
         assert code == 2 and "is not a run directory" in err
     code, _, err = cli("grpo", str(base.dir), "--reward", "bogus", "--out", str(tmp_path / "z"))
     assert code == 2 and "unknown reward 'bogus'" in err
+
+
+# --- through the trainer: exact resume, the non-finite guard, accumulation -------------------------
+
+
+class _StopAt(Callback):
+    """Interrupt the run (as Ctrl-C does) once it has taken ``step`` steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, loss, grad_norm, applied) -> None:
+        if trainer.state.step == self.step:
+            trainer.interrupt("test")
+
+
+def _rows(path):
+    from liandan.training.rundir import read_metrics
+
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in read_metrics(path / "metrics.csv")]
+
+
+def _same_weights(a, b) -> None:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_reward_model_resumes_bit_identical(base, tmp_path):
+    """A reward-model run interrupted mid-epoch and resumed from the trainer's checkpoint ends with
+    the very weights and metrics.csv rows of the run never stopped."""
+    from liandan.llm.rl import reward_model
+
+    kw = {"pairs": 120, "epochs": 2, "lr": 1e-3, "batch_size": 32, "quiet": True}
+    full = reward_model(base.dir, out=tmp_path / "full", **kw)
+    assert full["status"] == "completed" and full["steps"] == 8 and full["bad_steps"] == 0
+    assert set(full["final"]) == {"train", "val", "test"} and full["weights"] == "reward_model"
+    cut = reward_model(base.dir, out=tmp_path / "cut", callbacks=[_StopAt(3)], **kw)
+    assert cut["status"] == "interrupted" and cut["steps"] == 3 and not cut["final"]
+    assert not (tmp_path / "cut" / "reward_model.json").exists()  # not a reward model yet
+    with pytest.raises(liandan.LiandanError, match="other options"):
+        reward_model(base.dir, out=tmp_path / "cut", resume=True, **{**kw, "lr": 2e-3})
+    done = reward_model(base.dir, out=tmp_path / "cut", resume=True, **kw)
+    assert done["status"] == "completed" and done["steps"] == 8
+    _same_weights(tmp_path / "full" / "checkpoints" / "reward_model.safetensors",
+                  tmp_path / "cut" / "checkpoints" / "reward_model.safetensors")
+    assert _rows(tmp_path / "full") == _rows(tmp_path / "cut")
+    assert done["final"] == full["final"] and done["before"] == full["before"]
+    rows = _rows(tmp_path / "full")
+    assert [r["split"] for r in rows].count("step") == 8 and {r["split"] for r in rows} == {"step", "train", "val"}
+
+
+def test_grpo_resumes_bit_identical(base, tmp_path):
+    """GRPO interrupted and resumed (rollout generator, prompt position, optimizer, π_ref) matches
+    the run never stopped, with two inner steps and two prompt batches accumulated per step."""
+    kw = {"steps": 3, "group": 2, "batch": 3, "lr": 1e-3, "inner_steps": 2, "quiet": True,
+          "overrides": ["train.accumulate=2"]}
+    full = grpo(base.dir, _first_digit, out=tmp_path / "full", **kw)
+    assert full.summary["status"] == "completed" and full.summary["steps"] == 3
+    cut = grpo(base.dir, _first_digit, out=tmp_path / "cut", callbacks=[_StopAt(1)], **kw)
+    assert cut.summary["status"] == "interrupted" and cut.summary["steps"] == 1
+    done = grpo(base.dir, _first_digit, out=tmp_path / "cut", resume=True, **kw)
+    assert done.summary["status"] == "completed"
+    _same_weights(tmp_path / "full" / "checkpoints" / "final.safetensors",
+                  tmp_path / "cut" / "checkpoints" / "final.safetensors")
+    assert _rows(tmp_path / "full") == _rows(tmp_path / "cut")
+    assert done.summary["reward"] == full.summary["reward"]
+
+
+def test_grpo_non_finite_rewards_are_skipped_then_diverge(base, tmp_path):
+    """NaN rewards make the loss non-finite: the trainer's guard skips each update (the weights stay
+    the base's) and ends the run as diverged after train.max_bad_steps."""
+    from safetensors.torch import load_file
+
+    def nan_reward(completions, answers):
+        return [math.nan] * len(completions)
+
+    run = grpo(base.dir, nan_reward, steps=5, group=2, batch=2, lr=1e-2, quiet=True, out=tmp_path / "g",
+               overrides={"train.max_bad_steps": 2})
+    s = run.summary
+    assert s["status"] == "diverged" and s["steps"] == 2 and s["bad_steps"] == 2 and "non-finite" in s["reason"]
+    final = load_file(str(tmp_path / "g" / "checkpoints" / "final.safetensors"))
+    for k, v in base.model.state_dict().items():
+        assert torch.equal(final[k], v), k

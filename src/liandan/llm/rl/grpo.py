@@ -21,8 +21,9 @@ after ``<eos>`` carry no loss. With one update per batch (``inner_steps=1``) π_
 ρ = 1 and the clip never binds; ``inner_steps > 1`` re-uses the batch (the paper's μ).
 β = 0 drops the reference (TRL's default since 2025); β = 0.04 is the paper's.
 
-The rollout, reward, update and logging are :mod:`liandan.llm.rl.loop`; this module holds the
-loss, which the tests compare with the formula written out by hand.
+The rollout and the update are the ``grpo`` task (:mod:`liandan.llm.rl.tasks`), which the one
+trainer runs (:mod:`liandan.llm.rl.grpo_run`); this module holds the loss, which the tests compare
+with the formula written out by hand.
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ def grpo(run_dir: str | Path, reward: Any = "exact", *, steps: int = 100, group:
          lr: float = 3e-4, beta: float = 0.04, clip_eps: float = 0.2, temperature: float = 1.0,
          inner_steps: int = 1, loss_type: str = "token", adapter: str | dict | None = None,
          eval_every: int = 0, eval_samples: int | None = None, seed: int = 0, out: str | Path | None = None,
-         quiet: bool = False):
+         quiet: bool = False, overrides: list[str] | dict | None = None, callbacks: list | None = None,
+         resume: bool = False):
     """Fine-tune the language-model run ``run_dir`` with GRPO; returns the new run (a
     :class:`~liandan.training.run.Run`) whose directory holds recipe.yaml, data.json, tokenizer,
-    metrics.csv (one ``train`` row per step: reward, reward_std, kl, clip_frac, ...),
+    metrics.csv (one ``step`` row per step: reward, reward_std, kl, clip_frac, ...),
     checkpoints/final.safetensors and summary.json (reward first/last, KL, test exact match
     before and after, ``exact_match_gain``).
 
@@ -110,9 +112,14 @@ def grpo(run_dir: str | Path, reward: Any = "exact", *, steps: int = 100, group:
     reward-model``). ``group``: completions per prompt (G ≥ 2); ``batch``: prompts per step.
     ``adapter`` (``"lora"`` or ``{"name": "lora", "r": 8}``) trains an adapter on the frozen run
     instead of every weight; a run fine-tuned with an adapter trains that adapter.
-    ``eval_every`` > 0 logs the greedy exact match on ``val`` (at most ``eval_samples`` problems)."""
-    from liandan.llm.rl.loop import run_grpo
+    ``eval_every`` > 0 logs the greedy exact match on ``val`` (at most ``eval_samples`` problems).
+
+    It trains through the one trainer (task ``grpo``; :mod:`liandan.llm.rl.fit`): ``overrides`` of
+    its recipe (``train.precision=bf16``, ``train.accumulate=2``: prompt batches per step, ...),
+    ``callbacks``, and ``resume`` of an interrupted run in ``out`` (the same arguments)."""
+    from liandan.llm.rl.grpo_run import run_grpo
 
     return run_grpo(run_dir, reward, steps=steps, group=group, batch=batch, lr=lr, beta=beta, clip_eps=clip_eps,
                     temperature=temperature, inner_steps=inner_steps, loss_type=loss_type, adapter=adapter,
-                    eval_every=eval_every, eval_samples=eval_samples, seed=seed, out=out, quiet=quiet)
+                    eval_every=eval_every, eval_samples=eval_samples, seed=seed, out=out, quiet=quiet,
+                    overrides=overrides, callbacks=callbacks, resume=resume)

@@ -16,8 +16,7 @@ accuracy, the share of held-out (test-split) pairs with r(chosen) > r(rejected).
 
 from __future__ import annotations
 
-import sys
-import time
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +43,12 @@ class RewardModel(nn.Module):
         room = self.max_positions
         if ids.shape[1] > room:  # rows longer than the positions lose their first tokens (a sliding window)
             shift = (n - room).clamp(min=0)  # (B,)
-            cols = (torch.arange(room)[None, :] + shift[:, None]).clamp(max=ids.shape[1] - 1)  # (B, room)
+            cols = torch.arange(room, device=ids.device)[None, :] + shift[:, None]  # (B, room)
+            cols = cols.clamp(max=ids.shape[1] - 1)
             ids, n = ids.gather(1, cols), n.clamp(max=room)
         h = self.body(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, D)
         last = (n - 1).clamp(min=0)  # (B,) the last real token
-        return self.head(h[torch.arange(len(ids)), last]).squeeze(-1)  # (B,)
+        return self.head(h[torch.arange(len(ids), device=ids.device), last]).squeeze(-1)  # (B,)
 
     @property
     def max_positions(self) -> int:
@@ -103,92 +103,109 @@ def make_pairs(probs, rng: np.random.Generator, n: int | None, final_id: int | N
     return pad(chosen), pad(rejected)
 
 
-@torch.no_grad()
-def pairwise_accuracy(rm: RewardModel, chosen: torch.Tensor, rejected: torch.Tensor, batch: int = 512) -> float:
-    rm.eval()
-    wins = sum(float((rm(chosen[i:i + batch]) > rm(rejected[i:i + batch])).sum()) for i in range(0, len(chosen), batch))
-    return wins / max(len(chosen), 1)
+def pair_batches(chosen: torch.Tensor, rejected: torch.Tensor, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0):
+    """Pairs as the ``pairwise_preference`` task's batches: x ``(N, 2, T)`` (chosen first), y ``(N,)`` ones."""
+    from liandan.data.loaders import TensorBatches
+
+    return TensorBatches(torch.stack([chosen, rejected], 1), torch.ones(len(chosen)), batch_size, shuffle=shuffle,
+                         seed=seed)
+
+
+def _pair_data(run, base: Path, pairs: int | None, batch_size: int, seed: int, rng: np.random.Generator):
+    """The pairs of every split of the run as a DataModule (val: None when the run has no val split)."""
+    from dataclasses import replace
+
+    from liandan.data.pipeline import DataModule
+    from liandan.data.tokenize import load_tokenizer
+    from liandan.llm.rl.rollout import problems
+
+    data = run.load_data()
+    tok = load_tokenizer(base / run.info.tokenizer)
+    final = run.info.extras.get("final_after")
+    final_id = tok.encode(final)[0] if final else None
+    train_p, test_p = problems(run, data, "train"), problems(run, data, "test")
+    choices = sorted({t for v in train_p.buckets.values() for _, a in v for t in a[:-1]} - {final_id})
+    if len(choices) < 2:
+        raise LiandanError(f"{base}: its answers use fewer than two tokens; no rejected answers can be made")
+    split = {"train": make_pairs(train_p, rng, pairs, final_id, choices),  # (N, T) chosen, (N, T) rejected
+             "test": make_pairs(test_p, rng, None, final_id, choices)}
+    if len(data.indices.get("val", [])):  # drawn last: the train and test pairs are those of earlier versions
+        split["val"] = make_pairs(problems(run, data, "val"), rng, None, final_id, choices)
+    batches = {k: pair_batches(c, r, batch_size, shuffle=k == "train", seed=seed) for k, (c, r) in split.items()}
+    sizes = {k: len(c) for k, (c, _) in split.items()}
+    info = replace(run.info, task="pairwise_preference", input_shape=(2, split["train"][0].shape[1]), sizes=sizes)
+    return DataModule(info, batches["train"], batches.get("val"), batches["test"], data.source, {}), sizes
 
 
 def reward_model(run_dir: str | Path, *, pairs: int | None = 4000, epochs: int = 3, lr: float = 3e-4,
-                 batch_size: int = 64, seed: int = 0, out: str | Path | None = None,
-                 quiet: bool = False) -> dict[str, Any]:
+                 batch_size: int = 64, seed: int = 0, out: str | Path | None = None, quiet: bool = False,
+                 overrides: list[str] | dict | None = None, callbacks: list | None = None,
+                 resume: bool = False) -> dict[str, Any]:
     """Train a Bradley–Terry reward model on ``run_dir``'s problems; returns its summary.json.
 
     ``pairs``: training pairs drawn from the train split (None: one per problem); the held-out
-    pairs are the test split's. The directory (``--out``) holds ``reward_model.json``, the
-    weights in ``checkpoints/reward_model.safetensors``, metrics.csv and summary.json
-    (``final.test.pairwise_accuracy``); give it to :func:`~liandan.llm.rl.grpo` as ``reward``."""
-    from liandan.llm.rl.rollout import problems
-    from liandan.llm.rl.runio import REWARD_MODEL_JSON, check_lm_run, start_run_dir
+    pairs are the test split's (and the val split's, logged each epoch). It trains through the
+    trainer (task ``pairwise_preference``, :mod:`liandan.llm.rl.fit`: ``overrides`` of its recipe,
+    ``callbacks``, ``resume`` of an interrupted run in ``out``). The directory (``--out``) holds
+    ``reward_model.json``, the weights in ``checkpoints/reward_model.safetensors``, the trainer's
+    checkpoints, metrics.csv and summary.json (``final.test.pairwise_accuracy``); give it to
+    :func:`~liandan.llm.rl.grpo` as ``reward``."""
+    from liandan.llm.rl.fit import echo_fn, open_run_dir, run_facts, run_trainer, trainer_recipe, write_report
+    from liandan.llm.rl.runio import REWARD_MODEL_JSON, check_lm_run
     from liandan.recipe import load_recipe
     from liandan.training import checkpoint as ck
+    from liandan.training.loop import evaluate
     from liandan.training.run import load_run, seed_everything
-    from liandan.training.rundir import MetricsLog, write_json
-    from liandan.training.setup import torch_threads
+    from liandan.training.rundir import write_json
+    from liandan.training.setup import pick_device
 
     if epochs < 1 or lr <= 0 or batch_size < 1 or (pairs is not None and pairs < 1):
         raise LiandanError("reward-model: need epochs ≥ 1, lr > 0, batch_size ≥ 1, pairs ≥ 1")
     base = check_lm_run(run_dir, "reward-model")
-    echo = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    echo = echo_fn(quiet)
     seed_everything(seed)
     run = load_run(base)
     body, width = _body(run.model)
     rm = RewardModel(body, width, run.info.vocab_size, run.info.pad_id or 0)
     for p in rm.parameters():
         p.requires_grad_(True)
-    data = run.load_data()
-    from liandan.data.tokenize import load_tokenizer
-
-    tok = load_tokenizer(base / run.info.tokenizer)
-    final = run.info.extras.get("final_after")
-    final_id = tok.encode(final)[0] if final else None
-    train_p, test_p = problems(run, data, "train"), problems(run, data, "test")
-    rng = np.random.default_rng(seed)
-    choices = sorted({t for v in train_p.buckets.values() for _, a in v for t in a[:-1]} - {final_id})
-    if len(choices) < 2:
-        raise LiandanError(f"{base}: its answers use fewer than two tokens; no rejected answers can be made")
-    tr_c, tr_r = make_pairs(train_p, rng, pairs, final_id, choices)  # (N, T) each
-    te_c, te_r = make_pairs(test_p, rng, None, final_id, choices)
+    data, sizes = _pair_data(run, base, pairs, batch_size, seed, np.random.default_rng(seed))
     recipe = load_recipe({**run.recipe.to_dict(), "name": f"{run.recipe.name}-rm"})
-    out_dir = start_run_dir(base, recipe, f"reward model on {base} (liandan reward-model)", out)
-    log = MetricsLog(out_dir / "metrics.csv", ["pairwise_accuracy"])
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
-    with torch_threads(model=rm):
-        t0, step, gen = time.perf_counter(), 0, torch.Generator().manual_seed(seed)
-        before = pairwise_accuracy(rm, te_c, te_r)
-        try:
-            for epoch in range(1, epochs + 1):
-                rm.train()
-                for idx in torch.randperm(len(tr_c), generator=gen).split(batch_size):
-                    loss = bradley_terry_loss(rm(tr_c[idx]), rm(tr_r[idx]))  # scalar, over (b,) pairs
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0))
-                    opt.step()
-                    step += 1
-                    log.write({"epoch": epoch, "step": step, "split": "train", "loss": float(loss.detach()), "lr": lr,
-                               "grad_norm": grad_norm, "wall_s": time.perf_counter() - t0})
-                acc = pairwise_accuracy(rm, te_c, te_r)
-                with torch.no_grad():
-                    test_loss = float(bradley_terry_loss(rm(te_c), rm(te_r)))
-                log.write({"epoch": epoch, "step": step, "split": "test", "loss": test_loss, "pairwise_accuracy": acc,
-                           "wall_s": time.perf_counter() - t0})
-                echo(f"reward-model epoch {epoch}/{epochs}: test pairwise accuracy {acc:.4f}  loss {test_loss:.4f}")
-        finally:
-            log.close()
-    rm.eval()
-    ck.save_weights(rm, out_dir / "checkpoints" / "reward_model.safetensors")
-    doc = {"base_run": str(base), "width": width, "vocab_size": run.info.vocab_size, "pad_id": rm.pad_id}
-    write_json(out_dir / REWARD_MODEL_JSON, doc)
-    summary = {"name": recipe.name, "status": "completed", "method": "reward_model", "base_run": str(base),
-               "epochs": epochs, "steps": step, "wall_s": round(time.perf_counter() - t0, 3),
-               "weights": "reward_model", "pairs": {"train": len(tr_c), "test": len(te_c)},
-               "before": {"test": {"pairwise_accuracy": before}},
-               "final": {"train": {"pairwise_accuracy": pairwise_accuracy(rm, tr_c, tr_r)},
-                         "test": {"pairwise_accuracy": acc, "loss": test_loss}},
-               "params": sum(p.numel() for p in rm.parameters())}
-    write_json(out_dir / "summary.json", summary)
+    options = {"pairs": pairs, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+               **({"overrides": overrides} if overrides else {})}
+    out_dir, resume_path = open_run_dir(base, recipe, f"reward model on {base} (liandan reward-model)", out, options,
+                                        resume)
+    tr = trainer_recipe(recipe, "pairwise_preference", lr, epochs, overrides)
+    device = pick_device(tr.train.device)
+    rm.to(device)
+    test = lambda: evaluate(rm, data.eval_batches("test"), bradley_terry_loss, data.info, device)  # noqa: E731
+    before = test()
+    trainer = None
+    try:
+        trainer = run_trainer(tr, data, rm, bradley_terry_loss, out_dir, device, list(callbacks or []), resume_path,
+                              echo, quiet)
+    finally:
+        facts = run_facts(trainer) if trainer is not None else {"status": "failed"}
+        summary = {"name": recipe.name, **facts, "method": "reward_model", "base_run": str(base), "epochs": epochs,
+                   "options": json.loads(json.dumps(options)), "pairs": sizes,
+                   "before": {"test": {"pairwise_accuracy": before["pairwise_accuracy"]}}, "final": {},
+                   "params": sum(p.numel() for p in rm.parameters())}
+        if trainer is not None and trainer.status == "completed":
+            summary["final"] = {k: evaluate(rm, data.eval_batches(k), bradley_terry_loss, data.info, device)
+                                for k in ("train", "val", "test") if getattr(data, k) is not None}
+            rm.eval()
+            ck.save_weights(rm, out_dir / "checkpoints" / "reward_model.safetensors")
+            summary["weights"] = "reward_model"
+            write_json(out_dir / REWARD_MODEL_JSON, {"base_run": str(base), "width": width,
+                                                     "vocab_size": run.info.vocab_size, "pad_id": rm.pad_id})
+        write_json(out_dir / "summary.json", summary)
+    if summary["final"]:
+        echo(f"reward model: test pairwise accuracy {before['pairwise_accuracy']:.4f} -> "
+             f"{summary['final']['test']['pairwise_accuracy']:.4f}  ({out_dir})")
+    else:
+        echo(f"reward model: {summary['status']}: {summary.get('reason', '')}  ({out_dir})")
+    write_report(tr, out_dir, echo)
     return {"dir": str(out_dir), **summary}
 
 

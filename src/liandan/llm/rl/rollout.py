@@ -84,7 +84,7 @@ def score(completions: torch.Tensor, answers: list[list[int]], reward: RewardFn 
         for i, s in enumerate(full):
             ids[i, : len(s)] = torch.tensor(s)
         with torch.no_grad():
-            return reward(ids).float()
+            return reward(ids.to(next(reward.parameters()).device)).float().cpu()
     got = reward([to_text(r, tok) for r in rows], [to_text(a, tok) for a in answers])
     return torch.tensor(got, dtype=torch.float32)
 
@@ -100,12 +100,13 @@ def greedy_reward(model: nn.Module, probs: Problems, reward: RewardFn | nn.Modul
 
     was = model.training
     model.eval()
-    total, n, gen = 0.0, 0, torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    total, n, gen = 0.0, 0, torch.Generator(device).manual_seed(seed)
     for cut, items in sorted(probs.buckets.items()):
         limit = max(len(a) for _, a in items) + slack
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
-            prompts = torch.tensor([p for p, _ in chunk])  # (b, cut)
+            prompts = torch.tensor([p for p, _ in chunk], device=device)  # (b, cut)
             out = sample_tokens(model, prompts, limit, temperature=temperature, eos=EOS, pad=PAD,
                                 generator=gen)[:, cut:]
             total += float(score(out, [a for _, a in chunk], reward, tok, prompts).sum())
