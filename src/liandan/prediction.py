@@ -69,47 +69,22 @@ def _read_input(text: Input, shape: tuple[int, ...] | None) -> list[tuple[str, n
         raise LiandanError(f"input {text!r} is neither a file nor comma-separated numbers") from None
 
 
-def _top_classes(logits: torch.Tensor, names: list[str] | None, top: int) -> list[dict[str, Any]]:
-    probs = torch.softmax(logits.float(), -1)
-    val, idx = probs.topk(min(top, probs.numel()))
-    return [{"label": names[i] if names else str(i), "index": int(i), "prob": float(v)}
-            for v, i in zip(val.tolist(), idx.tolist(), strict=True)]
-
-
-def _image_text_predictor(run, path: Path, top: int):
-    """Image-text runs: a caption run captions each image; a contrastive run classifies it
-    zero-shot from its text prompts (the data's ``prompt_ids``)."""
-    from liandan.data.tokenize import load_tokenizer
-    from liandan.training.tasks.vision_language import generate_captions, zero_shot_logits
-
-    info = run.info
-    if info.task == "caption":
-        tok = load_tokenizer(path / info.tokenizer)
-        return lambda x: {"caption": generate_captions(run.model, x[None], tok, max_new=info.max_len - 1)[0]}
-    prompts = torch.as_tensor(info.extras["prompt_ids"])
-    return lambda x: {"classes": _top_classes(zero_shot_logits(run.model, x[None], prompts)[0], info.class_names, top)}
-
-
 def predict(model_or_run: str | Path, inputs: list[Input], trust: bool = False, top: int = 3) -> list[dict[str, Any]]:
     """Predict each input: the top classes with probabilities (classifiers, and CLIP-style runs
     zero-shot), the value (regressors), or the caption (captioning runs)."""
     from liandan.serialize import load_model
     from liandan.training.run import load_run
+    from liandan.training.tasks import build_task, top_classes
 
     path = Path(model_or_run)
-    info, special = None, None
+    info = None
     if path.is_dir():
         run = load_run(path)
         model, info = run.model, run.info
-        if info.task in ("caption", "contrastive"):
-            special = _image_text_predictor(run, path, top)
-        elif info.task not in ("classify", "regress"):
-            verb = {"lm": f"liandan generate {path} --prompt TEXT", "gan": f"liandan sample {path}",
-                    "diffusion": f"liandan sample {path}"}.get(info.task, f"liandan evaluate {path}")
-            raise LiandanError(f"predict serves classifiers, regressors and image-text runs; {path} is a "
-                               f"{info.task} run: try `{verb}`")
-    else:
+        one = build_task(info, None, run.recipe).predictor(run, top)  # the task says what a prediction is
+    else:  # a bare weights file: a classifier's logits
         model = load_model(path, trust=trust)
+        one = lambda x: {"classes": top_classes(model(x[None])[0], None, top)}  # noqa: E731
     shape = tuple(info.input_shape) if info else None
     items = [item for text in inputs for item in _read_input(text, shape)]
     out = []
@@ -123,14 +98,5 @@ def predict(model_or_run: str | Path, inputs: list[Input], trust: bool = False, 
                 x = x.reshape(shape)
             if info is not None:
                 x = info.normalize_x(x)
-            if special is not None:
-                out.append({"input": name, **special(x)})
-                continue
-            y = model(x[None])[0]
-            if info is None or info.task == "classify":
-                names = info.class_names if info and info.class_names else None
-                out.append({"input": name, "classes": _top_classes(y, names, top)})
-            else:
-                v = info.denormalize_y(y.float())
-                out.append({"input": name, "value": [round(float(t), 6) for t in v.flatten()]})
+            out.append({"input": name, **one(x)})
     return out

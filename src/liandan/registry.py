@@ -87,7 +87,8 @@ class Entry:
 
     # Parameters the framework passes to a builder itself (an optimizer's parameter groups, a
     # schedule's step count): not options of a recipe section, so neither listed nor documented.
-    SUPPLIED: ClassVar[tuple[str, ...]] = ("params", "optimizer", "total_steps")
+    # A callback's ``recipe``: the run's recipe (the doctor reads its ``doctor`` section).
+    SUPPLIED: ClassVar[tuple[str, ...]] = ("params", "optimizer", "total_steps", "recipe")
 
     def options(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword options (name -> Parameter), excluding *args/**kwargs."""
@@ -238,6 +239,9 @@ ADAPTERS = Registry("adapter", "adapters")
 # Run directories of another kind (a compressed run): entries take the directory and return a Run.
 RUN_FORMATS = Registry("run format", "run_formats")
 CALLBACKS = Registry("callback", "callbacks")
+# Post-run work of the pillars (the report): entries take (run_dir, recipe, summary, echo) and run
+# after summary.json is written; the trainer calls them without naming them.
+RUN_HOOKS = Registry("run hook", "run_hooks")
 
 register_model = MODELS.register
 register_data = DATA.register
@@ -249,6 +253,7 @@ register_task = TASKS.register
 register_adapter = ADAPTERS.register
 register_run_format = RUN_FORMATS.register
 register_callback = CALLBACKS.register
+register_run_hook = RUN_HOOKS.register
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,

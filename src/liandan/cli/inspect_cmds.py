@@ -36,7 +36,6 @@ def parse_model_sets(model: str, sets: list[str] | None) -> dict[str, Any]:
     """``["num_classes=10", "norm=group"]`` -> validated model options of ``model``."""
     import yaml
 
-    from liandan.models import INFERRED
     from liandan.registry import MODELS
 
     opts: dict[str, Any] = {}
@@ -49,7 +48,7 @@ def parse_model_sets(model: str, sets: list[str] | None) -> dict[str, Any]:
             opts[key] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise LiandanError(f"--set {key}: cannot parse value {value!r}") from None
-    return MODELS.get(model).validate(opts, where="model", inferred=INFERRED)
+    return MODELS.get(model).validate(opts, where="model")
 
 
 def model_and_shape(model: str, input_shape: str | None, sets: list[str] | None,

@@ -118,6 +118,7 @@ def _denormalize_x(info: DataInfo, x: torch.Tensor) -> torch.Tensor:
 def load_teacher(run_dir: str | Path | None) -> tuple[nn.Module, DataInfo]:
     """A trained classifier run as a frozen teacher (eval mode, ``requires_grad`` off)."""
     from liandan.training.run import load_run
+    from liandan.training.tasks import task_class
 
     if run_dir is None:
         raise LiandanError("distillation needs a teacher run directory")
@@ -127,7 +128,7 @@ def load_teacher(run_dir: str | Path | None) -> tuple[nn.Module, DataInfo]:
     if not path.is_dir():
         raise LiandanError(f"teacher run not found: {path}")
     run = load_run(path)
-    if run.info.task != "classify":
+    if not task_class(run.info.task).is_classification:
         raise LiandanError(f"the teacher must be a classifier: {path} is a {run.info.task!r} run")
     model = run.model.eval()
     for p in model.parameters():
@@ -155,10 +156,11 @@ def distill(teacher_run: str | Path, student: str | Path | dict = "digits-mlp",
     from liandan.recipe import load_dict, load_recipe
     from liandan.training.api import train
     from liandan.training.rundir import write_json
+    from liandan.training.tasks import task_class
 
     teacher_dir = Path(teacher_run)
     teacher, data = open_run(teacher_dir)
-    if teacher.info.task != "classify":
+    if not task_class(teacher.info.task).is_classification:
         raise LiandanError(f"the teacher must be a classifier: {teacher_dir} is a {teacher.info.task!r} run")
     raw = load_dict(student)
     raw["data"], raw["seed"], raw["task"] = teacher.recipe.to_dict()["data"], teacher.recipe.seed, teacher.recipe.task

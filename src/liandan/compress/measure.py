@@ -58,7 +58,10 @@ def sparsity(model: nn.Module) -> float:
 
 
 def metric_key(task: str) -> str:
-    return "accuracy" if task == "classify" else "r2" if task == "regress" else "loss"
+    """The metric compression compares: the task's headline (accuracy, R², else the loss)."""
+    from liandan.training.tasks import task_class
+
+    return task_class(task).headline_metric
 
 
 def run_metrics(run: Run, data: DataModule, model: nn.Module, split: str = "test") -> dict[str, float]:

@@ -20,8 +20,6 @@ The cost is disk size (float32 on disk); the in-memory model is the small one.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +28,13 @@ from torch import nn
 
 from liandan.errors import LiandanError
 from liandan.registry import register_run_format
+from liandan.runs import COMPRESS, DATA, RECIPE, RunDir
 
 if TYPE_CHECKING:
     from liandan.recipe import Recipe
     from liandan.training.run import Run
 
-COMPRESS_JSON = "compress.json"
+COMPRESS_JSON = COMPRESS
 
 
 def default_out(run_dir: Path, suffix: str) -> Path:
@@ -52,38 +51,29 @@ def check_out(out: Path) -> Path:
 def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dict[str, Any],
                  final: dict[str, dict[str, float]] | None = None) -> Path:
     """Write the compressed directory: recipe, data facts, float weights, summary and ``compress.json``."""
-    from liandan.training import checkpoint as ck
-    from liandan.training.rundir import read_json, write_json
+    from liandan.training.run import save_final
 
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "recipe.yaml").exists():
-        (out / "recipe.yaml").write_text(recipe.to_yaml(f"compressed from {run.dir} ({doc['method']})"))
-    shutil.copyfile(run.dir / "data.json", out / "data.json")
-    ck.save_weights(model, out / "checkpoints" / "final.safetensors")
-    summary = read_json(out / "summary.json") if (out / "summary.json").exists() else {}
+    rd = RunDir(out)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    if not rd.has(RECIPE):
+        rd.write_recipe(recipe, f"compressed from {run.dir} ({doc['method']})")
+    rd.copy_from(RunDir(run.dir), DATA)
+    save_final(rd, model)
+    summary = rd.summary()
     summary.update({"name": recipe.name, "status": summary.get("status", "completed"), "weights": "final",
                     "compressed": {"method": doc["method"], "from": str(run.dir)}})
     if final is not None:  # a fine-tune's own train/val numbers stay; test is the compressed model's
         summary["final"] = {**summary.get("final", {}), **final}
-    write_json(out / "summary.json", summary)
-    write_json(out / COMPRESS_JSON, doc)
+    rd.write_summary(summary)
+    rd.write_compress_doc(doc)
     return out
 
 
 def read_doc(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    f = path / COMPRESS_JSON
-    if not f.is_file():
-        raise LiandanError(f"{path} is not a compressed directory (no {COMPRESS_JSON})")
-    from liandan.paths import read_text
-
-    try:
-        return json.loads(read_text(f, "run file"))
-    except json.JSONDecodeError as e:
-        raise LiandanError(f"{f}: invalid JSON: {e}") from None
+    return RunDir(path).compress_doc()
 
 
-@register_run_format("compressed", marker="compress.json")
+@register_run_format("compressed", marker=COMPRESS)
 def load_compressed(path: str | Path) -> Run:
     """A compressed run (quantised, pruned or distilled), rebuilt and loaded.
 
@@ -93,25 +83,22 @@ def load_compressed(path: str | Path) -> Run:
     from liandan.compress.prune import apply_structure
     from liandan.compress.quantize import apply_quantization
     from liandan.data.pipeline import DataInfo
-    from liandan.recipe import load_recipe
     from liandan.training import checkpoint as ck
-    from liandan.training.run import Run, checkpoint_file, seed_everything
-    from liandan.training.rundir import read_json
+    from liandan.training.run import Run, seed_everything
     from liandan.training.setup import build_model, set_memory_format
 
-    path = Path(path)
-    doc = read_doc(path)
-    if not (path / "recipe.yaml").is_file() or not (path / "data.json").is_file():
-        raise LiandanError(f"{path} is not a run directory (no recipe.yaml / data.json)")
-    recipe = load_recipe(path / "recipe.yaml")
-    info = DataInfo.from_dict(read_json(path / "data.json"))
-    summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+    rd = RunDir(path)
+    doc = rd.compress_doc()
+    rd.require()
+    recipe = rd.recipe()
+    info = DataInfo.from_dict(rd.data_info())
+    summary = rd.summary()
     seed_everything(recipe.seed)
     model = build_model(recipe.model, info)
     if doc.get("structure"):
         apply_structure(model, doc["structure"])
-    ck.load_weights(model, checkpoint_file(path, summary.get("weights", "final")))  # confined to the run
+    ck.load_weights(model, rd.weights_file(summary.get("weights", "final")))  # confined to the run
     model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
     if doc["method"] == "quantize":
         model = apply_quantization(model, doc.get("options", {}))
-    return Run(path, recipe, summary, info, model)
+    return Run(rd.path, recipe, summary, info, model)

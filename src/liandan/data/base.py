@@ -11,6 +11,12 @@ from torch.utils.data import Dataset
 
 from liandan.errors import LiandanError
 
+# What a source's targets y are (Source.targets), in the data layer's own terms: the pipeline
+# stratifies, counts classes, standardises or passes y through by these, never by task names.
+CLASS = "class"  # (N,) int64 class ids 0..K-1
+VALUE = "value"  # (N,) or (N, k) float32 values
+TOKENS = "tokens"  # (N, T) int64 token ids (-100 where nothing is learned): next tokens, masks, captions
+
 
 @dataclass
 class Source:
@@ -21,8 +27,9 @@ class Source:
     splits can be stratified without reading files.
     """
 
-    y: torch.Tensor  # (N,) int64 class ids, or (N,) / (N, k) float32 targets
-    task: str  # "classify" | "regress"
+    y: torch.Tensor  # (N,) int64 class ids, or (N,) / (N, k) float32 targets, or (N, T) token ids
+    task: str  # the registered task these targets serve (DataInfo.task unless the recipe names another)
+    targets: str  # what y holds: CLASS, VALUE or TOKENS
     x: torch.Tensor | None = None
     dataset: Dataset | None = None
     num_classes: int | None = None
@@ -52,17 +59,26 @@ def classification(x: np.ndarray | torch.Tensor, y: np.ndarray, class_names: lis
     k = int(y.max()) + 1 if len(y) else 0
     return Source(
         x=torch.as_tensor(np.asarray(x), dtype=torch.float32), y=torch.as_tensor(y, dtype=torch.int64),
-        task="classify", num_classes=k, class_names=class_names or [str(i) for i in range(k)], **kw,
+        task="classify", targets=CLASS, num_classes=k, class_names=class_names or [str(i) for i in range(k)], **kw,
     )
 
 
 def regression(x: np.ndarray, y: np.ndarray, **kw) -> Source:
     return Source(x=torch.as_tensor(np.asarray(x), dtype=torch.float32),
-                  y=torch.as_tensor(np.asarray(y), dtype=torch.float32), task="regress", **kw)
+                  y=torch.as_tensor(np.asarray(y), dtype=torch.float32), task="regress", targets=VALUE, **kw)
+
+
+def served(source: str, task: str, tasks: tuple[str, ...]) -> None:
+    """Refuse a ``task`` option a source builds no targets for (``tasks``: those it serves)."""
+    if task in tasks:
+        return
+    raise LiandanError(f"data {source} serves tasks {', '.join(tasks)}, not {task!r}")
 
 
 def check_source(src: Source, name: str) -> None:
     """Reject data that would train into garbage: NaN/inf features, bad labels, empty sets."""
+    if src.targets not in (CLASS, VALUE, TOKENS):
+        raise LiandanError(f"data {name!r}: targets must be {CLASS}, {VALUE} or {TOKENS}, got {src.targets!r}")
     if len(src) < 3:
         raise LiandanError(f"data {name!r}: only {len(src)} samples; need at least 3 to split")
     if src.x is not None:
@@ -75,7 +91,7 @@ def check_source(src: Source, name: str) -> None:
                 f"data {name!r}: {int(bad.sum())} NaN/inf feature values in {len(rows)} samples "
                 f"(first at row {int(rows[0])}); drop or impute them"
             )
-    if src.task == "classify":
+    if src.targets == CLASS:
         if src.y.dtype != torch.int64:
             raise LiandanError(f"data {name!r}: classification labels must be integers, got {src.y.dtype}")
         if (src.y < 0).any():

@@ -23,10 +23,9 @@ import itertools
 import numpy as np
 import torch
 
-from liandan.data.base import Source
+from liandan.data.base import TOKENS, Source, served
 from liandan.data.shapes import COLOURS, SHAPES, render
 from liandan.data.tokenize import BOS, EOS, NUM_SPECIAL, PAD, VocabTokenizer
-from liandan.errors import LiandanError
 from liandan.registry import register_data
 
 SIZES = ("small", "medium", "large")
@@ -78,8 +77,7 @@ def shapes_captions(n: int = 3000, size: int = 32, noise: float = 0.05, task: st
         task: contrastive (CLIP-style matching) or caption (BLIP-style captioning)
         seed: random seed of the generated data (the same seed gives the same samples)
     """
-    if task not in TASKS:
-        raise LiandanError(f"data shapes_captions serves tasks {', '.join(TASKS)}, not {task!r}")
+    served("shapes_captions", task, TASKS)
     imgs, labels, colours, radii = render(n, size, seed, noise)
     sizes = size_word(radii)
     tok = tokenizer()
@@ -90,5 +88,6 @@ def shapes_captions(n: int = 3000, size: int = 32, noise: float = 0.05, task: st
     prompt_ids = torch.stack([encode(tok, p, length) for p in prompts])  # (K, P, T)
     facts = {"vocab_size": tok.vocab_size, "max_len": length, "pad_id": PAD, "num_special": NUM_SPECIAL,
              "class_token_ids": [tok.index[s] for s in SHAPES], "prompt_ids": prompt_ids.tolist()}
-    return Source(y=y, task=task, x=torch.from_numpy(imgs), num_classes=len(SHAPES), class_names=list(SHAPES),
-                  tokenizer=tok, facts=facts, meta={"shape": labels, "colour": colours, "size": list(sizes)})
+    return Source(y=y, task=task, targets=TOKENS, x=torch.from_numpy(imgs), num_classes=len(SHAPES),
+                  class_names=list(SHAPES), tokenizer=tok, facts=facts,
+                  meta={"shape": labels, "colour": colours, "size": list(sizes)})

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from liandan.data.base import Source, classification, regression
+from liandan.data.base import CLASS, VALUE, Source, classification, regression
 from liandan.errors import LiandanError
 from liandan.paths import active_roots, check_path, check_tree, open_checked
 from liandan.registry import register_data
@@ -68,15 +68,14 @@ def csv(path: str, target: str = "label", task: str = "auto", delimiter: str = "
             raise LiandanError(f"csv {p}: row {r + 2}: non-numeric feature value {bad!r}") from None
     ys = [row[ti].strip() for row in body]
     numeric = all(_is_float(v) for v in ys)
-    if task == "auto":
-        few_ints = numeric and all(float(v).is_integer() for v in ys) and len(set(ys)) <= 20
-        task = "classify" if not numeric or few_ints else "regress"
-    if task == "regress":
+    few_ints = numeric and all(float(v).is_integer() for v in ys) and len(set(ys)) <= 20
+    kind = {"auto": CLASS if not numeric or few_ints else VALUE, "classify": CLASS, "regress": VALUE}.get(task)
+    if kind is None:
+        raise LiandanError(f"csv: task must be auto, classify or regress, got {task!r}")
+    if kind == VALUE:
         if not numeric:
             raise LiandanError(f"csv {p}: regression target {target!r} has non-numeric values")
         return regression(x, np.array(ys, np.float32)[:, None], feature_names=feats)
-    if task != "classify":
-        raise LiandanError(f"csv: task must be auto, classify or regress, got {task!r}")
     labels = np.array([int(float(v)) for v in ys]) if numeric else np.array(ys)
     return classification(x, labels, feature_names=feats)
 
@@ -139,7 +138,8 @@ def image_folder(path: str, size: int | None = None, grayscale: bool = False) ->
     ds = ImageFiles(files, torch.tensor(labels), size, grayscale)
     if size is None:  # every image must share one shape to batch: take the first one's
         ds.size = ds.load(0).shape[-1]
-    return Source(y=ds.labels, task="classify", dataset=ds, num_classes=len(classes), class_names=classes)
+    return Source(y=ds.labels, task="classify", targets=CLASS, dataset=ds, num_classes=len(classes),
+                  class_names=classes)
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -8,15 +8,18 @@ touches the training split only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from liandan.data.base import Source, check_source
+from liandan.data.base import CLASS, VALUE, Source, check_source
 from liandan.data.loaders import LoaderBatches, TensorBatches, parse_augment
 from liandan.errors import LiandanError
 from liandan.recipe import DataConfig
+
+if TYPE_CHECKING:
+    from liandan.registry import Entry
 
 
 @dataclass
@@ -100,26 +103,46 @@ class DataModule:
         return LoaderBatches(b.dataset, max(b.batch_size, 256))
 
 
-def load_source(name: str, options: dict[str, Any], seed: int, task: str = "auto") -> Source:
+AUTO = "auto"  # recipe.task's default: the task the data source declares
+
+
+def named_task(name: str) -> Entry | None:
+    """The registry entry of the task a recipe names, or None for ``auto`` (the source's own
+    task). An unknown name is an error that lists the registered tasks."""
+    from liandan.registry import TASKS
+
+    return None if name == AUTO else TASKS.get(name)
+
+
+def target_kind(entry: Entry) -> str | None:
+    """How the task of registry ``entry`` reads y (its ``target_kind``): CLASS, VALUE, or None
+    for the source's targets as they are. Read through the registry: this layer imports no task."""
+    return getattr(entry.fn, "target_kind", None)
+
+
+def load_source(name: str, options: dict[str, Any], seed: int, task: str | None = None) -> Source:
+    """The data source ``name`` built with ``options``; ``task``: the task the recipe names, which a
+    source serving several (text: lm or mlm pairs) builds its targets for."""
     from liandan.registry import DATA
 
     entry = DATA.get(name)
     opts = entry.validate(options, where="data")
     if "seed" in entry.options() and "seed" not in opts:
         opts["seed"] = seed
-    if task != "auto" and "task" in entry.options() and "task" not in opts:
-        opts["task"] = task  # sources serving several tasks (text: lm or mlm pairs) build the recipe's
+    if task is not None and "task" in entry.options() and "task" not in opts:
+        opts["task"] = task
     src = entry.fn(**opts)
     check_source(src, name)
     return src
 
 
-def split_indices(src: Source, fractions: list[float], seed: int) -> dict[str, np.ndarray]:
+def split_indices(src: Source, fractions: list[float], seed: int, stratify: bool = False) -> dict[str, np.ndarray]:
+    """Seeded train/val/test indices; ``stratify``: keep each class's share in every split."""
     from sklearn.model_selection import train_test_split
 
     n = len(src)
     fr = list(fractions) + [0.0] * (3 - len(fractions))
-    strat = src.y.numpy() if src.task == "classify" else None
+    strat = src.y.numpy() if stratify else None
     if strat is not None and np.bincount(strat).min(initial=n) < 3:
         strat = None  # a class with < 3 samples cannot be spread over three splits
 
@@ -153,24 +176,28 @@ def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule:
-    """Load the source, split, normalise with training statistics, and batch."""
-    src = load_source(cfg.source, cfg.options, seed, task)
-    if task != "auto":
-        from liandan.registry import TASKS
+    """Load the source, split, normalise with training statistics, and batch.
 
-        TASKS.get(task)  # an unknown task is an error that lists the registered ones
-    if task not in ("auto", "classify", "regress"):
-        src.task = task  # the source's targets must suit it (tokens for lm, captions for caption, ...)
-    elif task == "regress" and src.task == "classify":
-        src.y, src.task, src.num_classes = src.y.float()[:, None], "regress", None
-    elif task == "classify" and src.task == "regress":
-        raise LiandanError(f"data {cfg.source!r} has continuous targets; it cannot be used with task: classify")
-    idx = split_indices(src, cfg.split, seed)
+    ``task``: the recipe's; a named task's ``target_kind`` says how y is treated (class ids:
+    stratified splits and a class count; values: standardised; None: passed through), ``auto``
+    takes the source's own task and targets."""
+    entry = named_task(task)
+    src = load_source(cfg.source, cfg.options, seed, entry.name if entry else None)
+    kind = src.targets
+    if entry is not None:
+        kind = target_kind(entry)
+        if kind == VALUE and src.targets == CLASS:  # class ids regressed as values
+            src.y, src.targets, src.num_classes = src.y.float()[:, None], VALUE, None
+        elif kind is not None and kind != src.targets:
+            what = "continuous" if src.targets == VALUE else src.targets
+            raise LiandanError(f"data {cfg.source!r} has {what} targets; it cannot be used with task: {entry.name}")
+        src.task = entry.name  # the task reads the source's targets as they are (tokens, captions, labels)
+    idx = split_indices(src, cfg.split, seed, stratify=kind == CLASS)
     if len(idx["train"]) == 0:
         raise LiandanError("data.split leaves no training samples")
     y = src.y
-    out_dim = src.num_classes if src.task == "classify" else (y.shape[1] if y.dim() > 1 else 1)
-    if src.facts and src.task != "classify":
+    out_dim = src.num_classes if kind == CLASS else (y.shape[1] if y.dim() > 1 else 1)
+    if src.facts and kind != CLASS:
         out_dim = 0  # token targets (lm, mlm): the output size is the vocabulary, not a class count
     info = DataInfo(source=cfg.source, task=src.task, num_classes=int(out_dim or 0),
                     input_shape=src.sample_shape, class_names=src.class_names,
@@ -182,9 +209,9 @@ def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule
             info.extras[k] = v
     if src.tokenizer is not None:
         info.tokenizer = "tokenizer.json"
-    if src.task == "regress" and y.dim() == 1:
+    if kind == VALUE and y.dim() == 1:
         y = y[:, None]
-    if src.task == "regress" and cfg.normalize:
+    if kind == VALUE and cfg.normalize:
         ym, ys = _stats(y[idx["train"]])
         info.y_mean, info.y_std = ym.tolist(), ys.tolist()
         y = (y - ym) / ys

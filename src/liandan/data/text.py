@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from liandan.data.base import Source
+from liandan.data.base import CLASS, TOKENS, Source
 from liandan.data.tokenize import BOS, EOS, MASK, NUM_SPECIAL, PAD, Tokenizer, fit_tokenizer
 from liandan.errors import LiandanError
 from liandan.paths import check_path, check_tree, read_text
@@ -72,6 +72,13 @@ def mask_tokens(ids: torch.Tensor, prob: float, vocab_size: int,
     return x, y
 
 
+# The tasks a token source packs documents for (GPT-2's packing: windows of max_len + 1 tokens
+# across document ends, no padding, every token learned); the others keep a document per row.
+PACKED = frozenset({"lm"})
+# The tasks whose rows each carry a label (the sources that serve them must hand token_source labels).
+LABELLED = frozenset({"classify"})
+
+
 def token_source(seqs: list[list[int]], tok: Tokenizer, task: str, length: int, seed: int, *,
                  starts: list[int] | None = None, mask_prob: float = 0.15, dynamic: bool = True,
                  labels: torch.Tensor | None = None, class_names: list[str] | None = None,
@@ -83,19 +90,26 @@ def token_source(seqs: list[list[int]], tok: Tokenizer, task: str, length: int, 
     """
     common = {"vocab_size": tok.vocab_size, "max_len": length, "pad_id": PAD, "num_special": NUM_SPECIAL,
               **facts}
-    if task == "lm":
+
+    def lm() -> Source:
         x, y = lm_pairs(seqs, length, starts)
-        return Source(y=y, task="lm", x=x, tokenizer=tok, facts=common)
-    if task == "mlm":
+        return Source(y=y, task="lm", targets=TOKENS, x=x, tokenizer=tok, facts=common)
+
+    def mlm() -> Source:
         ids = pad_rows(seqs, length)
         x, y = mask_tokens(ids, mask_prob, tok.vocab_size, torch.Generator().manual_seed(seed))
-        return Source(y=y, task="mlm", x=x, tokenizer=tok, facts={**common, "mask_prob": mask_prob if dynamic else 0.0})
-    if task == "classify" and labels is not None:
+        return Source(y=y, task="mlm", targets=TOKENS, x=x, tokenizer=tok,
+                      facts={**common, "mask_prob": mask_prob if dynamic else 0.0})
+
+    def classify() -> Source:
         k = int(labels.max()) + 1
-        return Source(y=labels, task="classify", x=pad_rows(seqs, length), num_classes=k, tokenizer=tok,
-                      class_names=class_names or [str(i) for i in range(k)], facts=common)
-    allowed = "lm, mlm" + (", classify" if labels is not None else "")
-    raise LiandanError(f"this token source serves tasks {allowed}, not {task!r}")
+        return Source(y=labels, task="classify", targets=CLASS, x=pad_rows(seqs, length), num_classes=k,
+                      tokenizer=tok, class_names=class_names or [str(i) for i in range(k)], facts=common)
+
+    builds = {"lm": lm, "mlm": mlm, **({"classify": classify} if labels is not None else {})}
+    if task in builds:
+        return builds[task]()
+    raise LiandanError(f"this token source serves tasks {', '.join(builds)}, not {task!r}")
 
 
 def read_documents(path: str, field: str = "text") -> list[str]:
@@ -164,7 +178,7 @@ def text(
         raise LiandanError("data.max_len must be ≥ 4")
     docs = read_documents(path, field)
     tok = fit_tokenizer(tokenizer, docs, vocab_size)
-    if task == "lm":
+    if task in PACKED:
         stream: list[int] = [BOS]
         for d in docs:
             stream += tok.encode(d) + [EOS]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from liandan.data.base import Source
-from liandan.data.text import token_source
+from liandan.data.text import LABELLED, token_source
 from liandan.data.tokenize import BOS, EOS, VocabTokenizer
 from liandan.errors import LiandanError
 from liandan.registry import register_data
@@ -195,7 +195,7 @@ def grammar(n: int = 5000, task: str = "mlm", mask_prob: float = 0.15, dynamic_m
     rng = np.random.default_rng(seed)
     sents = [sentence(rng) for _ in range(n)]
     labels = None
-    if task == "classify":
+    if task in LABELLED:
         bad = rng.random(n) < 0.5
         sents = [break_agreement(s) if b else s for s, b in zip(sents, bad, strict=True)]
         labels = torch.as_tensor(bad, dtype=torch.int64)

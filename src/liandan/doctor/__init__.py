@@ -4,7 +4,8 @@ Import-light on purpose (``liandan --help`` and ``import liandan`` stay fast): t
 need torch are imported when called.
 
 - :func:`diagnose` — ``liandan.diagnose(RUN_DIR | RECIPE, fix=False)``.
-- Live: :func:`liandan.doctor.live.doctor_callbacks` (added by ``liandan.train``).
+- Live: the ``doctor`` callback (:mod:`liandan.doctor.live`, in the ``CALLBACKS`` registry; added by
+  ``liandan.train`` when ``doctor.enabled``).
 - Rules: ``liandan/doctor/rules/``, one module per problem code, ``@register_rule``.
 - Knowledge: ``liandan/doctor/knowledge.yaml`` (``liandan explain TOPIC``).
 """

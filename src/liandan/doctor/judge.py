@@ -35,12 +35,15 @@ def judge_metrics(model: Any, data: Any, info: Any) -> dict[str, Any]:
                 ys.append(yb)
     finally:
         model.train(was)
+    from liandan.training.tasks import task_class
+
     out, y = torch.cat(outs), torch.cat(ys)
     n = len(y)
+    classify = task_class(info.task).is_classification
     if not torch.isfinite(out).all():
-        return {"name": "accuracy" if info.task == "classify" or info.class_names else "r2",
+        return {"name": "accuracy" if classify or info.class_names else "r2",
                 "metric": None, "loss": None, "n": n}
-    if info.task == "classify":
+    if classify:
         return {"name": "accuracy", "metric": float((out.argmax(-1) == y).float().mean()),
                 "loss": float(F.cross_entropy(out, y)), "n": n}
     t = y.float().view_as(out)

@@ -23,6 +23,7 @@ from liandan.doctor.findings import Finding, format_finding, write_doctor_json
 from liandan.doctor.probes import Probes
 from liandan.doctor.view import RunView
 from liandan.recipe import Recipe
+from liandan.registry import register_callback
 from liandan.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -111,6 +112,14 @@ class DoctorCallback(Probes):
             repair_after_run(trainer, self.findings, echo=trainer.echo)
 
 
+@register_callback("doctor")
+def doctor(recipe: Recipe) -> Callback:
+    """The live doctor: probes and rules while training, doctor.json at the end (the recipe's
+    ``doctor`` section configures it; ``liandan.train`` adds it when ``doctor.enabled``)."""
+    return DoctorCallback(recipe)
+
+
 def doctor_callbacks(recipe: Recipe) -> list[Callback]:
-    """The callbacks ``liandan.train`` adds when ``recipe.doctor.enabled`` (see train/api.py)."""
-    return [DoctorCallback(recipe)]
+    """``[doctor(recipe)]``; the trainer builds it through the registry instead
+    (``liandan.training.callbacks.defaults.build_callback("doctor", {}, recipe)``)."""
+    return [doctor(recipe)]

@@ -128,6 +128,22 @@ class RunView:
     def model_option(self, key: str, default: Any = None) -> Any:
         return self.recipe.model.options.get(key, default)
 
+    # --- task facts: the task answers, the view never compares its name ---------------------------
+
+    @cached_property
+    def is_classification(self) -> bool:
+        """Class logits against integer labels: judged by accuracy over chance."""
+        from liandan.training.tasks import task_class
+
+        return task_class(self.task).is_classification
+
+    @cached_property
+    def is_regression(self) -> bool:
+        """Values against float targets: judged by R²."""
+        from liandan.training.tasks import task_class
+
+        return task_class(self.task).is_regression
+
     # --- derived signals -------------------------------------------------------------------------
 
     def bad_steps(self) -> list[int]:
@@ -160,14 +176,14 @@ class RunView:
         This is the "second signal" that gates symptom rules (AutoTrainer reports VG/EG/DR only
         when training also fails to converge, Zhang et al. ICSE 2021, §2)."""
         split = "val" if any("val" in e for e in self.epochs) else "train"
-        key = "accuracy" if self.task == "classify" else "r2"
+        key = "accuracy" if self.is_classification else "r2"
         vals = self.metric(split, key)
         if not vals:
             return float("nan")
         x = max(finite(vals) or [float("nan")]) if best else vals[-1]
         if x is None or not math.isfinite(x):
-            return 0.0 if self.task == "classify" else -1.0
-        if self.task == "classify":
+            return 0.0 if self.is_classification else -1.0
+        if self.is_classification:
             chance = 1.0 / max(self.num_classes, 2)
             return (x - chance) / (1 - chance)
         return x
@@ -176,7 +192,7 @@ class RunView:
         """The quality below which a run "learns poorly": 0.6 of the way from chance to perfect
         accuracy (AutoTrainer's Θ = 0.6–0.7), or R² 0.3 — noisy regression sets such as
         diabetes top out near 0.5, so regression gets a lower bar."""
-        return 0.6 if self.task == "classify" else 0.3
+        return 0.6 if self.is_classification else 0.3
 
     def learns_poorly(self, threshold: float | None = None) -> bool:
         """Below the quality bar at the end — or, in the short probing run of ``liandan doctor

@@ -172,9 +172,11 @@ def evaluate_loaded(
     """:func:`evaluate_full` on an already loaded run and its data."""
     from liandan.evaluation.runio import logits_of, raw_split
     from liandan.training.setup import build_loss
+    from liandan.training.tasks import build_task, task_class
 
     info = run.info
-    if info.task not in ("classify", "regress") and source is None:
+    kind = task_class(info.task)
+    if not (kind.is_classification or kind.is_regression) and source is None:
         # tasks that own their loss and metrics (lm, mlm, ...): the trainer's evaluation of the split
         from liandan.training.loop import evaluate
 
@@ -190,16 +192,16 @@ def evaluate_loaded(
         if y is None:
             raise LiandanError(f"source {source!r} has no labels of this run's classes to evaluate against")
     out = logits_of(run.model, info, x)
-    _, loss_fn = build_loss(run.recipe.loss, info.task)
+    task = build_task(info, build_loss(run.recipe.loss, info.task)[1], run.recipe)
     res: dict[str, Any] = {"split": split, "source": label, "n": len(y)}
-    if info.task == "classify":
+    if task.is_classification:
         with torch.no_grad():
-            res["loss"] = float(loss_fn(out, y)) if len(y) else float("nan")
+            res["loss"] = float(task.compute_loss(out, y)) if len(y) else float("nan")
         res.update(classification_metrics(out.numpy(), y.numpy(), info.num_classes, info.class_names, n_bins))
     else:
         t = y.float().reshape(len(y), -1)
         t_norm = t if info.y_mean is None else (t - torch.tensor(info.y_mean)) / torch.tensor(info.y_std)
         with torch.no_grad():
-            res["loss"] = float(loss_fn(out, t_norm.view_as(out)))
+            res["loss"] = float(task.compute_loss(out, t_norm.view_as(out)))
         res.update(regression_metrics(info.denormalize_y(out).numpy(), t.numpy()))
     return res

@@ -64,7 +64,9 @@ class OODDetector:
         tpr: float = 0.95,
         threshold: float | None = None,
     ) -> None:
-        if info.task != "classify":
+        from liandan.training.tasks import task_class
+
+        if not task_class(info.task).is_classification:
             raise LiandanError("OOD detection needs a classification run (softmax scores)")
         (self.method,) = parse_methods(method)
         self.model, self.info, self.epsilon, self.tpr = model, info, epsilon, tpr

@@ -55,9 +55,11 @@ def resolve_source(
         x, y = raw_split(data, split, max_samples, seed)
         return apply_shift(name, arg, x, info, seed), y, spec
     x, y, names = load_mapped(name, arg, info, seed, max_samples)
+    from liandan.training.tasks import task_class
+
     same_classes = names is None or info.class_names is None or list(names) == list(info.class_names)
     if not (
-        info.task == "classify"
+        task_class(info.task).is_classification
         and y is not None
         and y.dtype == torch.int64
         and same_classes

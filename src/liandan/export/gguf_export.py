@@ -48,6 +48,7 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def _llama_run(run_dir: Path) -> Any:
     """The run, refused unless it is a LLaMA-style language model."""
     from liandan.training.run import load_run
+    from liandan.training.tasks import task_class
 
     run = load_run(run_dir)
     if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights
@@ -55,7 +56,7 @@ def _llama_run(run_dir: Path) -> Any:
 
         run.model = merged_copy(run.model)
     name = run.recipe.model.name
-    if run.info.task != "lm" or not hasattr(run.model, "hf"):
+    if not task_class(run.info.task).generates_text or not hasattr(run.model, "hf"):
         raise LiandanError(f"GGUF export serves language-model runs (task lm, model gpt with model.style=llama); "
                            f"{run_dir} is a {run.info.task!r} run of model {name!r}")
     if run.model.hf.config.model_type != "llama":

@@ -41,7 +41,6 @@ from liandan.export._common import (
     write_manifest,
 )
 
-SERVED = ("classify", "regress", "lm", "mlm")
 CHECK_BATCHES = (1, 5)
 
 
@@ -52,7 +51,7 @@ class RawInputModel(nn.Module):
         super().__init__()
         self.model = model
         self.norm_x = info.x_mean is not None and not tokens
-        self.scale_y = info.task == "regress" and info.y_mean is not None
+        self.scale_y = _scales_outputs(info)
         if self.norm_x:  # the same shapes and arithmetic as DataInfo.normalize_x: bit-identical in torch
             shape = (-1, 1, 1) if info.is_image else (-1,)
             self.register_buffer("x_mean", torch.tensor(info.x_mean, dtype=torch.float32).view(shape))
@@ -70,13 +69,24 @@ class RawInputModel(nn.Module):
         return out
 
 
-def _check_run(run: Any, x: torch.Tensor) -> bool:
-    """Refuse what one input -> one output graph cannot hold; True for token-id inputs."""
-    task = run.info.task
-    if task not in SERVED:
+def _scales_outputs(info: Any) -> bool:
+    """The model predicts standardised targets (a regressor's): the graph scales them back."""
+    from liandan.training.tasks import task_class
+
+    return task_class(info.task).is_regression and info.y_mean is not None
+
+
+def _signature(run: Any, x: torch.Tensor) -> tuple[bool, tuple[str, str]]:
+    """Whether the inputs are token ids, and the graph's (input, output) names: the task names its
+    output, or refuses what a one input -> one output graph cannot hold."""
+    from liandan.training.tasks import task_class
+
+    output = task_class(run.info.task).export_output
+    if output is None:
         raise LiandanError(f"ONNX export serves classifiers, regressors and language models; {run.dir} is a "
-                           f"{task!r} run (its model is driven by a sampling or multi-input loop)")
-    return not x.is_floating_point()  # token ids (batch, seq): the sequence axis is dynamic too
+                           f"{run.info.task!r} run (its model is driven by a sampling or multi-input loop)")
+    tokens = not x.is_floating_point()  # token ids (batch, seq): the sequence axis is dynamic too
+    return tokens, ("input_ids" if tokens else "input", output)
 
 
 def _inputs(run_dir: Path) -> tuple[Any, torch.Tensor]:
@@ -217,10 +227,8 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
     run_dir = run_path(run_dir)
     path = destination(run_dir, out, "model.onnx", ".onnx")
     run, x = _inputs(run_dir)
-    tokens = _check_run(run, x)
+    tokens, names = _signature(run, x)
     wrapper = RawInputModel(run.model, run.info, tokens).eval()
-    names = ("input_ids" if tokens else "input",
-             "prediction" if run.info.task == "regress" else "logits")
     example = x[:2] if len(x) >= 2 else x.expand(2, *x.shape[1:])  # batch ≥ 2, or torch.export fixes it at 1
     if not dynamic_batch:
         example = x[:1]
@@ -255,6 +263,6 @@ def _preprocessing(info: Any, tokens: bool) -> str:
         tok = info.tokenizer or "tokenizer.json"
         return f"none: token ids from the run's tokenizer ({tok}), vocab {info.vocab_size}"
     parts = ["(x - mean) / std with the training split's statistics" if info.x_mean is not None else "none"]
-    if info.task == "regress" and info.y_mean is not None:
+    if _scales_outputs(info):
         parts.append("outputs scaled back to target units (y * std + mean)")
     return "inside the graph: " + "; ".join(parts)

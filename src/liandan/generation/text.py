@@ -85,9 +85,10 @@ def sample_tokens(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, *, t
 def _load(run_dir: str | Path):
     from liandan.data.tokenize import load_tokenizer
     from liandan.training.run import load_run
+    from liandan.training.tasks import task_class
 
     run = load_run(run_dir)
-    if run.info.task != "lm" or not run.info.tokenizer:
+    if not task_class(run.info.task).generates_text or not run.info.tokenizer:
         raise LiandanError(f"{run_dir}: generation needs a language-model run (task lm), this is {run.info.task!r}")
     return run, load_tokenizer(Path(run_dir) / run.info.tokenizer)
 

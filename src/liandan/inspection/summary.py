@@ -161,32 +161,25 @@ def build_model(name: str, input_shape: Sequence[int] | None, options: dict[str,
     """Build registered model ``name`` for an input of ``input_shape`` (batch included).
 
     Without ``input_shape``: the ``input_shape`` option if set, else the entry's ``ref_input``,
-    else the builder's ``input_shape`` default, else 3×224×224; at batch 1. ``in_channels`` and
-    ``input_shape`` are filled from the input when the builder declares them and ``options`` do
-    not set them (as the trainer does from data).
+    else the builder's ``input_shape`` default, else 3×224×224; at batch 1. The builder's
+    ``in_channels`` and ``input_shape`` are inferred from the input by
+    :func:`liandan.api_models.create_model`, as training infers them from the data.
     """
-    from liandan.models import INFERRED
+    from liandan.api_models import create_model
     from liandan.registry import MODELS
 
-    entry = MODELS.get(name)
-    opts = entry.validate(dict(options), where="model", inferred=INFERRED)
-    params = entry.options()
     if input_shape is None:
+        entry = MODELS.get(name)
+        params = entry.options()
         default = params["input_shape"].default if "input_shape" in params else None
         if default is inspect.Parameter.empty:
             default = None
+        opts = entry.validate(dict(options), where="model")
         sample = opts.get("input_shape") or entry.extra.get("ref_input") or default or (3, 224, 224)
         input_shape = (1, *sample)
     shape = tuple(int(s) for s in input_shape)
-    if "input_shape" in params and "input_shape" not in opts:
-        opts["input_shape"] = shape[1:]
-    if "in_channels" in params and "in_channels" not in opts and len(shape) >= 2:
-        opts["in_channels"] = shape[1]
-    missing = [n for n, p in params.items() if p.default is p.empty and n not in opts]
-    if missing:  # e.g. num_classes, which training infers from the data
-        raise LiandanError(f"model {name!r} needs option {missing[0]!r}: pass it, e.g. --set {missing[0]}=10")
     with torch.device(device):
-        model = entry.fn(**opts)
+        model = create_model(name, {"input_shape": shape[1:]}, **options)
     return model, shape
 
 

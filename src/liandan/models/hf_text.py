@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.registry import register_model
+from liandan.registry import MODELS, register_model
 
 # (layers, dim, heads) of each size
 SIZES = {"tiny": (2, 128, 4), "base": (12, 768, 12)}
@@ -96,6 +96,20 @@ def init_std(size: str, width: int) -> float:
     return 0.02 if size == "base" else width**-0.5
 
 
+BERT_HEADS = {"mlm": "BertForMaskedLM", "classify": "BertForSequenceClassification"}  # transformers' classes
+
+
+def _served(model: str, task: str, hint: str = "") -> None:
+    """Refuse a task the model's registry entry does not list (its ``tasks``): the builder's
+    ``task`` option is inferred from the data, and e.g. a causal model cannot see the right
+    context a masked or classified token needs."""
+    tasks = MODELS.get(model).extra["tasks"]
+    if task in tasks:
+        return
+    raise LiandanError(f"model {model!r} serves task{'s' if len(tasks) > 1 else ''} {' and '.join(tasks)}, "
+                       f"not {task!r}{hint}")
+
+
 def _dims(size: str, layers: int | None, dim: int | None, heads: int | None) -> tuple[int, int, int]:
     if size not in SIZES:
         raise LiandanError(f"model.size: unknown size {size!r}; available: {', '.join(SIZES)}")
@@ -131,8 +145,7 @@ def gpt(
         heads: attention heads; None: the size's
         dropout: dropout on embeddings, residual branches and attention; None: 0.1 at base, 0 at tiny
     """
-    if task != "lm":  # a causal model cannot see the right context a masked or classified token needs
-        raise LiandanError(f"model 'gpt' serves task lm, not {task!r} (bert serves mlm and classify)")
+    _served("gpt", task, " (bert serves mlm and classify)")
     n, d, h = _dims(size, layers, dim, heads)
     p = dropout if dropout is not None else (0.1 if size == "base" else 0.0)  # tiny models on small data: none
     if style == "gpt2":
@@ -187,12 +200,7 @@ def bert(
                      intermediate_size=4 * d, max_position_embeddings=max_len, hidden_dropout_prob=p,
                      attention_probs_dropout_prob=p, pad_token_id=0, num_labels=num_classes,
                      initializer_range=init_std(size, d))
-    if task == "classify":
-        from transformers import BertForSequenceClassification
+    _served("bert", task)
+    import transformers
 
-        return HFTokenModel(BertForSequenceClassification(cfg), needs_mask=True)
-    if task == "mlm":
-        from transformers import BertForMaskedLM
-
-        return HFTokenModel(BertForMaskedLM(cfg), needs_mask=True)
-    raise LiandanError(f"model 'bert' serves tasks mlm and classify, not {task!r}")
+    return HFTokenModel(getattr(transformers, BERT_HEADS[task])(cfg), needs_mask=True)

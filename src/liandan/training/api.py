@@ -14,14 +14,15 @@ from torch import nn
 from liandan.data.pipeline import DataModule
 from liandan.errors import LiandanError
 from liandan.recipe import Recipe, load_recipe
+from liandan.registry import RUN_HOOKS
+from liandan.runs import HF, METRICS, RECIPE, TOKENIZER, RunDir
 from liandan.training import checkpoint as ck
 from liandan.training import distributed as dist
 from liandan.training.callbacks import Callback
-from liandan.training.callbacks.defaults import recipe_callbacks
+from liandan.training.callbacks.defaults import build_callback, recipe_callbacks
 from liandan.training.flops import peak_flops, utilisation
 from liandan.training.loop import Trainer, evaluate, write_summary
-from liandan.training.run import Run, load_run, prepare, seed_everything
-from liandan.training.rundir import new_run_dir, write_json
+from liandan.training.run import Run, load_run, prepare, save_final, seed_everything
 from liandan.training.setup import default_threads, pick_device, set_memory_format
 
 __all__ = ["Run", "fit", "load_run", "prepare", "resume", "seed_everything", "train"]
@@ -39,12 +40,11 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
     data, model, loss_name, loss_fn, device = prepare(recipe)
     run_dir = None
     if denv.is_main:  # only rank 0 writes the run directory; the others learn its path
-        run_dir = new_run_dir(recipe.name, out)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(f"liandan train {run_dir / 'recipe.yaml'}"))
-        write_json(run_dir / "data.json", data.info.to_dict())
+        rd = RunDir.create(recipe.name, out)
+        rd.start(recipe, f"liandan train {rd / RECIPE}", data.info.to_dict())
         if (tokenizer := getattr(data.source, "tokenizer", None)) is not None:  # generate/evaluate reload it
-            tokenizer.save(run_dir / (data.info.tokenizer or "tokenizer.json"))
-        write_json(run_dir / "summary.json", {"name": recipe.name, "status": "running"})
+            tokenizer.save(rd.file(data.info.tokenizer or TOKENIZER, "tokenizer"))
+        run_dir = rd.path
     run_dir = Path(dist.broadcast(str(run_dir)))
     seed_everything(recipe.seed)
     return fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
@@ -52,22 +52,31 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
 
 def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: bool = False,
            epochs: int | None = None) -> Run:
-    """Continue ``run_dir`` from its newest complete checkpoint (bit-exact on CPU in fp32)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml)")
-    recipe = load_recipe(run_dir / "recipe.yaml", {"train.epochs": epochs} if epochs else None)
+    """Continue ``run_dir`` from its newest complete checkpoint (bit-exact on CPU in fp32).
+
+    A run that already completed its epochs is returned as it is, with one line saying so (as
+    Lightning's ``fit`` from a checkpoint past ``max_epochs`` and HF's ``resume_from_checkpoint``
+    past ``max_steps`` return without training); give ``epochs`` above its count to train on."""
+    rd = RunDir(run_dir)
+    if not rd.has(RECIPE):
+        raise LiandanError(f"{run_dir} is not a run directory (no {RECIPE})")
+    recipe = rd.recipe({"train.epochs": epochs} if epochs else None)
+    done = rd.summary()
+    if done.get("status") == "completed" and done.get("epochs", 0) >= recipe.train.epochs:
+        _echo(quiet)(f"{rd.path} already completed ({done.get('epochs')} epochs, {done.get('steps')} steps); "
+                     "nothing to resume")
+        return Run.open(rd.path)
     denv = dist.init(pick_device(recipe.train.device).type)
     if denv.is_main:
-        ck.clean_temp(run_dir / "checkpoints")
+        ck.clean_temp(rd.checkpoints)
     dist.barrier()
-    path = ck.newest_checkpoint(run_dir / "checkpoints")
+    path = ck.newest_checkpoint(rd.checkpoints)
     data, model, loss_name, loss_fn, device = prepare(recipe)
     if path is None:  # killed before its first checkpoint: start over in place
         seed_everything(recipe.seed)
         if denv.is_main:
-            (run_dir / "metrics.csv").unlink(missing_ok=True)
-    return fit(recipe, data, model, loss_fn, device, run_dir, path, callbacks, quiet)
+            rd.remove(METRICS)
+    return fit(recipe, data, model, loss_fn, device, rd.path, path, callbacks, quiet)
 
 
 def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run_dir: Path,
@@ -85,8 +94,8 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
         torch.use_deterministic_algorithms(True)
     # The recipe's named callbacks, the caller's, the doctor's; the trainer adds its defaults around them.
     cbs = [*recipe_callbacks(recipe), *(callbacks or [])]
-    if recipe.doctor.enabled and denv.is_main:
-        cbs += _doctor_callbacks(recipe)
+    if recipe.doctor.enabled and denv.is_main and "doctor" not in {c.name for c in recipe.train.callbacks}:
+        cbs.append(build_callback("doctor", {}, recipe))  # the doctor pillar's, from the CALLBACKS registry
     sample = next(iter(data.eval_batches("train").epoch(0)))[0][:1].to(device)
     net = dist.wrap(model, recipe.train.strategy, device) if denv.enabled else model
     if recipe.train.compile:
@@ -104,9 +113,10 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
         dist.shutdown()
         torch.set_num_threads(threads_before)
         raise
+    rd = RunDir(run_dir)
     weights = "last"
     es = recipe.train.early_stopping
-    best = run_dir / "checkpoints" / "best.safetensors"
+    best = rd.checkpoints / "best.safetensors"
     if es and es.restore_best and best.exists() and status in ("completed", "stopped_early"):
         ck.load_weights(model, best)
         weights = "best"
@@ -116,13 +126,11 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
             if getattr(data, split) is not None:
                 final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
         if denv.is_main:
-            ck.save_weights(model, run_dir / "checkpoints" / "final.safetensors")
-            if recipe.adapter is not None:
-                _save_adapter(model, run_dir)
+            save_final(rd, model, adapter=recipe.adapter is not None)
             if hasattr(model, "save_pretrained") and (plain := _plain(model, recipe)) is not None:
-                plain.save_pretrained(run_dir / "hf")  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
+                plain.save_pretrained(rd / HF)  # Hugging Face models: RUN/hf/ for PEFT, TRL, ONNX
                 if hasattr(tokenizer := getattr(data.source, "tokenizer", None), "to_hf"):
-                    tokenizer.to_hf().save_pretrained(str(run_dir / "hf"))
+                    tokenizer.to_hf().save_pretrained(str(rd / HF))
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     st = trainer.state
@@ -134,14 +142,13 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
     summary = write_summary(trainer, final, extra) if denv.is_main else {"status": status, "final": final, **extra}
     dist.shutdown()
     torch.set_num_threads(threads_before)  # after the final evaluation, which ran on the run's threads
-    if denv.is_main and recipe.report:
-        try:
-            from liandan.report import write_report
-
-            write_report(run_dir)
-        except Exception as e:  # noqa: BLE001 (a report must never fail a finished run)
-            echo(f"report skipped: {type(e).__name__}: {e}")
-    key = "accuracy" if data.info.task == "classify" else "r2" if data.info.task == "regress" else "loss"
+    if denv.is_main:  # the pillars' post-run work (the report), registered as RUN_HOOKS
+        for hook in RUN_HOOKS.entries():
+            try:
+                hook.fn(run_dir, recipe, summary, echo)
+            except Exception as e:  # noqa: BLE001 (a report must never fail a finished run)
+                echo(f"{hook.name} skipped: {type(e).__name__}: {e}")
+    key = trainer.task.headline_metric
     if key in final.get("test", {}):  # tasks without accuracy/r2 (gan, diffusion, lm) report their loss
         echo(f"{status}: test {key} {final['test'][key]:.4f}  ({run_dir})")
     elif status != "completed":
@@ -151,21 +158,6 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
             if cb.implements("on_run_end"):
                 cb.on_run_end(trainer, summary)
     return Run(run_dir, recipe, summary, data.info, model, data)
-
-
-def _doctor_callbacks(recipe: Recipe) -> list[Callback]:
-    try:
-        from liandan.doctor.live import doctor_callbacks
-    except ImportError:
-        return []
-    return doctor_callbacks(recipe)
-
-
-def _save_adapter(model: nn.Module, run_dir: Path) -> None:
-    """RUN/adapter.safetensors: the adapter's trained tensors alone (what a fine-tune adds)."""
-    from liandan.adapters import adapter_state_dict
-
-    ck.save_weights(adapter_state_dict(model), run_dir / "adapter.safetensors")
 
 
 def _plain(model: nn.Module, recipe: Recipe) -> nn.Module | None:

@@ -24,7 +24,7 @@ from torch import nn
 from liandan.data.pipeline import DataModule
 from liandan.errors import LiandanError
 from liandan.losses import weight_penalty
-from liandan.optim import build_optimizer, build_schedule, current_lr
+from liandan.optim import current_lr
 from liandan.recipe import Recipe
 from liandan.training import distributed as dist
 from liandan.training.callbacks.base import Callback, index_hooks
@@ -61,13 +61,12 @@ class Trainer:
         self.steps_per_epoch = -(-len(data.train) // tc.accumulate)
         total = self.steps_per_epoch * tc.epochs
         self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
-        self.optimizer = build_optimizer(model, recipe.optim.name, recipe.optim.lr, recipe.optim.weight_decay,
-                                         recipe.optim.options, recipe.optim.decay_bias_and_norm)
-        self.schedule = build_schedule(self.optimizer, recipe.schedule.name, self.total_steps,
-                                       recipe.schedule.warmup_steps, recipe.schedule.options)
+        self.task = build_task(self.info, loss_fn, recipe)
+        # the task declares what is optimized (a GAN: the generator here, the discriminator its own)
+        opt = self.task.configure_optimizers(self)
+        self.optimizer, self.schedule, self.params = opt.optimizer, opt.schedule, opt.params
         self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
-        self.task = build_task(self.info, loss_fn, recipe)
         self.metrics = self.task.metric_names()
         es = tc.early_stopping
         self.monitor, self.monitor_mode = self.resolve_monitor(es.monitor if es else None, es.mode if es else "auto")
@@ -79,7 +78,6 @@ class Trainer:
         self._stop_signal: str | None = None
         self._penalty = recipe.loss.l1 or recipe.loss.l2
         self.train_acc = self.task.tally(device, light=True)
-        self.params = [p for p in model.parameters() if p.requires_grad]
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
         self._log_n = 0

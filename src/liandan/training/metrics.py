@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 
-def metric_names(task: str, num_classes: int) -> list[str]:
-    if task == "classify":
+def metric_names(classes: bool, num_classes: int) -> list[str]:
+    """The metrics of a classifier (``classes``) or a regressor besides the loss."""
+    if classes:
         return ["accuracy"] + (["top5_accuracy"] if num_classes >= 10 else []) + ["f1_macro"]
     return ["mse", "mae", "r2"]
 
@@ -21,12 +22,13 @@ HIGHER_IS_BETTER = {"accuracy", "top5_accuracy", "f1_macro", "r2"}
 class MetricAccumulator:
     """Sums over batches; ``light`` keeps only loss and accuracy (the per-step training tally,
     where a confusion matrix and top-5 on every batch would cost more than the step itself on a
-    small model)."""
+    small model). ``classes``: the outputs are class logits against integer labels, else
+    values against float targets (``denormalize`` maps both back to the data's units)."""
 
-    def __init__(self, task: str, num_classes: int, device: torch.device, denormalize=None,
+    def __init__(self, classes: bool, num_classes: int, device: torch.device, denormalize=None,
                  light: bool = False) -> None:
-        self.task, self.k, self.device, self.denorm = task, num_classes, device, denormalize
-        self.light = light and task == "classify"
+        self.classes, self.k, self.device, self.denorm = classes, num_classes, device, denormalize
+        self.light = light and classes
         self.reset()
 
     def reset(self) -> None:
@@ -34,7 +36,7 @@ class MetricAccumulator:
         self.loss_sum, self.n = z(), 0
         if self.light:
             self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        elif self.task == "classify":
+        elif self.classes:
             self.confusion = torch.zeros(self.k, self.k, dtype=torch.int64, device=self.device)
             self.top5 = z()
         else:
@@ -48,7 +50,7 @@ class MetricAccumulator:
         self.n += b
         if self.light:
             self.correct.add_((out.argmax(-1) == y).sum())
-        elif self.task == "classify":
+        elif self.classes:
             pred = out.argmax(-1)
             self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k).view(self.k, self.k)
             if self.k >= 10:
@@ -68,7 +70,7 @@ class MetricAccumulator:
         res = {"loss": float(self.loss_sum) / n}
         if self.light:
             res["accuracy"] = float(self.correct) / n
-        elif self.task == "classify":
+        elif self.classes:
             cm = self.confusion.double()
             tp = cm.diag()
             res["accuracy"] = float(tp.sum() / max(cm.sum(), 1))

@@ -2,12 +2,14 @@
 loss and device for a recipe, checked with one forward pass).
 
 This is the layer the pillars read runs through (evaluate, report, doctor, generate, sample,
-predict); :mod:`liandan.training.api` trains and, at the end, calls the doctor and the report, so it
-sits above them and this module below.
+predict). The directory's files and formats are :mod:`liandan.runs`'s (:class:`~liandan.runs.RunDir`);
+this module adds what needs torch: the model, rebuilt and loaded from its weights, and the data,
+rebuilt from the seeded recipe, each on demand.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,29 +21,61 @@ from torch import nn
 
 from liandan.data.pipeline import DataInfo, DataModule, build_data
 from liandan.errors import LiandanError
-from liandan.paths import check_path, component
-from liandan.recipe import Recipe, load_recipe
+from liandan.paths import check_path
+from liandan.recipe import Recipe
 from liandan.registry import RUN_FORMATS
+from liandan.runs import ADAPTER, DATA, RunDir
 from liandan.training import checkpoint as ck
-from liandan.training.rundir import read_json
 from liandan.training.setup import build_loss, build_model, pick_device, set_memory_format
-from liandan.training.tasks import Task, build_task
+from liandan.training.tasks import Task, build_task, task_class
 
 
 @dataclass
 class Run:
-    """A run directory with its recipe, summary, data facts and (lazily) its trained model."""
+    """A run directory with its recipe, summary and data facts; its trained model (``model``) and
+    its data (:meth:`load_data`) are built on first use and kept."""
 
     dir: Path
     recipe: Recipe
     summary: dict[str, Any]
     info: DataInfo
-    model: nn.Module | None = None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # a property: see below
     data: DataModule | None = field(default=None, repr=False)
+    weights: str | None = field(default=None, repr=False)  # which checkpoints/<weights> ``model`` loads
 
     @property
     def status(self) -> str:
         return self.summary.get("status", "unknown")
+
+    @property
+    def files(self) -> RunDir:
+        """The directory's files (:class:`liandan.runs.RunDir`)."""
+        return RunDir(self.dir)
+
+    @classmethod
+    def open(cls, run_dir: str | Path, weights: str | None = None) -> Run:
+        """The run in ``run_dir`` with nothing built yet: recipe, summary and data facts are read,
+        the model loads when ``model`` is first used. Another kind of run directory (a compressed
+        run, :data:`~liandan.registry.RUN_FORMATS`) is rebuilt by its own loader."""
+        rd = RunDir(run_dir)
+        check_path(rd.path, "run directory")
+        if weights is None:
+            for fmt in RUN_FORMATS.entries():
+                if rd.has(fmt.extra["marker"]):
+                    return fmt.fn(rd.path)
+        rd.require()
+        recipe = rd.recipe()
+        summary = rd.summary()
+        return cls(rd.path, recipe, summary, DataInfo.from_dict(rd.data_info()), weights=weights)
+
+    def load_model(self) -> nn.Module:
+        """The trained model in eval mode: rebuilt from the recipe (seeded) and loaded from the
+        weights ``summary.json`` names (or ``weights``), in the memory format it trained with."""
+        seed_everything(self.recipe.seed)
+        model = build_recipe_model(self.recipe, self.info, base_weights=False)  # its checkpoint has every weight
+        ck.load_weights(model, self.files.weights(self.weights, self.summary))
+        # evaluate with the memory format it trained with: the same kernels, the same last bits
+        return set_memory_format(model, self.recipe.train.channels_last, self.info, torch.device("cpu")).eval()
 
     def load_data(self) -> DataModule:
         """The run's data, rebuilt once from the seeded recipe (the same splits it trained on) and
@@ -52,6 +86,21 @@ class Run:
                 raise LiandanError(f"{self.dir}: the data no longer matches the run (normalisation statistics differ)")
             self.data = data
         return self.data
+
+
+def _model(run: Run) -> nn.Module:
+    if run.__dict__.get("_model") is None:
+        run.__dict__["_model"] = run.load_model()
+    return run.__dict__["_model"]
+
+
+def _set_model(run: Run, model: nn.Module | None) -> None:
+    run.__dict__["_model"] = model
+
+
+# ``model`` stays a dataclass field (``Run(dir, recipe, summary, info, model)``, ``dataclasses.replace``)
+# and loads on first use when none was given.
+Run.model = property(_model, _set_model, doc="The trained model (loaded on first use).")  # type: ignore[assignment]
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +152,7 @@ def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Ten
     except (RuntimeError, ValueError, IndexError) as e:
         raise LiandanError(f"model cannot take inputs of shape {tuple(xb.shape[1:])} from "
                            f"{data.info.source!r}: {first(e)}") from None
-    if data.info.task == "classify" and out.dim() == 2 and out.shape[1] < data.info.num_classes:
+    if task.is_classification and out.dim() == 2 and out.shape[1] < data.info.num_classes:
         raise LiandanError(f"model outputs {out.shape[1]} values but the data has {data.info.num_classes} classes")
     try:
         task.loss_fn(out, yb)
@@ -117,43 +166,29 @@ def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
 
     Under the agents' roots (:mod:`liandan.paths`) the directory and every file read from it are
     checked when opened; the weights named by ``summary.json`` stay inside the run directory always."""
-    run_dir = Path(run_dir)
-    check_path(run_dir, "run directory")
-    if weights is None:  # another kind of run directory (a compressed run), rebuilt by its own loader
-        for fmt in RUN_FORMATS.entries():
-            if (run_dir / fmt.extra["marker"]).is_file():
-                return fmt.fn(run_dir)
-    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "data.json").is_file():
-        raise LiandanError(f"{run_dir} is not a run directory (no recipe.yaml / data.json)")
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    info = DataInfo.from_dict(read_json(run_dir / "data.json"))
-    seed_everything(recipe.seed)
-    model = build_recipe_model(recipe, info, base_weights=False)  # its own checkpoint has every weight
-    ck.load_weights(model, weights_path(run_dir, weights, summary))
-    # evaluate with the memory format it trained with: the same kernels, the same last bits
-    model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
-    return Run(run_dir, recipe, summary, info, model)
+    run = Run.open(run_dir, weights)
+    run.model  # noqa: B018 (loaded now: a missing or damaged checkpoint is an error here)
+    return run
 
 
 def weights_path(run_dir: Path, weights: str | None = None, summary: dict[str, Any] | None = None) -> Path:
-    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``).
-
-    The name is one plain file name (``summary.json`` is data: ``"../../x"`` cannot leave the run)."""
-    summary = summary if summary is not None else (
-        read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {})
-    name = weights or summary.get("weights", "last")
-    path = checkpoint_file(run_dir, name)
-    if not path.exists():
-        raise LiandanError(f"{run_dir}: no {name} weights (status {summary.get('status', 'unknown')})")
-    return path
+    """The run's ``checkpoints/<weights>.safetensors`` (default: the summary's choice, else ``last``)."""
+    return RunDir(run_dir).weights(weights, summary)
 
 
 def checkpoint_file(run_dir: Path, name: Any) -> Path:
-    """``run_dir/checkpoints/<name>.safetensors`` for a plain weights ``name`` (no separator, no
-    ``..``); checked against the agents' roots when they are active."""
-    name = component(name if isinstance(name, str) else repr(name), f"{run_dir}: weights")
-    return check_path(Path(run_dir) / "checkpoints" / f"{name}.safetensors", "weights")
+    """``run_dir/checkpoints/<name>.safetensors`` for a plain weights ``name`` (see :class:`liandan.runs.RunDir`)."""
+    return RunDir(run_dir).weights_file(name)
+
+
+def save_final(rd: RunDir, model: nn.Module, *, adapter: bool = False) -> None:
+    """A finished run's weights: ``checkpoints/final.safetensors`` and, for a run trained through
+    an adapter, ``adapter.safetensors`` (the adapter's tensors alone: what a fine-tune adds)."""
+    ck.save_weights(model, rd.checkpoints / "final.safetensors")
+    if adapter:
+        from liandan.adapters import adapter_state_dict
+
+        ck.save_weights(adapter_state_dict(model), rd / ADAPTER)
 
 
 def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = True) -> nn.Module:
@@ -179,12 +214,11 @@ def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
     """The data facts of a fine-tune: the new data's, with the base model's context, once the new
     data is checked to fit the base run (same vocabulary, classes and input shape; context ≤ the
     base's). Saved as the run's data.json, so the fine-tuned run loads without its base."""
-    import dataclasses
-
     check_path(base_dir, "model.from_run")
-    if not (base_dir / "data.json").is_file():
-        raise LiandanError(f"model.from_run: {base_dir} is not a run directory (no data.json)")
-    base = DataInfo.from_dict(read_json(base_dir / "data.json"))
+    rd = RunDir(base_dir)
+    if not rd.has(DATA):
+        raise LiandanError(f"model.from_run: {base_dir} is not a run directory (no {DATA})")
+    base = DataInfo.from_dict(rd.data_info())
     where = f"model.from_run ({base_dir})"
     if new.vocab_size != base.vocab_size:
         raise LiandanError(f"{where}: the base run has a vocabulary of {base.vocab_size} tokens, this data "
@@ -195,7 +229,7 @@ def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
     if not new.vocab_size and tuple(new.input_shape) != tuple(base.input_shape):
         raise LiandanError(f"{where}: inputs of shape {tuple(new.input_shape)} but the base model takes "
                            f"{tuple(base.input_shape)}")
-    if new.task == "classify" and new.num_classes != base.num_classes:
+    if task_class(new.task).is_classification and new.num_classes != base.num_classes:
         raise LiandanError(f"{where}: {new.num_classes} classes but the base model has {base.num_classes}")
     return dataclasses.replace(new, max_len=base.max_len)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,32 +15,20 @@ from liandan.recipe import LossConfig, ModelConfig
 
 
 def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
-    """Build the registered model, handing it what the data implies (num_classes, in_channels, input_shape)."""
-    from liandan.models import INFERRED
+    """The recipe's model: :func:`liandan.api_models.create_model` with the options the data
+    implies, then the recipe's weight init and reparametrisation. A classifier's ``num_classes``
+    below the data's classes is refused (labels past the head would index out of range)."""
+    from liandan.api_models import create_model
     from liandan.models._init import init_weights
     from liandan.registry import MODELS
+    from liandan.training.tasks import task_class
 
-    entry = MODELS.get(cfg.name)
-    opts = entry.validate(cfg.options, where="model", inferred=INFERRED)
-    params = entry.options()
-    inferred: dict[str, Any] = {"num_classes": info.num_classes, "in_channels": info.input_shape[0],
-                                "input_shape": tuple(info.input_shape), "task": info.task}
-    if info.vocab_size:  # token data: the vocabulary and context length come from the tokenizer/source
-        inferred.update(vocab_size=info.vocab_size, max_len=info.max_len)
-    for k, v in inferred.items():
-        if k in params and k not in opts:
-            opts[k] = v
-    if info.task == "classify" and "num_classes" in opts and opts["num_classes"] < info.num_classes:
-        raise LiandanError(
-            f"model.num_classes={opts['num_classes']} but the data has {info.num_classes} classes "
-            f"(labels up to {info.num_classes - 1}); drop the option to infer it"
-        )
-    try:
-        model = entry.fn(**opts)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LiandanError(f"model {cfg.name!r} cannot take inputs of shape {tuple(info.input_shape)} "
-                           f"from {info.source!r}: {msg}") from None
+    if task_class(info.task).is_classification:
+        n = MODELS.get(cfg.name).validate(cfg.options, where="model").get("num_classes")
+        if n is not None and n < info.num_classes:
+            raise LiandanError(f"model.num_classes={n} but the data has {info.num_classes} classes "
+                               f"(labels up to {info.num_classes - 1}); drop the option to infer it")
+    model = create_model(cfg.name, info, **cfg.options)
     init_weights(model, cfg.init, std=cfg.init_std, value=cfg.init_value)
     if cfg.reparam != "none":
         from liandan.models._wrappers import apply_weight_norm
@@ -50,16 +37,16 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     return model
 
 
-def build_loss(cfg: LossConfig, task: str) -> tuple[str, LossFn]:
+def build_loss(cfg: LossConfig, task_name: str) -> tuple[str, LossFn]:
     from liandan.registry import LOSSES
 
-    name = cfg.name or default_loss(task)
+    name = cfg.name or default_loss(task_name)
     if name is None:
         return "", None
     entry = LOSSES.get(name)
-    tasks = entry.extra.get("tasks", ("classify", "regress"))
-    if task not in tasks:
-        raise LiandanError(f"loss {name!r} is for {'/'.join(tasks)} tasks but the data is a {task} task")
+    serves = entry.extra.get("tasks", ("classify", "regress"))  # the tasks a loss declares it serves
+    if task_name not in serves:
+        raise LiandanError(f"loss {name!r} is for {'/'.join(serves)} tasks but the data is a {task_name} task")
     return name, entry.fn(**entry.validate(cfg.options, where="loss"))
 
 

@@ -102,18 +102,16 @@ def case_overrides(case: Case, seed_offset: int = 0, overrides: dict[str, Any] |
 
 def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None,
              seed_offset: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    import liandan
     from liandan.doctor.repair import repair as do_repair
-    from liandan.training.rundir import read_json
+    from liandan.runs import DOCTOR, read_json
+    from liandan.training.api import train
 
     t0 = time.perf_counter()
     cbs = injector(case.inject)
     out = root / case.name
     ov = case_overrides(case, seed_offset, overrides)
-    run = liandan.train(
-        case.recipe, overrides=dict(ov), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True
-    )
-    doc = read_json(run.dir / "doctor.json")
+    run = train(case.recipe, overrides=dict(ov), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True)
+    doc = read_json(run.dir / DOCTOR)
     found = [f["code"] for f in doc["findings"]]
     ok_codes = set(case.expect) | set(case.allow)
     res: dict[str, Any] = {

@@ -26,7 +26,7 @@ PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking", "distill")
 
 
 def _loss(view: RunView) -> str:
-    return view.recipe.loss.name or ("cross_entropy" if view.task == "classify" else "mse")
+    return view.recipe.loss.name or ("cross_entropy" if view.is_classification else "mse")
 
 
 def _facts(view: RunView) -> tuple[str, dict | None, dict]:
@@ -47,12 +47,12 @@ def signal(view: RunView) -> Signal:
         all_of(flag("probability loss on non-negative outputs", bool(out) and loss in PROB_LOSSES
                     and out.get("dim", 1) > 1 and out.get("min", -1) >= 0),
                below("row_sum_deviation", (out or {}).get("row_sum_dev", 1), 1e-3), name="softmax_twice"),
-        flag("labels_outside_outputs", lab.get("kind") == "class" and view.task == "classify"
+        flag("labels_outside_outputs", lab.get("kind") == "class" and view.is_classification
              and (lab["max"] >= dim or lab["min"] < 0)),
-        flag("bce_multiclass", loss == "bce_with_logits" and view.task == "classify" and view.num_classes > 2),
-        flag("bce_targets_outside_01", loss == "bce_with_logits" and view.task == "regress"
+        flag("bce_multiclass", loss == "bce_with_logits" and view.is_classification and view.num_classes > 2),
+        flag("bce_targets_outside_01", loss == "bce_with_logits" and view.is_regression
              and lab.get("kind") == "value" and (lab["min"] < -1e-6 or lab["max"] > 1 + 1e-6)),
-        flag("regress_class_ids", view.task == "regress" and bool(view.class_names)),
+        flag("regress_class_ids", view.is_regression and bool(view.class_names)),
         flag("negative_loss", bool(lo) and min(lo) < -1e-6
              and loss in ("cross_entropy", "bce_with_logits", "mse", "l1", "mae", "smooth_l1")),
     ]

@@ -27,7 +27,7 @@ def _epochs(view: RunView) -> list[dict]:
 def _gap(view: RunView, eps: list[dict]) -> tuple[float, float, float]:
     """(train metric, val metric, gap): accuracy difference, or val/train loss for regression."""
     last = eps[-1]
-    if view.task == "classify":
+    if view.is_classification:
         tr, va = last["train"].get("accuracy", 0.0), last["val"].get("accuracy", 0.0)
         return tr, va, tr - va
     tr, va = last["train"]["loss"], last["val"]["loss"]
@@ -50,7 +50,7 @@ def signal(view: RunView) -> Signal:
         return silent("non-finite epoch loss")
     best = vl.index(min(vl))
     tr, _, gap = _gap(view, eps)
-    big = (above("accuracy_gap", gap, 0.07 if tr > 0.9 else 0.10, "odds", strict=False) if view.task == "classify"
+    big = (above("accuracy_gap", gap, 0.07 if tr > 0.9 else 0.10, "odds", strict=False) if view.is_classification
            else above("val_over_train_loss", gap, 1.5, strict=False))
     return all_of(above("val_loss_over_min", vl[-1] / vl[best], 1.1, "excess") if vl[best] > 0
                   else flag("val_loss_over_min", vl[-1] > 1.1 * vl[best]),
@@ -96,7 +96,7 @@ def overfitting(view: RunView) -> Finding | None:
     image = len(view.input_shape) == 3
     fx = fixes(
         fix(view, CODE, "early_stopping", {"train.early_stopping": {
-            "monitor": "val.accuracy" if view.task == "classify" else "val.loss", "patience": patience}}),
+            "monitor": "val.accuracy" if view.is_classification else "val.loss", "patience": patience}}),
         fix(view, CODE, "weight_decay", {"optim.weight_decay": max(0.05, o.weight_decay * 10)}),
         fix(view, CODE, "dropout", {"model.dropout": 0.3}) if not m.options.get("dropout") else None,
         fix(view, CODE, "augment", {"data.augment": ["crop:2", "noise:0.05"] if image else ["noise:0.1"]}),

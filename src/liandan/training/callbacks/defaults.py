@@ -44,9 +44,18 @@ def default_callbacks(trainer: Trainer, user: list[Callback]) -> list[Callback]:
 
 
 def recipe_callbacks(recipe: Recipe) -> list[Callback]:
-    """The callbacks ``train.callbacks`` names, built with their options (checked by the recipe)."""
+    """The callbacks ``train.callbacks`` names, built with their options (checked by the recipe);
+    a builder with a ``recipe`` parameter (the doctor's) is handed the run's recipe."""
     out = []
     for i, c in enumerate(recipe.train.callbacks):
-        entry = CALLBACKS.get(c.name)
-        out.append(entry.fn(**entry.validate(c.options, where=f"train.callbacks[{i}]")))
+        out.append(build_callback(c.name, c.options, recipe, where=f"train.callbacks[{i}]"))
     return out
+
+
+def build_callback(name: str, options: dict, recipe: Recipe, where: str = "train.callbacks") -> Callback:
+    """Registered callback ``name`` built with ``options`` (and the run's ``recipe`` when it takes one)."""
+    entry = CALLBACKS.get(name)
+    opts = entry.validate(options, where=where)
+    if "recipe" in entry.options():
+        opts["recipe"] = recipe
+    return entry.fn(**opts)

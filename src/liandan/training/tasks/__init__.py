@@ -1,4 +1,5 @@
-"""Tasks: how a batch becomes a loss and metrics.
+"""Tasks: what a batch means. A task owns its batch: the loss, the metrics, what ``liandan predict``
+prints, the report's examples, the exported graph's signature, and which optimizers it steps.
 
 The trainer owns the loop (devices, precision, accumulation, clipping, checkpoints, probes, the
 run directory); a recipe's ``task`` picks the object that owns the rest. A task is a small class
@@ -8,27 +9,42 @@ registered with ``@register_task(name)``::
     class Classify(Task):
         def forward(self, net, x, y): out = net(x); return self.loss_fn(out, y), out
 
+This is Lightning's ``LightningModule`` cut to what liandan needs: :meth:`Task.forward` is
+``training_step``/``validation_step``, :meth:`Task.predictor` is ``predict_step``, and
+:meth:`Task.configure_optimizers` is ``configure_optimizers``. Code outside this package never
+compares task names (``tests/training/test_no_task_switches.py`` checks it): it builds the task
+(:func:`build_task`) or takes its class (:func:`task_class`) and asks it. So a new task is one
+file: every pillar (the doctor, evaluation, predict, the report, the exporters) reads its answers.
+
 Batches stay ``(x, y)`` pairs for every task (images and captions, tokens and targets, images
 and unused labels), so loaders, sharding and resume need not know the task.
 
-Tasks with more than one network (a GAN's generator and discriminator) take over the whole
-optimizer step with :meth:`Task.train_step` and keep their extra state in
-:meth:`Task.state_dict`, which the trainer checkpoints and restores.
+Tasks with more than one network (a GAN's generator and discriminator) declare their optimizers
+in :meth:`Task.configure_optimizers`, take over the whole optimizer step with
+:meth:`Task.train_step`, and keep their extra state in :meth:`Task.state_dict`, which the trainer
+checkpoints and restores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
+from liandan.errors import LiandanError
 from liandan.registry import TASKS
 
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataInfo
+    from liandan.optim.schedules import Schedule
     from liandan.recipe import Recipe
     from liandan.training.loop import Trainer
+    from liandan.training.run import Run
+
+Prediction = Callable[[torch.Tensor], dict[str, Any]]
 
 
 class Tally(Protocol):
@@ -39,12 +55,83 @@ class Tally(Protocol):
     def reset(self) -> None: ...
 
 
+class ExampleSource(Protocol):
+    """What the report hands :meth:`Task.render_examples`: a few inputs of one split, and the
+    pillars' drawing tools (image sampling, greedy decoding), which this layer cannot import."""
+
+    split: str
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A few raw inputs of the split (pixels as stored, un-normalised) and their targets."""
+        ...
+
+    def samples(self, steps: int | None = None) -> torch.Tensor:
+        """Seeded samples of a generative model, as pixels in [0, 1] ``(N, C, H, W)``."""
+        ...
+
+    def completions(self) -> list[dict[str, str]]:
+        """Greedy completions of the split's prompts: rows of prompt, expected and got."""
+        ...
+
+
+@dataclass
+class Optimization:
+    """What :meth:`Task.configure_optimizers` hands the trainer.
+
+    ``optimizer`` and ``schedule`` are the trainer's own: stepped by its loop (or by the task's
+    ``train_step``), checkpointed, their rate logged as ``lr``. ``params`` are what its
+    non-finite guard and gradient clipping see. Optimizers the task steps besides these (a GAN's
+    discriminator's) stay the task's: it lists them in :meth:`Task.optimizers` and saves them in
+    :meth:`Task.state_dict`.
+    """
+
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    params: list[nn.Parameter]
+
+
+def recipe_optimizer(module: nn.Module, recipe: Recipe, total_steps: int) -> Optimization:
+    """The recipe's ``optim`` and ``schedule`` sections built over ``module``'s trainable parameters."""
+    from liandan.optim import build_optimizer, build_schedule
+
+    o, s = recipe.optim, recipe.schedule
+    opt = build_optimizer(module, o.name, o.lr, o.weight_decay, o.options, o.decay_bias_and_norm)
+    return Optimization(opt, build_schedule(opt, s.name, total_steps, s.warmup_steps, s.options),
+                        [p for p in module.parameters() if p.requires_grad])
+
+
 class Task:
-    """Base task: ``forward`` calls the network and the recipe's loss on its output."""
+    """Base task: ``forward`` calls the network and the recipe's loss on its output.
+
+    The class attributes are what other layers ask instead of comparing task names; they are
+    read from the class (:func:`task_class`), so they need no data.
+    """
 
     name = ""
     default_loss: str | None = None  # None: the task computes its own loss (lm, gan, diffusion, ...)
     higher_is_better: frozenset[str] = frozenset()
+    # How the data pipeline treats the source's targets y (it reads this through the TASKS
+    # registry: the data layer imports no task). "class": integer class ids, splits stratified,
+    # one output per class, continuous targets refused. "value": float targets standardised with
+    # the training split's statistics (class ids become values). None: y passes through as the
+    # source built it for this task (token ids, captions, unused image labels).
+    target_kind: str | None = None
+    # The output is one logit per class against integer labels: the doctor judges the run by
+    # accuracy over chance, OOD detection and distillation (softmax scores) accept it.
+    is_classification = False
+    # The output predicts the standardised targets: predict, the exporter and evaluation scale it
+    # back to the data's units (DataInfo.denormalize_y); the doctor judges the run by R².
+    is_regression = False
+    # The test metric the end-of-run line prints and compression compares ("loss" where the task
+    # has no score of its own).
+    headline_metric = "loss"
+    # A causal language model: ``liandan generate`` continues prompts, GGUF export accepts it.
+    generates_text = False
+    # The name of the ONNX graph's one output (raw input -> this); None: one input -> one output
+    # cannot hold the model (a sampling loop, two networks, two inputs), so export refuses it.
+    export_output: str | None = None
+    # What to run instead of ``liandan predict`` on a run of this task ({run}: its directory).
+    predict_instead = "liandan evaluate {run}"
 
     def __init__(self, info: DataInfo, loss_fn, recipe: Recipe) -> None:
         self.info, self.loss_fn, self.recipe = info, loss_fn, recipe
@@ -56,9 +143,13 @@ class Task:
     def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Loss of one micro-batch and the output the tally sees."""
         out = net(x)
+        return self.compute_loss(out, y, x), out
+
+    def compute_loss(self, out: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of the network's output against the targets (the recipe's loss by default)."""
         if getattr(self.loss_fn, "needs_input", False):  # distillation: the teacher sees the same batch
-            return self.loss_fn(out, y, x=x, info=self.info), out
-        return self.loss_fn(out, y), out
+            return self.loss_fn(out, y, x=x, info=self.info)
+        return self.loss_fn(out, y)
 
     def train_flops(self, model: nn.Module, sample: torch.Tensor) -> int:
         """Training FLOPs per sample: forward + backward ≈ 3 × the forward of one sample (0: unknown)."""
@@ -70,11 +161,32 @@ class Task:
         """Accumulator of ``metric_names()``; ``light`` is the per-step training tally (cheap)."""
         return LossTally(device)
 
+    # --- what a trained run does: predict, examples --------------------------------------------
+
+    def predictor(self, run: Run, top: int = 3) -> Prediction:
+        """``liandan predict`` (Lightning's ``predict_step``): a function from one normalised
+        input (no batch axis) to what predict prints for it, e.g. ``{"classes": [...]}``. The
+        model is in eval mode and gradients are off when it is called."""
+        hint = self.predict_instead.format(run=run.dir)
+        raise LiandanError(f"predict serves classifiers, regressors and image-text runs; {run.dir} is a "
+                           f"{self.name} run: try `{hint}`")
+
+    def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
+        """The report's "Examples" figure: ``{"title", "images" (N, C, H, W), "labels"}`` with a
+        label ``(text, right)`` or None per image, or ``{"title", "rows"}``; None: no picture."""
+        return None
+
     # --- hooks for tasks that own the optimizer step -------------------------------------------
     train_step = None  # or a method (trainer, batches: list[(x, y)]) -> (applied, grad_norm, loss)
 
+    def configure_optimizers(self, trainer: Trainer) -> Optimization:
+        """The trainer's optimizer, schedule and guarded parameters (Lightning's
+        ``configure_optimizers``); by default the recipe's over every trainable parameter. Called
+        once, before :meth:`setup`; a task with more networks builds its other optimizers here."""
+        return recipe_optimizer(trainer.model, trainer.recipe, trainer.total_steps)
+
     def setup(self, trainer: Trainer) -> None:
-        """Called once the trainer has built its optimizer and schedule (add more here)."""
+        """Called once the trainer is built (its optimizer, schedule and tally exist)."""
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers this task steps besides the trainer's own (a GAN's discriminator's)."""
@@ -109,8 +221,43 @@ class LossTally:
         return {"loss": float(self.loss_sum) / max(self.n, 1)}
 
 
+# --- helpers the tasks share ------------------------------------------------------------------------
+
+
+def top_classes(logits: torch.Tensor, names: list[str] | None, top: int) -> list[dict[str, Any]]:
+    """The ``top`` classes of one row of logits: label, index and softmax probability."""
+    probs = torch.softmax(logits.float(), -1)
+    val, idx = probs.topk(min(top, probs.numel()))
+    return [{"label": names[i] if names else str(i), "index": int(i), "prob": float(v)}
+            for v, i in zip(val.tolist(), idx.tolist(), strict=True)]
+
+
+def class_labels(pred: torch.Tensor, true: torch.Tensor, names: list[str]) -> list[tuple[str, bool]]:
+    """Per example ``(text, right)``: the predicted class, and the true one where they differ."""
+    return [(names[p], True) if p == t else (f"{names[p]}\n(true: {names[t] if t >= 0 else '?'})", False)
+            for p, t in zip(pred.tolist(), true.tolist(), strict=True)]
+
+
+@torch.no_grad()
+def eval_outputs(model: nn.Module, info: DataInfo, x_raw: torch.Tensor) -> torch.Tensor:
+    """The model's outputs (float32, CPU) for raw inputs, normalised as in training, in eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        return model(info.normalize_x(x_raw).to(device)).float().cpu()
+    finally:
+        model.train(was)
+
+
 def build_task(info: DataInfo, loss_fn, recipe: Recipe) -> Task:
     return TASKS.get(info.task).fn(info, loss_fn, recipe)
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered class of task ``name``: its attributes answer without data (is_classification,
+    headline_metric, ...). An unknown name is an error that lists the registered tasks."""
+    return TASKS.get(name).fn
 
 
 def task_names() -> list[str]:

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from liandan.errors import LiandanError
-from liandan.optim import build_optimizer, build_schedule
 from liandan.registry import register_task
-from liandan.training.tasks import LossTally, Task
+from liandan.training.tasks import ExampleSource, LossTally, Optimization, Task, recipe_optimizer
 
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataInfo
     from liandan.training.loop import Trainer
+    from liandan.training.run import Run
 
 
 def to_model_space(info: DataInfo, x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +44,19 @@ def _unwrap(net: nn.Module) -> nn.Module:
     """The plain model under a DDP / compile wrapper (for its schedule buffers and halves)."""
     net = getattr(net, "_orig_mod", net)
     return getattr(net, "module", net)
+
+
+class _Generative(Task):
+    """Tasks that learn to draw the training images: ``liandan sample`` draws from them."""
+
+    default_loss = None
+    predict_instead = "liandan sample {run}"
+    sample_steps: int | None = None  # sampling steps of the report's samples (None: the model's own)
+
+    def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
+        """A seeded grid of samples."""
+        imgs = ex.samples(self.sample_steps)
+        return {"title": f"{len(imgs)} samples (seed 0)", "images": imgs, "labels": [None] * len(imgs)}
 
 
 def _check_model(net: nn.Module, task: str, needs: str) -> nn.Module:
@@ -77,7 +90,7 @@ class MeanTally:
 
 
 @register_task("gan")
-class GAN(Task):
+class GAN(_Generative):
     """Adversarial training (Goodfellow et al. 2014) with the non-saturating generator loss.
 
     Per step, on the real batch x and fresh z ~ N(0, I):
@@ -85,13 +98,13 @@ class GAN(Task):
       G: minimise −log D(G(z))                   (the non-saturating loss of their §3: strong
                                                   gradients early, when D rejects every sample)
     Each network has its own optimizer built from the recipe's ``optim`` section (DCGAN: Adam,
-    lr 2e-4, β1 0.5) and its own schedule; the generator's is the trainer's (``lr`` in the logs),
-    the discriminator's is checkpointed by :meth:`state_dict`. ``loss`` is d_loss + g_loss;
+    lr 2e-4, β1 0.5) and its own schedule, declared by :meth:`configure_optimizers`: the
+    generator's is the trainer's (``lr`` in the logs), the discriminator's is checkpointed by
+    :meth:`state_dict`. ``loss`` is d_loss + g_loss;
     ``d_real`` / ``d_fake`` are the mean D(x) and D(G(z)) (both near 0.5 at equilibrium).
     """
 
     name = "gan"
-    default_loss = None
     METRICS = ["d_loss", "g_loss", "d_real", "d_fake"]
 
     def metric_names(self) -> list[str]:
@@ -100,19 +113,13 @@ class GAN(Task):
     def tally(self, device: torch.device, light: bool = False) -> MeanTally:
         return MeanTally(device, self.METRICS)
 
-    def setup(self, trainer: Trainer) -> None:
+    def configure_optimizers(self, trainer: Trainer) -> Optimization:
+        """The generator's optimizer is the trainer's; the discriminator's is this task's."""
         model = _check_model(trainer.model, "gan", "discriminator")
-        r = trainer.recipe
-        make = lambda m: build_optimizer(m, r.optim.name, r.optim.lr, r.optim.weight_decay,  # noqa: E731
-                                         r.optim.options, r.optim.decay_bias_and_norm)
-        sched = lambda o: build_schedule(o, r.schedule.name, trainer.total_steps,  # noqa: E731
-                                         r.schedule.warmup_steps, r.schedule.options)
-        trainer.optimizer = make(model.generator)
-        trainer.schedule = sched(trainer.optimizer)
-        trainer.params = [p for p in model.generator.parameters() if p.requires_grad]
-        self.opt_d = make(model.discriminator)
-        self.schedule_d = sched(self.opt_d)
-        self.params_d = [p for p in model.discriminator.parameters() if p.requires_grad]
+        g = recipe_optimizer(model.generator, trainer.recipe, trainer.total_steps)
+        d = recipe_optimizer(model.discriminator, trainer.recipe, trainer.total_steps)
+        self.opt_d, self.schedule_d, self.params_d = d.optimizer, d.schedule, d.params
+        return g
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_d]
@@ -206,7 +213,7 @@ class GAN(Task):
 
 
 @register_task("diffusion")
-class Diffusion(Task):
+class Diffusion(_Generative):
     """Denoising diffusion (Ho et al. 2020): predict the noise ε added to x_0 at a random step t.
 
     Algorithm 1: t ~ U{0..T−1}, ε ~ N(0, I), x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε,
@@ -217,7 +224,7 @@ class Diffusion(Task):
     """
 
     name = "diffusion"
-    default_loss = None
+    sample_steps = 50  # DDIM steps for the report's grid: seconds, where the full chain takes minutes
 
     def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Any]:
         model = _check_model(net, "diffusion", "q_sample")

@@ -17,6 +17,7 @@ Metrics, over the learned positions only:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,7 +25,10 @@ from torch.nn import functional as F
 
 from liandan.data.text import IGNORE, mask_tokens
 from liandan.registry import register_task
-from liandan.training.tasks import Task
+from liandan.training.tasks import ExampleSource, Task
+
+if TYPE_CHECKING:
+    from liandan.training.run import Run
 
 
 def token_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,9 @@ class LanguageModel(Task):
     name = "lm"
     default_loss = None
     higher_is_better = frozenset({"accuracy", "exact_match"})
+    generates_text = True
+    export_output = "logits"  # (batch, seq, vocab), no key/value cache
+    predict_instead = "liandan generate {run} --prompt TEXT"
 
     def metric_names(self) -> list[str]:
         return ["accuracy", "perplexity", "exact_match"]
@@ -86,6 +93,12 @@ class LanguageModel(Task):
     def tally(self, device: torch.device, light: bool = False) -> TokenTally:
         return TokenTally(device, exact=True)
 
+    def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
+        """A table of the split's prompts with the expected and the greedy completion."""
+        if not self.info.tokenizer:
+            return None
+        return {"title": f"greedy completions of {ex.split} prompts", "rows": ex.completions()}
+
 
 @register_task("mlm")
 class MaskedLanguageModel(LanguageModel):
@@ -93,6 +106,8 @@ class MaskedLanguageModel(LanguageModel):
 
     name = "mlm"
     higher_is_better = frozenset({"accuracy"})
+    generates_text = False  # bidirectional: it fills masks, it does not continue a prompt
+    predict_instead = Task.predict_instead
 
     def metric_names(self) -> list[str]:
         return ["accuracy", "perplexity"]
@@ -111,3 +126,6 @@ class MaskedLanguageModel(LanguageModel):
 
     def tally(self, device: torch.device, light: bool = False) -> TokenTally:
         return TokenTally(device, exact=False)
+
+    def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
+        return None  # no completions to show: masked tokens are scored by the metrics

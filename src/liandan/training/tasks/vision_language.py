@@ -20,7 +20,7 @@ highest score; its true class is the class word in its caption.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,7 +28,10 @@ from torch.nn import functional as F
 
 from liandan.errors import LiandanError
 from liandan.registry import register_task
-from liandan.training.tasks import Task
+from liandan.training.tasks import ExampleSource, Prediction, Task, class_labels, top_classes
+
+if TYPE_CHECKING:
+    from liandan.training.run import Run
 
 
 def plain(net: nn.Module) -> nn.Module:
@@ -105,6 +108,18 @@ class _ImageText(Task):
         self.class_ids = torch.as_tensor(ex.get("class_token_ids", []), dtype=torch.long)
         self.prompt_ids = torch.as_tensor(ex["prompt_ids"], dtype=torch.long) if ex.get("prompt_ids") else None
 
+    def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
+        """A few test images, each labelled with what the model says of it (:meth:`_say`)."""
+        if not self.info.is_image:
+            return None
+        x_raw, y = ex.inputs()
+        x = torch.stack([self.info.normalize_x(im) for im in x_raw])
+        title, labels = self._say(run, x, y)
+        return {"title": title, "images": x_raw, "labels": labels}
+
+    def _say(self, run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[str, list[tuple[str, bool]]]:
+        raise NotImplementedError
+
 
 class _Sums:
     """Named sums kept as device tensors (no host sync per batch); ``n`` counts samples."""
@@ -131,6 +146,17 @@ class Contrastive(_ImageText):
 
     name = "contrastive"
     higher_is_better = frozenset({"retrieval_accuracy", "zero_shot_accuracy"})
+
+    def predictor(self, run: Run, top: int = 3) -> Prediction:
+        """The ``top`` zero-shot classes of an image, scored from the classes' text prompts."""
+        model, names = run.model, self.info.class_names
+        return lambda x: {"classes": top_classes(zero_shot_logits(model, x[None], self.prompt_ids)[0], names, top)}
+
+    def _say(self, run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[str, list[tuple[str, bool]]]:
+        pred = zero_shot_logits(run.model, x, self.prompt_ids).argmax(-1)
+        true = caption_class(y, self.class_ids)
+        names = self.info.class_names or [str(i) for i in range(self.info.num_classes or 0)]
+        return "zero-shot classes of test images (from text prompts)", class_labels(pred, true, names)
 
     def metric_names(self) -> list[str]:
         return ["retrieval_accuracy", "zero_shot_accuracy"]
@@ -186,6 +212,23 @@ class Caption(_ImageText):
 
     name = "caption"
     higher_is_better = frozenset({"token_accuracy", "shape_accuracy", "exact_match"})
+
+    def predictor(self, run: Run, top: int = 3) -> Prediction:
+        """The greedy caption of an image."""
+        from liandan.data.tokenize import load_tokenizer
+
+        tok = load_tokenizer(run.dir / self.info.tokenizer)
+        return lambda x: {"caption": generate_captions(run.model, x[None], tok, max_new=self.info.max_len - 1)[0]}
+
+    def _say(self, run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[str, list[tuple[str, bool]]]:
+        from liandan.data.captions import decode
+        from liandan.data.tokenize import load_tokenizer
+
+        tok = load_tokenizer(run.dir / self.info.tokenizer)
+        said = generate_captions(run.model, x, tok, max_new=self.info.max_len - 1)
+        truth = decode(tok, y[:, 1:])
+        return "greedy captions of test images", [(s, True) if s == t else (f"{s}\n(true: {t})", False)
+                                                  for s, t in zip(said, truth, strict=True)]
 
     def metric_names(self) -> list[str]:
         return ["token_accuracy", "shape_accuracy", "exact_match"]
