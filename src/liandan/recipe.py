@@ -70,11 +70,32 @@ class ModelConfig(_Options):
         "none", description="wrap Linear/Conv weights in weight normalisation or spectral normalisation")
     from_run: str | None = Field(None, description="fine-tune: start from this run directory's trained "
                                  "weights (same model options) instead of the init")
+    weights: str | None = Field(None, description="transfer learning: start from this state dict (.safetensors, "
+                                "or .pth/.pt read with weights_only), in liandan's or torchvision's/timm's key "
+                                "names (resnet, vgg, mobilenet_v2); the head is replaced when the class count "
+                                "differs")
+    freeze: str | list[str] = Field("none", description="parameters that do not train: none, backbone (all but "
+                                    "the classifier head), or a list of name patterns (fnmatch)")
+    unfreeze_at_epoch: int | None = Field(None, ge=1, description="train every parameter from this epoch on "
+                                          "(1-based; gradual unfreezing after the head has settled)")
 
 
 class AdapterConfig(_Options):
-    name: str = Field(description="parameter-efficient fine-tuning method (liandan list adapters): the base "
-                      "model freezes, only the adapter trains")
+    name: str | None = Field(None, description="parameter-efficient fine-tuning method (liandan list adapters): "
+                             "the base model freezes, only the adapter trains")
+    model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
+
+    from_: str | None = Field(None, alias="from", description="start from a peft adapter directory "
+                              "(adapter_config.json + adapter_model.safetensors); its config gives the method, "
+                              "rank and targets")
+
+    @model_validator(mode="after")
+    def _method_or_directory(self) -> AdapterConfig:
+        if self.name is None and self.from_ is None:
+            raise ValueError("adapter needs a name (liandan list adapters) or from: a peft adapter directory")
+        if self.from_ is not None and self.options:
+            raise ValueError(f"adapter.from takes its options from the peft config; drop {sorted(self.options)}")
+        return self
 
 
 class LossConfig(_Options):
@@ -161,7 +182,7 @@ class Recipe(_Section):
     report: bool = Field(True, description="write report.html at the end of the run")
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.model_dump(mode="json")
+        d = self.model_dump(mode="json", by_alias=True)  # adapter.from, as recipes write it
         if not d["train"]["callbacks"]:  # recipe.yaml of a run without any stays as it was
             del d["train"]["callbacks"]
         return d
@@ -311,7 +332,7 @@ def check_names(recipe: Recipe) -> None:
     MODELS.get(recipe.model.name).validate(recipe.model.options, where="model", inferred=INFERRED)
     if recipe.model.init not in INIT_SCHEMES:
         raise LiandanError(f"model.init: unknown init {recipe.model.init!r}; available: {', '.join(INIT_SCHEMES)}")
-    if recipe.adapter is not None:
+    if recipe.adapter is not None and recipe.adapter.name is not None:
         from liandan.registry import ADAPTERS
 
         ADAPTERS.get(recipe.adapter.name).validate(recipe.adapter.options, where="adapter")

@@ -81,7 +81,7 @@ def recipe_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> list[Key]:
     """
     rows: list[Key] = []
     for name, f in model.model_fields.items():
-        path = prefix + name
+        path = prefix + (f.alias or name)  # as recipes write it (adapter.from)
         sub, many = _section(f.annotation)
         desc = " ".join((f.description or SECTIONS.get(path, "")).split())
         rows.append(Key(path, _type(f.annotation, sub, many) + _bounds(f), _default(f), desc))

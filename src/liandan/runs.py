@@ -48,6 +48,7 @@ FIGURES = "figures"
 TENSORBOARD = "tb"
 HF = "hf"
 ADAPTER = "adapter.safetensors"
+PEFT_ADAPTER = "adapter"  # the same adapter in peft's format (adapter_config.json + adapter_model.safetensors)
 COMPRESS = "compress.json"
 REWARD_MODEL = "reward_model.json"
 TOKENIZER = "tokenizer.json"  # the default name; data.json's ``tokenizer`` names the run's own

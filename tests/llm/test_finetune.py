@@ -73,3 +73,25 @@ def test_finetune_verb(base, tmp_path, cli):
     assert run.recipe.name == "arith+-ft" and run.recipe.data.options["operators"] == "+"
     code, _, err = cli("finetune", str(tmp_path), "--out", str(tmp_path / "x"))
     assert code == 2 and "is not a run directory" in err
+
+
+def test_fine_tune_writes_a_peft_adapter_and_starts_from_one(base, tmp_path):
+    """RUN/adapter/ is peft's format: PeftModel.from_pretrained on the base's hf/ gives the run's
+    logits; and ``adapter: {from: RUN/adapter}`` starts a new fine-tune from exactly that adapter."""
+    peft = pytest.importorskip("peft")
+    rec = arith_recipe("-", adapter={"name": "lora", "r": 4, "targets": ["c_attn"]})
+    rec["model"]["from_run"] = str(base.dir)
+    run = liandan.train(rec, overrides=FAST, out=tmp_path / "ft", quiet=True)
+    ids = torch.randint(3, 10, (2, 8))
+    hf_base = transformers.GPT2LMHeadModel.from_pretrained(base.dir / "hf")
+    tuned = peft.PeftModel.from_pretrained(hf_base, tmp_path / "ft" / "adapter").eval()
+    with torch.no_grad():
+        ours = run.model.eval()(ids)
+        assert (tuned(input_ids=ids).logits - ours).abs().max() < 1e-5
+    again = arith_recipe("-", adapter={"from": str(tmp_path / "ft" / "adapter")})
+    again["model"]["from_run"] = str(base.dir)
+    start = liandan.train(again, overrides=[*FAST, "train.max_steps=1", "optim.lr=1e-12"], out=tmp_path / "ft2",
+                          quiet=True)
+    assert start.summary["trainable_params"] == run.summary["trainable_params"]
+    with torch.no_grad():
+        assert (start.model.eval()(ids) - ours).abs().max() < 1e-4  # one step at lr 1e-12 from the same adapter

@@ -168,9 +168,13 @@ def adabelief(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple
                      decoupled=decoupled)
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: bool = False) -> list[dict]:
-    """Two groups: weights with decay, and biases/norm parameters (ndim ≤ 1) without."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: bool = False,
+                 include_frozen: bool = False) -> list[dict]:
+    """Two groups: weights with decay, and biases/norm parameters (ndim ≤ 1) without.
+
+    ``include_frozen``: frozen parameters join too (they get no gradient, so the optimizer skips
+    them, weight decay included) so that unfreezing later trains them with no new group."""
+    params = [p for p in model.parameters() if p.requires_grad or include_frozen]
     if decay_bias_and_norm or not weight_decay:
         return [{"params": params, "weight_decay": weight_decay}]
     decay = [p for p in params if p.dim() > 1]
@@ -180,8 +184,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: boo
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, options: dict,
-                    decay_bias_and_norm: bool = False) -> torch.optim.Optimizer:
+                    decay_bias_and_norm: bool = False, include_frozen: bool = False) -> torch.optim.Optimizer:
     entry = OPTIMIZERS.get(name)
     opts = entry.validate(options, where="optim")
-    groups = param_groups(model, weight_decay, decay_bias_and_norm)
+    groups = param_groups(model, weight_decay, decay_bias_and_norm, include_frozen)
     return entry.fn(groups, lr=lr, weight_decay=weight_decay, **opts)

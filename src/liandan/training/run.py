@@ -24,7 +24,7 @@ from liandan.errors import LiandanError
 from liandan.paths import check_path
 from liandan.recipe import Recipe
 from liandan.registry import RUN_FORMATS
-from liandan.runs import ADAPTER, DATA, RunDir
+from liandan.runs import ADAPTER, DATA, PEFT_ADAPTER, RunDir
 from liandan.training import checkpoint as ck
 from liandan.training.setup import build_loss, build_model, pick_device, set_memory_format
 from liandan.training.tasks import Task, build_task, task_class
@@ -186,9 +186,13 @@ def save_final(rd: RunDir, model: nn.Module, *, adapter: bool = False) -> None:
     an adapter, ``adapter.safetensors`` (the adapter's tensors alone: what a fine-tune adds)."""
     ck.save_weights(model, rd.checkpoints / "final.safetensors")
     if adapter:
-        from liandan.adapters import adapter_state_dict
+        from liandan.adapters import adapter_state_dict, save_peft_adapter
 
         ck.save_weights(adapter_state_dict(model), rd / ADAPTER)
+        try:  # RUN/adapter/: the same adapter in peft's format (PeftModel.from_pretrained loads it)
+            save_peft_adapter(model, rd / PEFT_ADAPTER)
+        except LiandanError:
+            pass  # a method peft lacks (DyLoRA, QA-LoRA): adapter.safetensors alone
 
 
 def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = True) -> nn.Module:
@@ -196,13 +200,26 @@ def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = T
     run (``base_weights``); with ``adapter`` the base frozen and the adapter in place."""
     base = check_path(recipe.model.from_run, "model.from_run") if recipe.model.from_run and base_weights else None
     model = build_model(recipe.model, info)
+    if recipe.model.weights and base_weights:  # transfer learning from a state dict (torchvision/timm names too)
+        from liandan.models.pretrained import load_pretrained
+
+        load_pretrained(model, check_path(recipe.model.weights, "model.weights"), recipe.model.name,
+                        num_classes=info.num_classes if task_class(info.task).is_classification else None)
+    if recipe.model.freeze != "none":
+        from liandan.models.pretrained import freeze
+
+        freeze(model, recipe.model.freeze)
     if base is not None:
         try:
             ck.load_weights(model, weights_path(base))
         except (RuntimeError, KeyError) as e:
             raise LiandanError(f"model.from_run: {base}'s weights do not fit this model (give the base run's "
                                f"model options): {str(e).strip().splitlines()[0]}") from None
-    if recipe.adapter is not None:
+    if recipe.adapter is not None and recipe.adapter.from_:  # a peft-trained adapter to start from
+        from liandan.adapters import load_peft_adapter
+
+        model = load_peft_adapter(model, check_path(recipe.adapter.from_, "adapter.from"), method=recipe.adapter.name)
+    elif recipe.adapter is not None:
         from liandan.registry import ADAPTERS
 
         entry = ADAPTERS.get(recipe.adapter.name)

@@ -16,6 +16,7 @@ from liandan.training.callbacks.model_checkpoint import ModelCheckpoint
 from liandan.training.callbacks.progress_bar import ProgressBar
 from liandan.training.callbacks.signals import SignalHandler
 from liandan.training.callbacks.tensorboard import TensorBoardLogger
+from liandan.training.callbacks.unfreeze import Unfreeze
 
 if TYPE_CHECKING:
     from liandan.recipe import Recipe
@@ -34,6 +35,8 @@ def default_callbacks(trainer: Trainer, user: list[Callback]) -> list[Callback]:
         first.append(TensorBoardLogger())
     first += [EarlyStopping(patience=es.patience if es else None, min_delta=es.min_delta if es else 0.0),
               ProgressBar()]
+    if trainer.recipe.model.unfreeze_at_epoch:  # gradual unfreezing after a frozen-backbone start
+        first.append(Unfreeze(trainer.recipe.model.unfreeze_at_epoch))
     last: list[Callback] = [ModelCheckpoint(tc.checkpoint_every, tc.keep_checkpoints)] if trainer.checkpoints else []
     last.append(SignalHandler())
 

@@ -95,7 +95,8 @@ def recipe_optimizer(module: nn.Module, recipe: Recipe, total_steps: int) -> Opt
     from liandan.optim import build_optimizer, build_schedule
 
     o, s = recipe.optim, recipe.schedule
-    opt = build_optimizer(module, o.name, o.lr, o.weight_decay, o.options, o.decay_bias_and_norm)
+    opt = build_optimizer(module, o.name, o.lr, o.weight_decay, o.options, o.decay_bias_and_norm,
+                          include_frozen=bool(recipe.model.unfreeze_at_epoch))  # unfrozen later: no new group
     return Optimization(opt, build_schedule(opt, s.name, total_steps, s.warmup_steps, s.options),
                         [p for p in module.parameters() if p.requires_grad])
 
