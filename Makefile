@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 LOCK := constraints.txt
 PIP_PIN := $(shell sed -n 's/^\# \(pip==[0-9.]*\)$$/\1/p' $(LOCK))
 LATEST := .venv-latest
@@ -19,7 +20,14 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo (digits-lenet with the doctor and the HTML report) needs torch and matplotlib only:
+# not the test extras (transformers, onnx, selenium, ... ~1.8 GB). TensorBoard is skipped when absent.
+$(DEMO_STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/pip install -q -c $(LOCK) torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[report]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/liandan demo
 
 test: $(STAMP)

@@ -26,6 +26,7 @@ _API = {
     "OODDetector": ("liandan.evaluation.ood", "OODDetector"),
     "write_report": ("liandan.report", "write_report"),
     "predict": ("liandan.prediction", "predict"),
+    "Predictor": ("liandan.prediction", "Predictor"),
     "sample": ("liandan.generation.images", "sample"),
     "generate": ("liandan.generation.text", "generate"),
     "exact_match": ("liandan.generation.text", "exact_match"),

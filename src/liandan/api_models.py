@@ -48,7 +48,9 @@ def create_model(name: str, data_info: DataInfo | Mapping[str, Any] | None = Non
     the options it implies (:func:`data_options`) are filled in where the builder declares them
     and ``options`` leave them out (training also refuses a classifier head smaller than the
     data's classes: :func:`liandan.training.setup.build_model`).
-    ``liandan.create_model("resnet18", num_classes=5)`` needs no data."""
+    ``liandan.create_model("resnet18", num_classes=5)`` needs no data. A ``package.module:ClassName``
+    name is user code, built once trusted (``liandan.registry.MODELS.allow(name)``; recipes:
+    ``model.trust``)."""
     from liandan.registry import MODELS
 
     entry = MODELS.get(name)
@@ -59,6 +61,9 @@ def create_model(name: str, data_info: DataInfo | Mapping[str, Any] | None = Non
         if k in params and k not in opts:
             opts[k] = v
     missing = [k for k, p in params.items() if p.default is p.empty and k not in opts]
+    if missing and ":" in name:  # user code: its constructor's own arguments
+        raise LiandanError(f"model {name!r} needs constructor argument {missing[0]!r}: give it in the model section "
+                           f"(a run trained on a module instance loads with load_run(dir, model=...))")
     if missing:  # e.g. num_classes, which training infers from the data
         raise LiandanError(f"model {name!r} needs option {missing[0]!r}: pass it, e.g. --set {missing[0]}=10")
     if data_info is None or isinstance(data_info, Mapping):

@@ -6,6 +6,8 @@ Files are opened through :mod:`liandan.paths` (checked against the agents' roots
 
 from __future__ import annotations
 
+import csv as _csv
+import glob
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from liandan.errors import LiandanError
 from liandan.paths import open_checked
 
 Input = str | Sequence[float] | np.ndarray
+INPUT_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".npy", ".csv")
 
 
 def _is_file(p: Path) -> bool:
@@ -36,7 +39,69 @@ def _literal(values: Any) -> list[tuple[str, np.ndarray]]:
     return [(name, a.astype(np.float32))]
 
 
-def _read_input(text: Input, shape: tuple[int, ...] | None) -> list[tuple[str, np.ndarray]]:
+def _expand(text: Input) -> list[Input]:
+    """A folder (every input file in it, recursively) or a glob pattern, as file names; else ``text``."""
+    if not isinstance(text, str | Path) or _is_file(Path(text)):
+        return [text]
+    p = Path(text)
+    if p.is_dir():
+        found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in INPUT_EXT)
+        if not found:
+            raise LiandanError(f"folder {p} holds no inputs ({', '.join(INPUT_EXT)})")
+        return found
+    if any(c in str(text) for c in "*?["):
+        found = sorted(f for f in glob.glob(str(text), recursive=True) if _is_file(Path(f)))
+        if not found:
+            raise LiandanError(f"no files match {text!r}")
+        return found
+    return [text]
+
+
+def _read_csv(p: Path, info: Any) -> list[tuple[str, np.ndarray]]:
+    """Rows of a CSV file: with a header (the training file's format) columns are matched by name,
+    the target column ignored, categorical columns one-hot encoded as in training."""
+    from liandan.data.tables import is_float, one_hot
+
+    with open_checked(p, "r", "input file", newline="") as f:
+        rows = [[v.strip() for v in r] for r in _csv.reader(f) if r]
+    if not rows:
+        raise LiandanError(f"input {p}: empty CSV file")
+    extras = info.extras if info is not None else {}
+    cols, cats = extras.get("feature_columns"), extras.get("categories", {})
+    header = None if all(is_float(v) for v in rows[0]) else rows.pop(0)
+    if header is not None and cols is not None:
+        absent = [c for c in cols if c not in header]
+        if absent:
+            raise LiandanError(f"input {p}: no column {absent[0]!r} (the run's features: {', '.join(cols)})")
+        order = [header.index(c) for c in cols]
+    elif header is not None:  # a run without column names: every column, in order
+        order, cols = list(range(len(header))), header
+    elif cols is not None and cats:  # no header: the training columns in order, categories as text
+        order = list(range(len(cols)))
+    else:
+        order, cols = None, None
+    out = []
+    for i, row in enumerate(rows):
+        name = f"{p}[{i}]"
+        if order is None:
+            vals = row
+        else:
+            if max(order, default=-1) >= len(row):
+                raise LiandanError(f"input {name}: {len(row)} values, expected the columns {', '.join(cols)}")
+            vals = [row[j] for j in order]
+        parts = []
+        for c, v in zip(cols or [None] * len(vals), vals, strict=True):
+            if c in cats:
+                parts.append(one_hot([v], cats[c])[0])
+                continue
+            if not is_float(v):
+                raise LiandanError(f"input {name}: column {c or '?'}: non-numeric value {v!r}")
+            parts.append(np.array([float(v)], np.float32))
+        out.append((name, np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)))
+    return out
+
+
+def _read_input(text: Input, shape: tuple[int, ...] | None, info: Any = None) -> list[tuple[str, np.ndarray]]:
     if not isinstance(text, str | Path):
         return _literal(text)
     p = Path(text)
@@ -48,9 +113,7 @@ def _read_input(text: Input, shape: tuple[int, ...] | None) -> list[tuple[str, n
             rows = a[None] if shape is not None and a.shape == tuple(shape) else a
             return [(f"{p}[{i}]", r) for i, r in enumerate(rows)]
         if suf == ".csv":
-            with open_checked(p, "r", "input file") as f:
-                a = np.loadtxt(f, delimiter=",", dtype=np.float32, ndmin=2)
-            return [(f"{p}[{i}]", r) for i, r in enumerate(a)]
+            return _read_csv(p, info)
         from PIL import Image
 
         try:
@@ -86,7 +149,7 @@ def predict(model_or_run: str | Path, inputs: list[Input], trust: bool = False, 
         model = load_model(path, trust=trust)
         one = lambda x: {"classes": top_classes(model(x[None])[0], None, top)}  # noqa: E731
     shape = tuple(info.input_shape) if info else None
-    items = [item for text in inputs for item in _read_input(text, shape)]
+    items = [item for text in inputs for one_in in _expand(text) for item in _read_input(one_in, shape, info)]
     out = []
     model.eval()
     with torch.no_grad():
@@ -100,3 +163,66 @@ def predict(model_or_run: str | Path, inputs: list[Input], trust: bool = False, 
                 x = info.normalize_x(x)
             out.append({"input": name, **one(x)})
     return out
+
+
+def write_predictions(preds: list[dict[str, Any]], out: str | Path) -> Path:
+    """Write ``preds`` (from :func:`predict`) as a CSV file: input, prediction, probability."""
+    out = Path(out)
+    try:
+        f = open(out, "w", newline="")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise LiandanError(f"--out {out}: cannot write: {e.strerror}") from None
+    with f:
+        w = _csv.writer(f)
+        w.writerow(["input", "prediction", "probability"])
+        for p in preds:
+            if "classes" in p:
+                best = p["classes"][0]
+                w.writerow([p["input"], best["label"], f"{best['prob']:.6g}"])
+            else:
+                v = p.get("value", p.get("caption"))
+                w.writerow([p["input"], v if not isinstance(v, list) else " ".join(map(str, v)), ""])
+    return out
+
+
+class Predictor:
+    """A trained run's model that takes raw inputs: pixels in 0..1, feature values as in the data.
+
+    ``run.model`` expects inputs standardised with the training split's statistics (data.json's
+    ``x_mean``/``x_std``); given raw ones it answers wrongly without any error. A Predictor applies
+    that normalisation (and, for a regressor, undoes the targets'), so::
+
+        p = liandan.Predictor("runs/digits-lenet")   # a run directory or a loaded Run
+        probs = p(images)   # one raw sample of the input shape, or a batch of them (tensor or array)
+
+    returns class probabilities for a classifier (softmax of the logits) and values in the
+    target's units for a regressor; one sample in, one row out. ``p.predict([...])`` takes what
+    :func:`predict` takes (files, folders, literal vectors).
+    """
+
+    def __init__(self, run: Any) -> None:
+        from liandan.training.run import load_run
+        from liandan.training.tasks import task_class
+
+        self.run = load_run(run) if isinstance(run, str | Path) else run
+        self.info = self.run.info
+        self.model = self.run.model.eval()
+        self.classifies = task_class(self.info.task).is_classification
+
+    def __call__(self, x: Any) -> torch.Tensor:
+        shape = tuple(self.info.input_shape)
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x).float()
+        one = tuple(x.shape) == shape
+        if one:
+            x = x[None]
+        if tuple(x.shape[1:]) != shape:
+            raise LiandanError(f"input of shape {tuple(x.shape)}: the model takes {shape} or a batch (N, *{shape})")
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            out = self.model(self.info.normalize_x(x).to(device)).float().cpu()
+        out = out.softmax(-1) if self.classifies else self.info.denormalize_y(out)
+        return out[0] if one else out
+
+    def predict(self, inputs: list[Input], top: int = 3) -> list[dict[str, Any]]:
+        """As :func:`predict` on this run."""
+        return predict(self.run.dir, inputs, top=top)

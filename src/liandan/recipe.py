@@ -61,7 +61,10 @@ INIT_SCHEMES = (
 
 
 class ModelConfig(_Options):
-    name: str = Field(description="model name (liandan list models)")
+    name: str = Field(description="model name (liandan list models), or user code package.module:ClassName "
+                      "(an nn.Module class or a builder, given the options; needs trust: true)")
+    trust: bool = Field(False, description="allow importing the user code name names (a recipe then runs "
+                        "code: only for code you trust; CLI: --trust)")
     init: str = Field("default", description="weight init: default, zeros, constant, normal, uniform, "
                       "xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, orthogonal")
     init_std: float = Field(0.01, gt=0, description="std (normal) or bound (uniform) for init")
@@ -78,6 +81,17 @@ class ModelConfig(_Options):
                                     "the classifier head), or a list of name patterns (fnmatch)")
     unfreeze_at_epoch: int | None = Field(None, ge=1, description="train every parameter from this epoch on "
                                           "(1-based; gradual unfreezing after the head has settled)")
+
+    @model_validator(mode="after")
+    def _trusted_code(self) -> ModelConfig:
+        if ":" in self.name:  # user code: imported only on explicit trust
+            if not self.trust:
+                raise ValueError(f"{self.name!r} is user code and importing it runs that code; set model.trust: "
+                                 f"true (or pass --trust) only for code you trust")
+            from liandan.registry import MODELS
+
+            MODELS.allow(self.name)
+        return self
 
 
 class AdapterConfig(_Options):
@@ -289,7 +303,48 @@ def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] | dict 
     """Load a recipe from a file, a preset name, a dict or a Recipe, then apply ``overrides``."""
     if isinstance(source, Recipe):
         source = source.to_dict()
-    return validate(apply_overrides(load_dict(source), overrides))
+    raw = load_dict(source)
+    resolve_data_paths(raw, _recipe_folder(source))
+    raw = apply_overrides(raw, overrides)
+    resolve_data_paths(raw, Path.cwd())  # an override's relative path: from where the command runs
+    return validate(raw)
+
+
+DATA_PATH_KEYS = ("path", "val", "test")  # data options naming files, where the source takes them
+
+
+def _recipe_folder(source: str | Path | dict) -> Path:
+    """The folder relative data paths resolve against: the recipe file's, else the current one."""
+    if isinstance(source, dict):
+        return Path.cwd()
+    path = Path(source)
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        path = path / "recipe.yaml"
+    return path.absolute().parent if path.is_file() else Path.cwd()
+
+
+def resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the data section's relative file paths absolute, resolved against ``base`` (the recipe
+    file's folder), so a run's recipe.yaml works from any folder. A relative path found only from
+    the current folder (a run recorded before paths were stored resolved) keeps that meaning."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        return
+    from liandan.registry import DATA
+
+    try:
+        takes = DATA.get(data["source"]).options()
+    except LiandanError:
+        return  # an unknown source: validation names it
+    for key in DATA_PATH_KEYS:
+        value = data.get(key)
+        if key not in takes or not isinstance(value, str) or not value or "://" in value:
+            continue
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            continue
+        here = base / p
+        data[key] = str(here if here.exists() or not p.exists() else p.absolute())
 
 
 def _format_validation_error(e: pydantic.ValidationError) -> str:

@@ -149,9 +149,14 @@ class Registry:
     """A named collection of builders of one kind, filled by a decorator.
 
     The modules that register entries are found through the entry-point group
-    ``liandan.<group>`` (liandan's own in its pyproject.toml, a plugin's in its own) and imported
-    on first lookup: registering stays a side effect of importing the module that defines the
-    entry, ``liandan --help`` imports none of them, and this base layer names no module above it.
+    ``liandan.<group>`` (liandan's own in its pyproject.toml, a plugin's in its own) and the
+    group ``liandan.plugins`` (one group a plugin can name for every kind), and imported on first
+    lookup: registering stays a side effect of importing the module that defines the entry,
+    ``liandan --help`` imports none of them, and this base layer names no module above it.
+
+    A name ``package.module:ClassName`` is user code: :meth:`get` imports it only once
+    :meth:`allow` trusted it (a recipe's ``model.trust: true`` or ``--trust``); such entries are
+    not listed by :meth:`entries`.
     """
 
     def __init__(self, kind: str, group: str) -> None:
@@ -159,6 +164,8 @@ class Registry:
         self.group = f"liandan.{group}"
         self._modules: list[str] = []
         self._entries: dict[str, Entry] = {}
+        self._imported: dict[str, Entry] = {}  # "pkg.mod:Class" entries: user code, never listed
+        self._trusted: set[str] = set()
         self._loaded = False
 
     def add_module(self, module: str) -> None:
@@ -170,8 +177,38 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for m in [*entry_point_modules(self.group), *self._modules]:
+        for m in [*entry_point_modules(self.group), *entry_point_modules(PLUGINS), *self._modules]:
             importlib.import_module(m)
+
+    def allow(self, path: str) -> None:
+        """Trust the user code ``package.module:ClassName``: :meth:`get` may import it."""
+        self._trusted.add(path)
+
+    def add_class(self, path: str, cls: Callable) -> Entry:
+        """The entry of a class already in hand under its path (a user's module passed to ``train``)."""
+        doc = inspect.getdoc(cls) or ""
+        entry = Entry(path, cls, doc.splitlines()[0] if doc else "", extra={"user_code": True})
+        self._imported[path] = entry
+        self._trusted.add(path)
+        return entry
+
+    def _import(self, path: str) -> Entry:
+        if path in self._imported:
+            return self._imported[path]
+        if path not in self._trusted:
+            raise LiandanError(f"{self.kind} {path!r} is user code and importing it runs that code: set trust: true "
+                               f"in the section (or pass --trust) only for code you trust")
+        module, _, qual = path.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise LiandanError(f"cannot import {self.kind} {path!r}: {e} (put its package on sys.path; a run "
+                               f"trained on a module instance loads with load_run(dir, model=...))") from None
+        if not callable(obj):
+            raise LiandanError(f"{self.kind} {path!r} is a {type(obj).__name__}, not a class or function")
+        return self.add_class(path, obj)
 
     def register(self, name: str, *, tags: tuple[str, ...] = (), **extra: Any) -> Callable:
         def deco(fn: Callable) -> Callable:
@@ -184,6 +221,8 @@ class Registry:
         return deco
 
     def get(self, name: str) -> Entry:
+        if ":" in name:
+            return self._import(name)
         self._load()
         try:
             return self._entries[name]
@@ -224,6 +263,9 @@ def _all_entry_points() -> importlib.metadata.EntryPoints:
                            "putting src/ on PYTHONPATH")
     return eps
 
+
+# The entry-point group whose modules every registry imports (a plugin registering several kinds).
+PLUGINS = "liandan.plugins"
 
 # Options a model builder gets from the data when the recipe does not set them (liandan.models).
 INFERRED = ("num_classes", "in_channels", "input_shape", "vocab_size", "max_len", "task")

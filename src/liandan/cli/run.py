@@ -42,6 +42,8 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", help="Nodes taking part (multi-node: same flags on each)."),
     node_rank: int = typer.Option(0, "--node-rank", help="This node's rank, 0..nnodes-1."),
     master: str = typer.Option(None, "--master", help="ADDR:PORT of the rank-0 node (multi-node)."),
+    trust: bool = typer.Option(False, "--trust", help="Allow model: {name: package.module:ClassName} to import "
+                               "user code (runs that code; model.trust: true in the recipe does the same)."),
 ) -> None:
     """Train a model from a recipe; writes a run directory."""
     if nproc > 1 or nnodes > 1:
@@ -50,7 +52,7 @@ def train(
         raise typer.Exit(launch(_strip_launch_flags(ARGV), nproc, nnodes, node_rank, master))
     import liandan
 
-    run = liandan.train(recipe, overrides=set_ or None, out=out, quiet=quiet)
+    run = liandan.train(recipe, overrides=set_ or None, out=out, quiet=quiet, trust=trust)
     if os.environ.get("RANK", "0") != "0":  # torchrun worker: rank 0 speaks for the job
         raise typer.Exit(_exit_code(run.status))
     if json_:
@@ -115,16 +117,23 @@ def evaluate(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run directory, or a whole-model .pt file (needs --trust)."),
-    inputs: list[str] = typer.Argument(..., help="Image files, .npy/.csv files, or comma-separated feature values."),
+    inputs: list[str] = typer.Argument(..., help="Image files, .npy/.csv files (a header row: columns matched by "
+                                       "name), folders, glob patterns, or comma-separated feature values."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
     trust: bool = typer.Option(False, "--trust", help="Allow unpickling a whole-model file (runs its code)."),
     top: int = typer.Option(3, "--top", help="Classes to show per input."),
+    out: Path = typer.Option(None, "--out", help="Also write the predictions to this CSV file "
+                             "(input, prediction, probability)."),
 ) -> None:
     """Predict with a trained run (or a saved whole model) on files or literal feature vectors:
     top classes, a regressor's value, a captioner's caption, or a CLIP run's zero-shot classes."""
     import liandan
 
     preds = liandan.predict(model, inputs, trust=trust, top=top)
+    if out is not None:
+        from liandan.prediction import write_predictions
+
+        write_predictions(preds, out)
     if json_:
         print_json({"predictions": preds})
         return

@@ -151,9 +151,10 @@ def distill(teacher_run: str | Path, student: str | Path | dict = "digits-mlp",
     latency of teacher and student, and their top-1 agreement on the test split.
     """
     from liandan.compress.measure import compare
-    from liandan.compress.store import COMPRESS_JSON
+    from liandan.compress.store import COMPRESS_JSON, disk_sizes
     from liandan.evaluation.runio import logits_of, open_run, raw_split
     from liandan.recipe import load_dict, load_recipe
+    from liandan.runs import RunDir
     from liandan.training.api import train
     from liandan.training.rundir import write_json
     from liandan.training.tasks import task_class
@@ -182,6 +183,7 @@ def distill(teacher_run: str | Path, student: str | Path | dict = "digits-mlp",
                        "overrides": overrides if isinstance(overrides, dict) else list(overrides or [])},
            "structure": {}, **measured, "roles": {"before": "teacher", "after": "student"},
            "top1_agreement": float(agree.float().mean())}
+    doc["size_bytes"] = disk_sizes(teacher_dir, RunDir(run.dir).weights())
     write_json(run.dir / COMPRESS_JSON, doc)
     return doc
 

@@ -1,8 +1,9 @@
 """What every compression method reports: size, parameters, sparsity, the run's own metric,
 the largest change of an output, and latency — measured the same way before and after.
 
-* **size**: bytes of the serialized ``state_dict`` (``torch.save`` into memory, never a file;
-  the same serializer on both sides, since int8 packed weights have no safetensors form).
+* **size**: here, bytes of the serialized ``state_dict`` in memory (a first estimate);
+  :func:`liandan.compress.store.write_output` replaces it with the sizes of the weight files on
+  disk (the source run's and the output's), which is what ``compress.json`` reports.
 * **metric**: the run's own evaluation of the test split (``accuracy`` for classifiers, ``r2``
   for regression, else the task's ``loss``), computed by :mod:`liandan.evaluation.metrics`.
 * **latency**: the median of repeated forward calls of one batch under ``inference_mode`` on

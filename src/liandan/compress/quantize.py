@@ -65,11 +65,12 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, dtype: str = "q
              repeats: int = 50) -> dict[str, Any]:
     """Dynamic int8 quantisation of a trained run; writes ``out`` and returns its ``compress.json``.
 
-    The returned document has ``size_bytes`` (serialized state, before/after/ratio), ``params``,
+    The returned document has ``size_bytes`` (the weight files on disk, before/after/ratio), ``params``,
     ``test`` (the run's own metrics before/after and the change of the main metric),
     ``max_abs_delta_output`` (max |Δlogit| over the test split) and ``latency`` (batch 1 and 64,
     median ms on one thread, ratio fp32/int8). ``out`` defaults to ``RUN_DIR-int8`` next to the run.
     """
+    from liandan.compress.int8_store import save_quantized
     from liandan.compress.measure import compare
     from liandan.compress.store import check_out, default_out, write_output
     from liandan.evaluation.runio import open_run
@@ -86,7 +87,9 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, dtype: str = "q
                         and "Quantized" in m._get_name()})
     doc = {"method": "quantize", "source": str(run_dir), "out": str(out), "options": params,
            "quantized_modules": quantized, **measured,
-           "note": "weights are stored as float32 safetensors; load_compressed re-applies the "
-                   "deterministic quantisation (no pickle)"}
-    write_output(out, run, run.recipe, before, doc, final={"test": measured["test"]["after"]})
+           "note": "checkpoints/final.safetensors holds the int8 weights with their scales and zero points "
+                   "(float16 for dtype float16; LSTM/GRU weights float32, quantised at load); size_bytes are "
+                   "the weight files on disk; load_compressed rebuilds this model bit for bit (no pickle)"}
+    write_output(out, run, run.recipe, before, doc, final={"test": measured["test"]["after"]},
+                 save=lambda path: save_quantized(before, after, path, params))
     return doc

@@ -5,21 +5,21 @@ Layout (a run directory, so ``liandan evaluate`` / ``report`` can read it)::
     OUT/recipe.yaml                  the source run's recipe (structured pruning of an ``mlp``: its new widths)
     OUT/data.json                    the source run's data facts (same splits, same normalisation)
     OUT/summary.json                 status, weights "final", and the compressed model's test metrics
-    OUT/checkpoints/final.safetensors  float32 weights (pruned ones with their exact zeros)
+    OUT/checkpoints/final.safetensors  the weights: float32 (pruned ones with their exact zeros), or for
+                                     ``quantize`` the int8 tensors with scales and zero points
+                                     (:mod:`liandan.compress.int8_store`)
     OUT/compress.json                method, its parameters, the layer widths it cut, every measured number
 
-Why float32 weights plus a recipe rather than the int8 model itself: dynamically quantized
-layers keep their weights as packed ``torch.ScriptObject`` params that safetensors cannot hold,
-and ``torch.save`` of them is a pickle, which :mod:`liandan.serialize` refuses to load by
-default. Dynamic int8 quantisation is a *deterministic* function of the float weights (per-tensor
-scale ``max|w| / 127.5``, round to nearest; Jacob et al. 2018, §2), so :func:`load_compressed`
-rebuilds exactly the same int8 model from the float weights and ``compress.json`` — bit for bit
-the logits :func:`liandan.compress.quantize` measured — and no file ever executes code.
-The cost is disk size (float32 on disk); the in-memory model is the small one.
+``compress.json``'s ``size_bytes`` are the sizes of the weight files on disk (the source run's and
+this one's), so the ratio it reports is what a user saves. Nothing is a pickle: :func:`load_compressed`
+rebuilds the model from the recipe and loads safetensors; a quantised model is rebuilt from its
+stored int8 weights bit for bit (the logits :func:`liandan.compress.quantize` measured).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +49,12 @@ def check_out(out: Path) -> Path:
 
 
 def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dict[str, Any],
-                 final: dict[str, dict[str, float]] | None = None) -> Path:
-    """Write the compressed directory: recipe, data facts, float weights, summary and ``compress.json``."""
+                 final: dict[str, dict[str, float]] | None = None,
+                 save: Callable[[Path], Any] | None = None) -> Path:
+    """Write the compressed directory: recipe, data facts, weights, summary and ``compress.json``.
+
+    ``save(path)`` writes the weights file (default: ``model``'s float weights); ``doc["size_bytes"]``
+    becomes the on-disk sizes of the source run's weights and of this file."""
     from liandan.training.run import save_final
 
     rd = RunDir(out)
@@ -58,7 +62,11 @@ def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dic
     if not rd.has(RECIPE):
         rd.write_recipe(recipe, f"compressed from {run.dir} ({doc['method']})")
     rd.copy_from(RunDir(run.dir), DATA)
-    save_final(rd, model)
+    if save is None:
+        save_final(rd, model)
+    else:
+        save(rd.weights_file("final"))
+    doc["size_bytes"] = disk_sizes(run.dir, rd.weights_file("final"))
     summary = rd.summary()
     summary.update({"name": recipe.name, "status": summary.get("status", "completed"), "weights": "final",
                     "compressed": {"method": doc["method"], "from": str(run.dir)}})
@@ -67,6 +75,13 @@ def write_output(out: Path, run: Run, recipe: Recipe, model: nn.Module, doc: dic
     rd.write_summary(summary)
     rd.write_compress_doc(doc)
     return out
+
+
+def disk_sizes(source: str | Path, weights: Path) -> dict[str, Any]:
+    """``size_bytes``: ``os.path.getsize`` of the source run's weights file and of ``weights``."""
+    src = RunDir(source)
+    before, after = os.path.getsize(src.weights(summary=src.summary())), os.path.getsize(weights)
+    return {"before": before, "after": after, "ratio": round(before / after, 3), "on_disk": True}
 
 
 def read_doc(path: str | Path) -> dict[str, Any]:
@@ -79,7 +94,8 @@ def load_compressed(path: str | Path) -> Run:
 
     Load a directory written by :func:`~liandan.compress.quantize`, :func:`~liandan.compress.prune`
     or :func:`~liandan.compress.distill`: the model is rebuilt from the recipe, cut to the recorded
-    widths, loaded from safetensors and, for ``quantize``, quantised again (deterministic)."""
+    widths, loaded from safetensors and, for ``quantize``, quantised with its stored int8 weights."""
+    from liandan.compress.int8_store import is_quantized_file, load_quantized
     from liandan.compress.prune import apply_structure
     from liandan.compress.quantize import apply_quantization
     from liandan.data.pipeline import DataInfo
@@ -97,8 +113,12 @@ def load_compressed(path: str | Path) -> Run:
     model = build_model(recipe.model, info)
     if doc.get("structure"):
         apply_structure(model, doc["structure"])
-    ck.load_weights(model, rd.weights_file(summary.get("weights", "final")))  # confined to the run
+    weights = rd.weights_file(summary.get("weights", "final"))  # confined to the run
+    if doc["method"] == "quantize" and is_quantized_file(weights):
+        model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
+        return Run(rd.path, recipe, summary, info, load_quantized(model, weights, doc.get("options", {})))
+    ck.load_weights(model, weights)
     model = set_memory_format(model, recipe.train.channels_last, info, torch.device("cpu")).eval()
-    if doc["method"] == "quantize":
+    if doc["method"] == "quantize":  # an older directory: float weights, quantised again (deterministic)
         model = apply_quantization(model, doc.get("options", {}))
     return Run(rd.path, recipe, summary, info, model)

@@ -1,4 +1,4 @@
-"""File-format sources: CSV, class-per-folder images, MNIST IDX files, CIFAR python batches.
+"""File-format sources (CSV: data/tables.py): class-per-folder images, MNIST IDX files, CIFAR python batches.
 
 All read local paths only (no downloads). CIFAR batches are Python pickles, so they are read
 with an unpickler that only admits the numpy classes an array needs: no code can run.
@@ -9,83 +9,26 @@ class folder whose realpath leaves them (a planted symlink) refuses the source, 
 
 from __future__ import annotations
 
-import csv as _csv
 import gzip
 import pickle
 import struct
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from liandan.data.base import CLASS, VALUE, Source, classification, regression
+from liandan.data.base import CLASS, Source, classification
+from liandan.data.tables import existing
 from liandan.errors import LiandanError
-from liandan.paths import active_roots, check_path, check_tree, open_checked
+from liandan.paths import active_roots, check_tree, open_checked
 from liandan.registry import register_data
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def _existing(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    check_path(p, f"{what} data")  # before anything about the path is told
-    if not p.exists():
-        raise LiandanError(f"{what}: path not found: {p}")
-    return p
-
-
-@register_data("csv", tags=("tabular", "file"))
-def csv(path: str, target: str = "label", task: str = "auto", delimiter: str = ",") -> Source:
-    """A CSV file with a header row; ``target`` names the label column, the rest are numeric features.
-
-    Args:
-        path: the CSV file: a header row, then one sample per row
-        target: name of the label column; every other column must be numeric (an empty cell is NaN)
-        task: classify, regress, or auto: classify when the target is non-numeric or at most 20 distinct
-            integers, else regress
-        delimiter: field separator, e.g. ';' or a tab
-    """
-    p = _existing(path, "csv")
-    with open_checked(p, "r", "csv data", newline="") as f:
-        rows = list(_csv.reader(f, delimiter=delimiter))
-    if len(rows) < 2:
-        raise LiandanError(f"csv {p}: needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
-    if target not in header:
-        raise LiandanError(f"csv {p}: no target column {target!r}; columns: {', '.join(header)}")
-    ti = header.index(target)
-    feats = [h for i, h in enumerate(header) if i != ti]
-    x = np.empty((len(body), len(feats)), np.float32)
-    for r, row in enumerate(body):
-        if len(row) != len(header):
-            raise LiandanError(f"csv {p}: row {r + 2} has {len(row)} fields, header has {len(header)}")
-        vals = [v for i, v in enumerate(row) if i != ti]
-        try:
-            x[r] = [float(v) if v.strip() else float("nan") for v in vals]
-        except ValueError:
-            bad = next(v for v in vals if not _is_float(v))
-            raise LiandanError(f"csv {p}: row {r + 2}: non-numeric feature value {bad!r}") from None
-    ys = [row[ti].strip() for row in body]
-    numeric = all(_is_float(v) for v in ys)
-    few_ints = numeric and all(float(v).is_integer() for v in ys) and len(set(ys)) <= 20
-    kind = {"auto": CLASS if not numeric or few_ints else VALUE, "classify": CLASS, "regress": VALUE}.get(task)
-    if kind is None:
-        raise LiandanError(f"csv: task must be auto, classify or regress, got {task!r}")
-    if kind == VALUE:
-        if not numeric:
-            raise LiandanError(f"csv {p}: regression target {target!r} has non-numeric values")
-        return regression(x, np.array(ys, np.float32)[:, None], feature_names=feats)
-    labels = np.array([int(float(v)) for v in ys]) if numeric else np.array(ys)
-    return classification(x, labels, feature_names=feats)
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
+_existing = existing
 
 
 class ImageFiles(Dataset):
@@ -102,11 +45,14 @@ class ImageFiles(Dataset):
     def load(self, i: int) -> torch.Tensor:
         from PIL import Image
 
-        with open_checked(self.files[i], "rb", "image_folder file", roots=self.roots) as f, Image.open(f) as im:
-            im = im.convert(self.mode)
-            if self.size and im.size != (self.size, self.size):
-                im = im.resize((self.size, self.size), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32) / 255.0
+        try:
+            with open_checked(self.files[i], "rb", "image_folder file", roots=self.roots) as f, Image.open(f) as im:
+                im = im.convert(self.mode)
+        except (OSError, SyntaxError, ValueError) as e:  # changed on disk since the source scanned it
+            raise LiandanError(f"image_folder: cannot decode {self.files[i]}: {e}") from None
+        if self.size and im.size != (self.size, self.size):
+            im = im.resize((self.size, self.size), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
         return torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,31 +61,72 @@ class ImageFiles(Dataset):
 
 
 @register_data("image_folder", tags=("image", "file"))
-def image_folder(path: str, size: int | None = None, grayscale: bool = False) -> Source:
+def image_folder(path: str, size: int | None = None, grayscale: bool = False,
+                 on_bad_file: Literal["error", "skip"] = "error") -> Source:
     """Class-per-folder images (root/<class>/*.png|jpg), decoded lazily; ``size`` resizes to size×size.
 
+    A root holding train/ and val/ (and test/) folders, each with the class folders, gives those
+    splits instead of random ones. Every image is decoded once up front, so a corrupt or truncated
+    file is found before training, named in one line (``on_bad_file: error``) or skipped and counted.
+
     Args:
-        path: root folder with one sub-folder of .png/.jpg images per class (the folder names are the classes)
+        path: root folder with one sub-folder of .png/.jpg images per class (the folder names are the classes),
+            or with train/, val/ (and test/) folders that each hold the class folders
         size: resize every image to size×size pixels; None: keep the files' size (all must match)
         grayscale: decode as one grey channel instead of RGB
+        on_bad_file: an image that cannot be decoded: error (names the file) or skip (the count is reported)
     """
     root = _existing(path, "image_folder")
-    classes = sorted(d.name for d in check_tree(root.iterdir(), "image_folder entry") if d.is_dir())
+    subdirs = {d.name: d for d in check_tree(root.iterdir(), "image_folder entry") if d.is_dir()}
+    parts = [s for s in ("train", "val", "test") if s in subdirs]
+    split_roots = [subdirs[s] for s in parts] if {"train", "val"} <= set(subdirs) else [root]
+    classes = sorted({d.name for r in split_roots for d in check_tree(r.iterdir(), "image_folder entry")
+                      if d.is_dir()})
     if not classes:
         raise LiandanError(f"image_folder {root}: no class sub-folders")
-    files, labels = [], []
-    for k, c in enumerate(classes):
-        for f in sorted(check_tree((root / c).iterdir(), "image_folder file")):
-            if f.suffix.lower() in IMAGE_EXT:
+    files, labels, part, bad = [], [], [], []
+    for s, r in enumerate(split_roots):
+        for k, c in enumerate(classes):
+            if not (r / c).is_dir():
+                continue
+            for f in sorted(check_tree((r / c).iterdir(), "image_folder file")):
+                if f.suffix.lower() not in IMAGE_EXT:
+                    continue
+                if _unreadable(f, on_bad_file):
+                    bad.append(f)
+                    continue
                 files.append(f)
                 labels.append(k)
+                part.append(s)
     if not files:
-        raise LiandanError(f"image_folder {root}: no images ({', '.join(IMAGE_EXT)}) in the class folders")
+        raise LiandanError(f"image_folder {root}: no readable images ({', '.join(IMAGE_EXT)}) in the class folders")
     ds = ImageFiles(files, torch.tensor(labels), size, grayscale)
     if size is None:  # every image must share one shape to batch: take the first one's
         ds.size = ds.load(0).shape[-1]
+    fixed = None
+    if len(split_roots) > 1:
+        a = np.asarray(part)
+        fixed = {name: np.flatnonzero(a == i) for i, name in enumerate(parts)}
+    notes = [f"skipped {len(bad)} unreadable image files (first: {bad[0]})"] if bad else []
     return Source(y=ds.labels, task="classify", targets=CLASS, dataset=ds, num_classes=len(classes),
-                  class_names=classes)
+                  class_names=classes, fixed_splits=fixed, facts={"notes": notes} if notes else {})
+
+
+def _unreadable(f: Path, on_bad_file: str) -> bool:
+    """Decode ``f`` fully (a truncated file fails only when its pixels are read); True when it
+    cannot be and ``on_bad_file`` is skip, an error naming the file when it is error."""
+    from PIL import Image
+
+    try:
+        with open_checked(f, "rb", "image_folder file") as fh, Image.open(fh) as im:
+            im.load()
+        return False
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if on_bad_file == "skip":
+            return True
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LiandanError(f"image_folder: cannot decode {f}: {msg} (data.on_bad_file: skip skips such files)") \
+            from None
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -64,6 +64,21 @@ class DataInfo:
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
 
+    def describe(self) -> str:
+        """One line of what was inferred from the data, printed at the start of every run."""
+        what = (f"{self.num_classes} classes" if self.class_names and self.task_reads_classes else
+                f"{self.num_classes} target{'s' if self.num_classes != 1 else ''}")
+        feats = self.extras.get("feature_columns")
+        shape = f"{len(feats)} feature columns ({self.input_shape[0]} inputs)" if feats is not None else \
+            f"input shape {tuple(self.input_shape)}"
+        rows = " / ".join(f"{k} {v}" for k, v in self.sizes.items())
+        notes = "".join(f"; {n}" for n in self.extras.get("notes", []))
+        return f"data: {self.source}: task {self.task}, {what}, {shape}; rows {rows}{notes}"
+
+    @property
+    def task_reads_classes(self) -> bool:
+        return self.y_mean is None and self.vocab_size == 0
+
     # normalisation as functions, so predict/evaluate/ood apply exactly what training applied
     def normalize_x(self, x: torch.Tensor) -> torch.Tensor:
         if self.x_mean is None:
@@ -157,8 +172,10 @@ def split_indices(src: Source, fractions: list[float], seed: int, stratify: bool
             a, b = train_test_split(idx, test_size=k, random_state=seed)
         return np.sort(a), np.sort(b)
 
-    if src.fixed_splits:  # the files define test; carve val from their train part
+    if src.fixed_splits:  # the files define test (and val: used as it is); else carve val from train
         train, test = src.fixed_splits["train"], src.fixed_splits.get("test", np.array([], int))
+        if len(src.fixed_splits.get("val", ())):
+            return {"train": train, "val": src.fixed_splits["val"], "test": test}
         val_frac = fr[1] / max(fr[0] + fr[1], 1e-9)
         train, val = cut(train, val_frac, strat[train] if strat is not None else None)
         return {"train": train, "val": val, "test": test}
@@ -197,7 +214,7 @@ def build_data(cfg: DataConfig, seed: int = 0, task: str = "auto") -> DataModule
         raise LiandanError("data.split leaves no training samples")
     y = src.y
     out_dim = src.num_classes if kind == CLASS else (y.shape[1] if y.dim() > 1 else 1)
-    if src.facts and kind != CLASS:
+    if src.facts and kind not in (CLASS, VALUE):
         out_dim = 0  # token targets (lm, mlm): the output size is the vocabulary, not a class count
     info = DataInfo(source=cfg.source, task=src.task, num_classes=int(out_dim or 0),
                     input_shape=src.sample_shape, class_names=src.class_names,

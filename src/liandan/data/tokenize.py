@@ -112,8 +112,16 @@ class BPETokenizer:
 
 
 def _fast(tok: Any) -> Any:
+    """``tok`` as a transformers tokenizer that encodes as the run did: ``<bos>`` first (every
+    lm sequence starts with it, and ``liandan generate`` prepends it), so plain transformers
+    generation sees the same ids. A copy: the run's own tokenizer is not changed."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
+    tok = HFTokenizer.from_str(tok.to_str())
+    tok.post_processor = TemplateProcessing(single=f"{SPECIALS[BOS]} $A", pair=f"{SPECIALS[BOS]} $A $B:1",
+                                            special_tokens=[(SPECIALS[BOS], BOS)])
     names = dict(zip(("pad_token", "bos_token", "eos_token", "mask_token", "unk_token"), SPECIALS, strict=True))
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
 

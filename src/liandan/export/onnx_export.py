@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from liandan.compress.int8_store import dequantized_copy, has_quantized
 from liandan.errors import LiandanError
 from liandan.export._common import (
     atomic_file,
@@ -214,7 +215,8 @@ def _check(wrapper: nn.Module, sess: Any, x: torch.Tensor, tokens: bool, repeats
 
 
 def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch: bool = True,
-            opset: int | None = None, check: bool = True, atol: float = 1e-4, repeats: int = 100) -> dict[str, Any]:
+            opset: int | None = None, check: bool = True, atol: float = 1e-4, repeats: int = 100,
+            int8_atol: float = 0.05) -> dict[str, Any]:
     """Export the run's model to one ``.onnx`` file (default ``RUN_DIR/export/model.onnx``).
 
     The graph takes raw inputs (see the module docstring). With ``check`` the temporary file is
@@ -222,12 +224,20 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
     language models); it is renamed into place only if max |Δ| vs torch ≤ ``atol`` (times the
     output magnitude where that exceeds 1), and the
     torch-eager vs onnxruntime latency at batch 1 (median of ``repeats`` calls) is measured.
+    A dynamically quantised run (``liandan compress --method quantize``) is exported with its int8
+    weights dequantised (``s·(q − z)``, exact in float32) and float activations; ``export.json``'s
+    ``quantized`` says so and holds max |Δ| of onnxruntime vs the int8 model (which also quantises
+    activations per batch), refused above ``int8_atol`` times the output magnitude (at least 1).
     Returns the entry written to ``export.json`` beside the file."""
     require("onnx", "onnxscript", *(["onnxruntime"] if check else []))
     run_dir = run_path(run_dir)
     path = destination(run_dir, out, "model.onnx", ".onnx")
     run, x = _inputs(run_dir)
     tokens, names = _signature(run, x)
+    int8_model = None
+    if has_quantized(run.model):  # torch.onnx cannot trace packed int8 weights: export s·(q − z) in float
+        int8_model = RawInputModel(run.model, run.info, tokens).eval()
+        run.model = dequantized_copy(run.model)
     wrapper = RawInputModel(run.model, run.info, tokens).eval()
     example = x[:2] if len(x) >= 2 else x.expand(2, *x.shape[1:])  # batch ≥ 2, or torch.export fixes it at 1
     if not dynamic_batch:
@@ -254,8 +264,30 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
                 raise LiandanError(f"onnxruntime differs from torch by {res['max_abs_diff']:.3g} > {tol:.3g}; "
                                    f"{path} not written (check=False writes it unchecked)")
             entry["check"] = res
+            if int8_model is not None:
+                entry["quantized"] = _int8_check(int8_model, ort_session(tmp), x, int8_atol)
+        elif int8_model is not None:
+            entry["quantized"] = {"note": DEQUANT_NOTE}
         entry["bytes"] = tmp.stat().st_size
     return {**write_manifest(path, entry), "path": str(path)}
+
+
+DEQUANT_NOTE = ("dequantized export: the int8 weights are stored as float32 s*(q - z) (exactly the int8 "
+                "values); activations stay float, whereas the torch int8 model quantizes them per batch")
+
+
+def _int8_check(int8_model: nn.Module, sess: Any, x: torch.Tensor, atol: float) -> dict[str, Any]:
+    """max |Δ| of the exported (dequantised) graph vs the int8 torch model on the check inputs."""
+    name = sess.get_inputs()[0].name
+    with torch.no_grad():
+        ref = int8_model(x).float().numpy()
+    got = sess.run(None, {name: x.numpy()})[0]
+    diff, scale = float(abs(got - ref).max()), float(abs(ref).max())
+    tol = atol * max(1.0, scale)
+    if not diff <= tol:
+        raise LiandanError(f"the dequantized ONNX graph differs from the int8 model by {diff:.3g} > {tol:.3g}")
+    return {"note": DEQUANT_NOTE, "max_abs_diff_vs_int8": diff, "tolerance": tol, "output_scale": scale,
+            "input_shape": list(x.shape)}
 
 
 def _preprocessing(info: Any, tokens: bool) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 
 from liandan.data.pipeline import DataModule
 from liandan.errors import LiandanError
-from liandan.recipe import Recipe, load_recipe
+from liandan.recipe import Recipe, apply_overrides, load_recipe
 from liandan.registry import RUN_HOOKS
 from liandan.runs import HF, METRICS, RECIPE, TOKENIZER, RunDir
 from liandan.training import checkpoint as ck
@@ -33,11 +33,33 @@ def _echo(quiet: bool):
 
 
 def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, out: str | Path | None = None,
-          callbacks: list[Callback] | None = None, quiet: bool = False) -> Run:
-    """Train ``recipe`` (a file, preset name, dict or Recipe) and return the finished :class:`Run`."""
-    recipe = load_recipe(recipe, overrides)
+          callbacks: list[Callback] | None = None, quiet: bool = False, model: nn.Module | None = None,
+          trust: bool = False) -> Run:
+    """Train ``recipe`` (a file, preset name, dict or Recipe) and return the finished :class:`Run`.
+
+    ``model``: a user's ``nn.Module`` instance to train as it is. The recipe's model section is
+    then optional and ignored (its init, weights and freeze too); recipe.yaml records the module's
+    class path with the constructor arguments found on it (:func:`~liandan.training.setup.user_model_section`),
+    so ``load_run`` rebuilds it when it can, and otherwise loads the weights only into a module
+    passed back: ``load_run(dir, model=MyNet(...))``. ``trust``: allow the recipe's model section
+    to import user code (``model.trust``; CLI ``--trust``)."""
+    user_rebuilds = True
+    if model is not None:
+        from liandan.recipe import load_dict, validate
+        from liandan.registry import MODELS
+        from liandan.training.setup import user_model_section
+
+        raw = apply_overrides(recipe.to_dict() if isinstance(recipe, Recipe) else load_dict(recipe), overrides)
+        raw["model"], user_rebuilds = user_model_section(model)
+        MODELS.add_class(raw["model"]["name"], type(model))  # found in this process without an import
+        recipe = validate(raw)
+    else:
+        recipe = load_recipe(recipe, {**_as_dict(overrides), "model.trust": True} if trust else overrides)
     denv = dist.init(pick_device(recipe.train.device).type)
-    data, model, loss_name, loss_fn, device = prepare(recipe)
+    data, model, loss_name, loss_fn, device = prepare(recipe, model)
+    if not user_rebuilds:
+        _echo(quiet or not denv.is_main)(f"model {recipe.model.name}: the recipe cannot rebuild this module; "
+                                         "load the run with load_run(dir, model=...)")
     run_dir = None
     if denv.is_main:  # only rank 0 writes the run directory; the others learn its path
         rd = RunDir.create(recipe.name, out)
@@ -48,6 +70,14 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
     run_dir = Path(dist.broadcast(str(run_dir)))
     seed_everything(recipe.seed)
     return fit(recipe, data, model, loss_fn, device, run_dir, None, callbacks, quiet)
+
+
+def _as_dict(overrides: list[str] | dict | None) -> dict:
+    from liandan.recipe import _split_override
+
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return dict(_split_override(o) for o in overrides or [])
 
 
 def resume(run_dir: str | Path, callbacks: list[Callback] | None = None, quiet: bool = False,

@@ -77,6 +77,9 @@ class Trainer:
         # status interrupted. The agents' StopOnCancel writes the attribute directly; keep it.
         self._stop_signal: str | None = None
         self._penalty = recipe.loss.l1 or recipe.loss.l2
+        # an auxiliary loss (a mixture of experts' balancing loss) is a property of the model's class:
+        # asked once here, not through nn.Module.__getattr__'s miss on every micro-batch
+        self._has_aux = hasattr(type(model), "aux_loss")
         self.train_acc = self.task.tally(device, light=True)
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
@@ -163,6 +166,7 @@ class Trainer:
         tc = self.cfg
         hooks = self.hooks = index_hooks(self.callbacks)  # again: callbacks may have been added since
         self.clock = Clock(self.state.wall_s)
+        self.echo(self.data.info.describe())  # what was inferred from the data: task, classes, rows per split
         try:
             for fn in hooks["on_fit_start"]:
                 fn(self)
@@ -217,7 +221,7 @@ class Trainer:
             if len(group) < acc_n and i < n_batches - 1:
                 continue
             first = i - len(group) + 1
-            total = sum(train.global_size(j) for j in range(first, i + 1))
+            total = train.global_size(i) if first == i else sum(train.global_size(j) for j in range(first, i + 1))
             if custom_step is not None:  # the task steps its own optimizers (e.g. a GAN's two)
                 applied, grad_norm, loss_sum = custom_step(self, group)
             else:
@@ -255,7 +259,7 @@ class Trainer:
             sync = k == len(group) - 1 or world == 1
             with self._autocast(), (contextlib.nullcontext() if sync else net.no_sync()):
                 loss, out = task_forward(net, x, y)
-                aux = getattr(self.model, "aux_loss", None)  # e.g. a mixture of experts' balancing loss
+                aux = self.model.aux_loss if self._has_aux else None  # e.g. a mixture of experts' balancing loss
                 if aux is not None:
                     loss = loss + aux
                 if self._penalty:

@@ -109,14 +109,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare(recipe: Recipe) -> tuple[DataModule, nn.Module, str, Any, torch.device]:
-    """Data, model, loss and device for ``recipe``, checked with one forward pass before training."""
+def prepare(recipe: Recipe, model: nn.Module | None = None) -> tuple[DataModule, nn.Module, str, Any, torch.device]:
+    """Data, model, loss and device for ``recipe``, checked with one forward pass before training.
+    ``model``: a module already built (a user's), used as it is instead of the recipe's model."""
     seed_everything(recipe.seed)
     data = build_data(recipe.data, recipe.seed, recipe.task)
     seed_everything(recipe.seed)  # model init must not depend on how much RNG the data used
-    if recipe.model.from_run:
-        data.info = fine_tune_info(data.info, Path(recipe.model.from_run))
-    model = build_recipe_model(recipe, data.info)
+    if recipe.model.from_run and model is None:
+        data.info = fine_tune_info(data.info, Path(recipe.model.from_run), getattr(data.source, "tokenizer", None))
+    model = build_recipe_model(recipe, data.info) if model is None else model
     loss_name, loss_fn = build_loss(recipe.loss, data.info.task)
     device = pick_device(recipe.train.device)
     model.to(device)
@@ -161,11 +162,24 @@ def _check_forward(model: nn.Module, task: Task, data: DataModule, xb: torch.Ten
                            f"{tuple(yb.shape)}: {first(e)}") from None
 
 
-def load_run(run_dir: str | Path, weights: str | None = None) -> Run:
+def load_run(run_dir: str | Path, weights: str | None = None, model: nn.Module | None = None) -> Run:
     """Load a finished run: recipe, summary, data facts and the model with its trained weights.
 
+    ``model``: a module of the run's architecture (a user's module that the recipe cannot rebuild)
+    that the weights load into; the recipe's model section is then neither imported nor built.
     Under the agents' roots (:mod:`liandan.paths`) the directory and every file read from it are
     checked when opened; the weights named by ``summary.json`` stay inside the run directory always."""
+    if model is not None:
+        from liandan.recipe import validate
+
+        rd = RunDir(run_dir)
+        check_path(rd.path, "run directory")
+        rd.require()
+        recipe = validate(rd.raw_recipe(), check_registries=False)
+        run = Run(rd.path, recipe, rd.summary(), DataInfo.from_dict(rd.data_info()), weights=weights)
+        ck.load_weights(model, rd.weights(weights, run.summary))
+        run.model = model.eval()
+        return run
     run = Run.open(run_dir, weights)
     run.model  # noqa: B018 (loaded now: a missing or damaged checkpoint is an error here)
     return run
@@ -227,10 +241,11 @@ def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = T
     return model
 
 
-def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
+def fine_tune_info(new: DataInfo, base_dir: Path, tokenizer: Any = None) -> DataInfo:
     """The data facts of a fine-tune: the new data's, with the base model's context, once the new
-    data is checked to fit the base run (same vocabulary, classes and input shape; context ≤ the
-    base's). Saved as the run's data.json, so the fine-tuned run loads without its base."""
+    data is checked to fit the base run (the same tokenizer — token for token, not only its size —,
+    classes and input shape; context ≤ the base's). Saved as the run's data.json, so the
+    fine-tuned run loads without its base."""
     check_path(base_dir, "model.from_run")
     rd = RunDir(base_dir)
     if not rd.has(DATA):
@@ -240,6 +255,8 @@ def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
     if new.vocab_size != base.vocab_size:
         raise LiandanError(f"{where}: the base run has a vocabulary of {base.vocab_size} tokens, this data "
                            f"{new.vocab_size}; fine-tune on data with the same tokenizer")
+    if tokenizer is not None and base.tokenizer:
+        _check_same_tokenizer(tokenizer, rd.tokenizer_file(rd.data_info()), where)
     if new.max_len > base.max_len:
         raise LiandanError(f"{where}: this data needs a context of {new.max_len} tokens, the base model has "
                            f"{base.max_len}")
@@ -250,3 +267,22 @@ def fine_tune_info(new: DataInfo, base_dir: Path) -> DataInfo:
         raise LiandanError(f"{where}: {new.num_classes} classes but the base model has {base.num_classes}")
     return dataclasses.replace(new, max_len=base.max_len)
 
+
+def _check_same_tokenizer(new: Any, base_file: Path, where: str) -> None:
+    """Refuse data tokenized differently from the base run: its embeddings mean other tokens."""
+    from liandan.data.tokenize import load_tokenizer
+
+    def vocab(tok: Any) -> dict[str, int]:
+        return dict(tok.index) if hasattr(tok, "index") else dict(tok.tok.get_vocab())
+
+    base, mine = vocab(load_tokenizer(base_file)), vocab(new)
+    if base == mine:
+        return
+    show = lambda ts: ", ".join(repr(t) for t in sorted(ts)[:8]) + (", …" if len(ts) > 8 else "")  # noqa: E731
+    only_base, only_new = set(base) - set(mine), set(mine) - set(base)
+    moved = {t for t in set(base) & set(mine) if base[t] != mine[t]}
+    parts = [f"only in the base: {show(only_base)}" if only_base else "",
+             f"only in this data: {show(only_new)}" if only_new else "",
+             f"at other ids: {show(moved)}" if moved else ""]
+    raise LiandanError(f"{where}: this data's tokenizer differs from the base run's ("
+                       + "; ".join(p for p in parts if p) + "); fine-tune on data the base's tokenizer covers")

@@ -99,3 +99,46 @@ def set_memory_format(model: nn.Module, channels_last: bool | None, info: DataIn
     if channels_last and len(info.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def user_model_section(model: nn.Module) -> tuple[dict, bool]:
+    """The recipe's model section for a user's module instance, and whether it rebuilds the module.
+
+    The class path ``package.module:ClassName`` with ``trust: true`` (the user handed the code in)
+    and the constructor arguments found on the instance: its ``hparams`` mapping if it has one,
+    else attributes named as the constructor's parameters (plain values only). It rebuilds when the
+    class imports by that path (not ``__main__``, not local to a function), every required argument
+    was found, and a copy built from them (on the meta device: no memory, no RNG) has the instance's
+    parameter and buffer shapes; otherwise the run's weights load only through
+    ``load_run(dir, model=...)``."""
+    import inspect
+
+    cls = type(model)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    section: dict = {"name": path, "trust": True}
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return section, False
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = {n: p for n, p in params.items() if p.kind in kinds}
+    hp = getattr(model, "hparams", None)
+    source = dict(hp) if isinstance(hp, dict) else {n: getattr(model, n) for n in params if hasattr(model, n)}
+    plain = lambda v: isinstance(v, _PLAIN) or (isinstance(v, list | tuple) and all(map(plain, v)))  # noqa: E731
+    for n, v in source.items():
+        if n in params and n not in ModelConfig.model_fields and plain(v):
+            section[n] = list(v) if isinstance(v, tuple) else v
+    kwargs = {k: v for k, v in section.items() if k not in ("name", "trust")}
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ or any(
+            p.default is p.empty and n not in kwargs for n, p in params.items()):
+        return section, False
+    try:
+        with torch.device("meta"):
+            copy = cls(**kwargs)
+    except Exception:  # noqa: BLE001 (any failure: not rebuildable from the recipe)
+        return section, False
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    return section, shapes(copy) == shapes(model)
