@@ -17,32 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from liandan.errors import LiandanError
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+from liandan.runs import atomic_write_bytes, atomic_write_text, fsync_dir  # noqa: F401  (one atomic writer)
 
 
 def state_dict_cpu(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
