@@ -28,32 +28,10 @@ import torch
 from torch import nn
 
 from liandan.registry import register_task
-from liandan.training.tasks import Task
+from liandan.training.tasks import MeanTally, Task
 
 if TYPE_CHECKING:
     from liandan.training.loop import Trainer
-
-
-class MeansTally:
-    """Sample-weighted means of the loss and named statistics, on the device until ``compute``."""
-
-    def __init__(self, device: torch.device, names: list[str]) -> None:
-        self.device, self.names = device, names
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=self.device)
-        self.n = 0
-
-    @torch.no_grad()
-    def update(self, out: dict[str, Any], y: torch.Tensor, loss: torch.Tensor) -> None:
-        vals = [loss.detach().double().reshape(()), *(torch.as_tensor(out[k], dtype=torch.float64,
-                                                                      device=self.device) for k in self.names)]
-        self.sums += torch.stack(vals) * len(y)
-        self.n += len(y)
-
-    def compute(self) -> dict[str, float]:
-        return dict(zip(["loss", *self.names], (self.sums / max(self.n, 1)).tolist(), strict=True))
 
 
 # --- the reward model ---------------------------------------------------------------------------
@@ -208,8 +186,8 @@ class GRPO(Task):
     def metric_names(self) -> list[str]:
         return [*STATS, "exact_match"]
 
-    def tally(self, device: torch.device, light: bool = False) -> MeansTally:
-        return MeansTally(device, STATS)
+    def tally(self, device: torch.device, light: bool = False) -> MeanTally:
+        return MeanTally(device, STATS)
 
     def train_flops(self, model: nn.Module, sample: torch.Tensor) -> int:  # noqa: ARG002
         return 0  # sampling dominates and its length varies: unknown

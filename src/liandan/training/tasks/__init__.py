@@ -251,6 +251,29 @@ def eval_outputs(model: nn.Module, info: DataInfo, x_raw: torch.Tensor) -> torch
         model.train(was)
 
 
+class MeanTally:
+    """Sample-weighted means of the loss and named statistics (a GAN's d_loss/g_loss, GRPO's reward and
+    KL), on the device until ``compute``; values may be tensors or plain numbers."""
+
+    def __init__(self, device: torch.device, names: list[str]) -> None:
+        self.device, self.names = device, names
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=self.device)
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, out: dict[str, Any], y: torch.Tensor, loss: torch.Tensor) -> None:
+        vals = [loss.detach().double().reshape(()), *(torch.as_tensor(out[k], dtype=torch.float64,
+                                                                      device=self.device) for k in self.names)]
+        self.sums += torch.stack(vals) * len(y)
+        self.n += len(y)
+
+    def compute(self) -> dict[str, float]:
+        return dict(zip(["loss", *self.names], (self.sums / max(self.n, 1)).tolist(), strict=True))
+
+
 def build_task(info: DataInfo, loss_fn, recipe: Recipe) -> Task:
     return TASKS.get(info.task).fn(info, loss_fn, recipe)
 

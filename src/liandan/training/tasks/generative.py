@@ -18,7 +18,7 @@ from torch import nn
 
 from liandan.errors import LiandanError
 from liandan.registry import register_task
-from liandan.training.tasks import ExampleSource, LossTally, Optimization, Task, recipe_optimizer
+from liandan.training.tasks import ExampleSource, LossTally, MeanTally, Optimization, Task, recipe_optimizer
 
 if TYPE_CHECKING:
     from liandan.data.pipeline import DataInfo
@@ -65,28 +65,6 @@ def _check_model(net: nn.Module, task: str, needs: str) -> nn.Module:
         raise LiandanError(f"task {task} needs a model with {needs!r} (e.g. "
                            f"{'dcgan' if task == 'gan' else 'ddpm'}), got {type(model).__name__}")
     return model
-
-
-class MeanTally:
-    """Batch-weighted means of named scalars, kept on the device until ``compute``."""
-
-    def __init__(self, device: torch.device, names: list[str]) -> None:
-        self.device, self.names = device, names
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=self.device)
-        self.n = 0
-
-    @torch.no_grad()
-    def update(self, out: dict[str, torch.Tensor], y: torch.Tensor, loss: torch.Tensor) -> None:
-        vals = torch.stack([loss.detach().double()] + [out[k].detach().double() for k in self.names])
-        self.sums += vals * len(y)
-        self.n += len(y)
-
-    def compute(self) -> dict[str, float]:
-        means = (self.sums / max(self.n, 1)).tolist()
-        return dict(zip(["loss", *self.names], means, strict=True))
 
 
 @register_task("gan")
