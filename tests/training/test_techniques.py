@@ -3,6 +3,9 @@ exact resume and checkpoint contents."""
 
 from __future__ import annotations
 
+import csv
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -117,8 +120,25 @@ class _PoisonAt(Callback):
             self.after = self._snap(trainer)
 
 
-def test_nan_batch_changes_no_weight(tmp_path) -> None:
-    cb = _PoisonAt(step=4)
+class _PoisonGradAt(_PoisonAt):
+    """A NaN in one gradient only (the loss stays finite), after the backward pass."""
+
+    def on_batch_start(self, trainer, x, y) -> None:
+        if trainer.state.step == self.step:
+            self.before = self._snap(trainer)
+
+    def on_after_backward(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            next(p for p in trainer.model.parameters() if p.grad is not None).grad[0].fill_(float("nan"))
+
+
+@pytest.mark.parametrize("reads_norm", [True, False], ids=["norm", "fused-check"])
+@pytest.mark.parametrize("poison", [_PoisonAt, _PoisonGradAt])
+def test_nan_batch_changes_no_weight(tmp_path, poison, reads_norm: bool) -> None:
+    """Both guards skip the step: the norm's (a callback reads the norm every step) and the fused
+    check's (nobody reads it: the gradients and the loss are checked in one kernel)."""
+    cb = poison(step=4)
+    cb.reads_grad_norm = reads_norm
     run = liandan.train(BASE, ["optim.name=adam", "optim.lr=0.01"], out=tmp_path / "n", quiet=True, callbacks=[cb])
     (w0, o0), (w1, o1) = cb.before, cb.after
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
@@ -176,3 +196,24 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, stop_step, extra) -> None:
     rows = lambda r: (r.dir / "metrics.csv").read_text().splitlines()  # noqa: E731
     strip = lambda lines: [",".join(x.split(",")[:-1]) for x in lines]  # noqa: E731 (drop wall_s)
     assert strip(rows(full)) == strip(rows(done))
+
+
+def test_grad_norm_only_where_read(tmp_path) -> None:
+    """Nobody reads the norm: it is computed on log steps (metrics.csv has it) and None elsewhere."""
+
+    class Record(Callback):
+        reads_grad_norm = False
+
+        def __init__(self) -> None:
+            self.seen: dict[int, float | None] = {}
+
+        def on_step_end(self, trainer, loss, grad_norm, applied) -> None:
+            self.seen[trainer.state.step] = None if grad_norm is None else float(grad_norm)
+
+    cb = Record()
+    run = liandan.train(BASE, ["train.log_every=3", "train.epochs=1"], out=tmp_path / "g", quiet=True, callbacks=[cb])
+    rows = [r for r in csv.DictReader(open(run.dir / "metrics.csv")) if r["split"] == "step"]
+    logged = {int(r["step"]) for r in rows}
+    assert logged and all(cb.seen[s] is not None and math.isfinite(cb.seen[s]) for s in logged)
+    assert all(v is None for s, v in cb.seen.items() if s not in logged)
+    assert all(float(r["grad_norm"]) == pytest.approx(cb.seen[int(r["step"])]) for r in rows)

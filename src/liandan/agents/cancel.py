@@ -47,6 +47,7 @@ class StopOnCancel(Callback):
     (the loop finishes the step, checkpoints and ends with status ``interrupted``)."""
 
     REASON = "cancelled: the tool call was cancelled or timed out"
+    reads_grad_norm = False
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event

@@ -8,7 +8,8 @@ Kernels: torch's *fused* kernels (one kernel updates every parameter) where torc
 the parameters' device (SGD, Adagrad, Adam, AdamW on CPU and GPUs), else the multi-tensor
 (``foreach``) ones. On a CPU torch defaults to a Python loop over parameters, which dominates the
 step of a small model: for LeNet-5 (62k parameters) fused AdamW steps 3-4x faster than the
-default (bench/trainer_overhead.py sees it in the whole run).
+default (bench/trainer_overhead.py sees it in the whole run). Adam and AdamW then call the fused
+kernel without torch.optim's per-step bookkeeping (``optim/lean_fused.py``; bit-identical).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from liandan.optim.adabelief import AdaBelief
+from liandan.optim.lean_fused import Adam, AdamW
 from liandan.registry import OPTIMIZERS, register_optimizer
 
 Params = Iterable[dict]
@@ -129,8 +131,7 @@ def adam(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[floa
         eps: added to the denominator for numerical stability
         amsgrad: divide by the largest second moment seen so far (AMSGrad, Reddi et al. 2018)
     """
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                            **_kernel(params))
+    return Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, **_kernel(params))
 
 
 @register_optimizer("adamw")
@@ -146,8 +147,7 @@ def adamw(params: Params, lr: float, weight_decay: float = 0.01, betas: tuple[fl
         eps: added to the denominator for numerical stability
         amsgrad: divide by the largest second moment seen so far (AMSGrad, Reddi et al. 2018)
     """
-    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                            **_kernel(params))
+    return AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, **_kernel(params))
 
 
 @register_optimizer("adabelief")

@@ -84,6 +84,8 @@ class Trainer:
         # running loss of the current log interval (checkpointed so resumed logs match too)
         self._log_loss = torch.zeros((), device=device)
         self._log_n = 0
+        self._norm_every_step = True  # set by fit() from the callbacks
+        self._found_inf: torch.Tensor | None = None  # the non-finite guard's flag (see _all_finite)
         self.clock = Clock(0.0)
         self.task.setup(self)
         self.callbacks = default_callbacks(self, list(callbacks or []))
@@ -165,6 +167,10 @@ class Trainer:
         """Train until the epochs or ``max_steps`` are done or the run stops; the final status."""
         tc = self.cfg
         hooks = self.hooks = index_hooks(self.callbacks)  # again: callbacks may have been added since
+        # The gradient norm costs a pass over the gradients and four small ops: computed on every
+        # step only when clipping uses it or an on_step_end hook reads it, else on log steps.
+        self._norm_every_step = tc.grad_clip is not None or any(
+            getattr(fn.__self__, "reads_grad_norm", True) for fn in hooks["on_step_end"])
         self.clock = Clock(self.state.wall_s)
         self.echo(self.data.info.describe())  # what was inferred from the data: task, classes, rows per split
         try:
@@ -222,10 +228,12 @@ class Trainer:
                 continue
             first = i - len(group) + 1
             total = train.global_size(i) if first == i else sum(train.global_size(j) for j in range(first, i + 1))
+            log_now = (st.step + 1) % tc.log_every == 0 or i == n_batches - 1
             if custom_step is not None:  # the task steps its own optimizers (e.g. a GAN's two)
                 applied, grad_norm, loss_sum = custom_step(self, group)
             else:
-                applied, grad_norm, loss_sum = self._step(group, total, world, task_forward)
+                applied, grad_norm, loss_sum = self._step(group, total, world, task_forward,
+                                                          log_now or self._norm_every_step)
                 self.task.after_step(self, applied)
             group.clear()
             st.batch = i + 1
@@ -235,7 +243,7 @@ class Trainer:
                 self._log_loss += loss_sum
             self._log_n += 1
             # The row first: a checkpoint taken in on_step_end counts it among its csv rows.
-            if st.step % tc.log_every == 0 or i == n_batches - 1:
+            if log_now:
                 self._log_step(self._log_loss / max(self._log_n, 1), grad_norm)
                 self._log_loss.zero_()
                 self._log_n = 0
@@ -247,7 +255,8 @@ class Trainer:
             if tc.max_steps and st.step >= tc.max_steps:
                 break
 
-    def _step(self, group, total: int, world: int, task_forward) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    def _step(self, group, total: int, world: int, task_forward,
+              need_norm: bool = True) -> tuple[bool, torch.Tensor | None, torch.Tensor]:
         """Forward and backward over the accumulation group, then one optimizer step."""
         net = self.net
         loss_sum: torch.Tensor | float = 0.0
@@ -270,7 +279,7 @@ class Trainer:
             loss = loss.detach()
             loss_sum = loss if share == 1.0 else loss_sum + loss * share
             self.train_acc.update(out.detach() if torch.is_tensor(out) else out, y, loss)
-        applied, grad_norm = self._optimizer_step(loss_sum)
+        applied, grad_norm = self._optimizer_step(loss_sum, need_norm)
         return applied, grad_norm, loss_sum
 
     def _autocast(self):
@@ -278,17 +287,22 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _optimizer_step(self, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
+    def _optimizer_step(self, loss: torch.Tensor, need_norm: bool = True) -> tuple[bool, torch.Tensor | None]:
+        """Clip, guard and step. ``grad_norm`` is None when ``need_norm`` is False (the caller
+        reads no norm this step): the guard then checks the gradients in one fused pass."""
         tc, st = self.cfg, self.state
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         for fn in self.hooks["on_after_backward"]:
             fn(self)
         grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                     if grads else torch.zeros((), device=self.device))
-        # The one host sync per step (free on CPU): a NaN/inf in either makes the sum non-finite.
-        finite = math.isfinite(float(grad_norm + loss))
+        if need_norm or not grads or self.device.type not in ("cpu", "cuda"):
+            grad_norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                         if grads else torch.zeros((), device=self.device))
+            # The one host sync per step (free on CPU): a NaN/inf in either makes the sum non-finite.
+            finite = math.isfinite(float(grad_norm + loss))
+        else:
+            grad_norm, finite = None, self._all_finite(grads, loss)
         if self.dist.enabled:  # every rank must take the same decision
             finite = dist.all_true(finite, self.device)
         if not finite and self.scaler is None:
@@ -314,6 +328,16 @@ class Trainer:
         self.schedule.after_step()
         st.bad_steps = 0
         return True, grad_norm
+
+    def _all_finite(self, grads: list[torch.Tensor], loss: torch.Tensor) -> bool:
+        """Whether the loss and every gradient are finite: torch's AMP check, one fused kernel
+        over all of them (it multiplies by 1.0, which changes no value), then one host sync."""
+        if self._found_inf is None:
+            self._found_inf = torch.zeros(1, device=self.device)
+            self._unit = torch.ones(1, device=self.device)
+        found = self._found_inf.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_([*grads, loss.detach().reshape(1)], found, self._unit)
+        return not found.item()
 
     def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         st = self.state
@@ -352,6 +376,8 @@ class Trainer:
         """This epoch's train metrics (over every rank's shard) and a pass over the val split."""
         if self.dist.enabled:
             acc = self.train_acc
+            if hasattr(acc, "flush"):
+                acc.flush()
             for v in vars(acc).values():
                 if torch.is_tensor(v):
                     dist.all_reduce_sum(v)

@@ -46,6 +46,9 @@ def checkpoint_state(trainer: Trainer) -> dict[str, Any]:
     """A CPU snapshot of everything exact resume needs besides the weights."""
     st = trainer.state
     st.wall_s = trainer.clock()
+    flush = getattr(trainer.train_acc, "flush", None)
+    if flush is not None:  # a tally that batches its updates counts the pending ones first
+        flush()
     acc = {k: v for k, v in vars(trainer.train_acc).items() if torch.is_tensor(v) or k == "n"}
     state = {
         "counters": asdict(st),

@@ -67,6 +67,8 @@ class StepStats(CSVLogger):
     """metrics.csv with the GRPO statistics of each step in its ``step`` row, the greedy exact match on
     the val problems every ``eval_every`` steps (a ``val`` row) and a progress line every tenth of the run."""
 
+    reads_grad_norm = False
+
     def __init__(self, val_p, exact, tok, slack: int, eval_every: int, echo) -> None:
         super().__init__()
         self.val_p, self.exact, self.tok, self.slack, self.eval_every, self.echo = val_p, exact, tok, slack, \

@@ -34,6 +34,10 @@ HOOKS = ("setup", "on_fit_start", "on_batch_start", "on_after_backward", "on_ste
 class Callback:
     """Every hook is optional; override the ones you need.
 
+    ``reads_grad_norm``: set it False on a callback whose ``on_step_end`` ignores ``grad_norm``;
+    when no callback reads it and nothing clips, the trainer computes the norm on log steps only
+    and passes ``None`` on the others (the non-finite guard then checks the gradients directly).
+
     Order within one step: ``on_batch_start`` (each micro-batch) → forward/backward →
     ``on_after_backward`` (gradients present, unscaled, before clipping) → optimizer step →
     ``on_log`` (on log steps) → ``on_step_end``. At an epoch's end: ``on_log`` (a train and a
@@ -41,6 +45,8 @@ class Callback:
     finished epoch) → ``on_epoch_complete`` (the counters have moved to the next epoch and the
     stop decision is taken: what a checkpoint taken now resumes from).
     """
+
+    reads_grad_norm: bool = True
 
     def setup(self, trainer: Trainer) -> None:
         """The trainer is built (model, optimizer, task); check options against it. Errors here
@@ -55,8 +61,10 @@ class Callback:
     def on_after_backward(self, trainer: Trainer) -> None:
         """Gradients are present (unscaled under fp16), before clipping and the step."""
 
-    def on_step_end(self, trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor, applied: bool) -> None:
-        """After an optimizer step; ``applied`` is False when the non-finite guard skipped it."""
+    def on_step_end(self, trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor | None,
+                    applied: bool) -> None:
+        """After an optimizer step; ``applied`` is False when the non-finite guard skipped it.
+        ``grad_norm`` is None on non-log steps of a run where no callback reads it."""
 
     def on_log(self, trainer: Trainer, row: dict[str, Any]) -> None:
         """A metrics row (rank 0 only): ``split`` ``step`` every ``train.log_every`` steps, then

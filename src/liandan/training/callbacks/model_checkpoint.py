@@ -30,6 +30,8 @@ class ModelCheckpoint(Callback):
         keep: how many step checkpoints to keep (older ones are deleted; last and best stay linked).
     """
 
+    reads_grad_norm = False
+
     def __init__(self, every: int = 0, keep: int = 2) -> None:
         self.every, self.keep = every, keep
         self.writer = ck.CheckpointWriter()
