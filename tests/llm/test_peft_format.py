@@ -1,7 +1,9 @@
 """peft's adapter format, both ways: a liandan adapter saved with save_peft_adapter loads in
 ``peft.PeftModel.from_pretrained`` with liandan's logits, and a peft-trained adapter
 (``save_pretrained``) loads with load_peft_adapter with peft's logits, for LoRA, rsLoRA, VeRA,
-prompt tuning, prefix tuning and P-Tuning v2 on LLaMA (Linear) and GPT-2 (Conv1D)."""
+prompt tuning, prefix tuning and P-Tuning v2 on LLaMA (Linear) and GPT-2 (Conv1D). The same both ways on
+from_pretrained LLaMA, Qwen2, GPT-2 and a BERT classifier (its head as modules_to_save), with all-linear
+targets and merging: test_adapters_hf.py."""
 
 from __future__ import annotations
 

@@ -2,9 +2,17 @@
 
 An :class:`Adapter` (what a registered builder returns) names its targets and wraps one layer;
 :func:`apply_adapter` does the model surgery every method shares. Targets match as in peft: a
-module named ``t`` or ending in ``.t``. Without targets, Hugging Face models take the attention
-projections the LoRA paper adapts (query and value); other models every Linear but the last
-(the output head stays as trained).
+module named ``t`` or ending in ``.t``. Without targets, Hugging Face models take peft's default
+for their architecture (``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``: the attention
+query and value projections the LoRA paper adapts, §7.1); other models every Linear but the last
+(the output head stays as trained). ``targets: all-linear`` is peft's shorthand: every Linear and
+GPT-2 ``Conv1D`` but the output head (q/k/v/o and the MLP projections of LLaMA and Qwen2,
+``c_attn``/``c_proj``/``c_fc`` of GPT-2, ``query``/``key``/``value``/``dense`` of BERT).
+
+The classification head of a Hugging Face ``*ForSequenceClassification`` /
+``*ForTokenClassification`` model (``classifier`` or ``score``) is freshly initialised for the new
+labels, so it trains with the adapter, whole: peft's ``modules_to_save`` for task types
+``SEQ_CLS`` / ``TOKEN_CLS``. It is saved with the adapter and kept by a merge.
 
 Model-level methods (prompt tuning, prefix tuning: virtual tokens, not layer updates) give an
 ``install`` instead of ``wrap``: :func:`apply_adapter` freezes the model and hands it over whole.
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -21,8 +30,21 @@ from torch import nn
 from liandan.adapters.base import adaptable
 from liandan.errors import LiandanError
 
-# Hu et al. 2022 §7.1: adapting W_q and W_v is the best use of a fixed budget.
-DEFAULT_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "bert": ["query", "value"]}
+# peft 0.21's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING (the same for VeRA), for the
+# architectures liandan is tested on and their kin: Hu et al. 2022 §7.1, adapting W_q and W_v is
+# the best use of a fixed budget.
+_QV = ["q_proj", "v_proj"]
+DEFAULT_TARGETS = {
+    "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"], "bloom": ["query_key_value"], "falcon": ["query_key_value"],
+    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gptj",
+                     "opt", "bart"), _QV),
+    "phi": ["q_proj", "v_proj", "fc1", "fc2"],
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra"), ["query", "value"]),
+    "deberta-v2": ["query_proj", "value_proj"], "t5": ["q", "v"], "mt5": ["q", "v"],
+}
+ALL_LINEAR = "all-linear"  # peft's INCLUDE_LINEAR_LAYERS_SHORTHAND
+HEAD_NAMES = ("score", "classifier")  # peft's SEQ_CLS_HEAD_NAMES: the classification heads it trains too
+Targets = list[str] | Literal["all-linear"] | None  # the builders' ``targets`` option
 ADAPTER_MARK = "_liandan_adapter"
 MODEL_ADAPTER_MARK = "_liandan_model_adapter"  # on the module a model-level method adds (its method name)
 
@@ -30,7 +52,7 @@ MODEL_ADAPTER_MARK = "_liandan_model_adapter"  # on the module a model-level met
 @dataclass
 class Adapter:
     method: str
-    targets: list[str] | None = None
+    targets: Targets = None
     wrap: Callable[[str, nn.Module], nn.Module] | None = None  # (module name, layer) -> adapter layer
     prepare: Callable[[nn.Module, list[tuple[str, nn.Module]]], None] | None = None  # before wrapping
     finish: Callable[[nn.Module, list[nn.Module]], None] | None = None  # after wrapping
@@ -39,6 +61,33 @@ class Adapter:
 
     def apply(self, model: nn.Module) -> nn.Module:
         return apply_adapter(model, self)
+
+
+def hf_root(model: nn.Module) -> tuple[nn.Module, str]:
+    """The Hugging Face model inside ``model`` (liandan's wrappers keep it as ``.hf``; else the
+    model itself) and its name prefix inside ``model``: what peft would wrap."""
+    hf = getattr(model, "hf", None)
+    return (hf, "hf.") if isinstance(hf, nn.Module) else (model, "")
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """Module paths (in ``model``) of the classification head of a Hugging Face
+    ``*ForSequenceClassification`` / ``*ForTokenClassification`` model: trained with the adapter,
+    as peft's ``modules_to_save`` for SEQ_CLS / TOKEN_CLS. Empty for other models."""
+    root, prefix = hf_root(model)
+    if not type(root).__name__.endswith(("ForSequenceClassification", "ForTokenClassification")):
+        return []
+    return [prefix + n for n in HEAD_NAMES if isinstance(getattr(root, n, None), nn.Module)][:1]
+
+
+def _output_head(model: nn.Module) -> set[str]:
+    """Paths of the layers ``all-linear`` leaves alone: the output embeddings (the LM head) or the
+    classification head, as peft's ``_maybe_include_all_linear_layers``."""
+    root, prefix = hf_root(model)
+    out = root.get_output_embeddings() if callable(getattr(root, "get_output_embeddings", None)) else None
+    names = {prefix + n for n, m in root.named_modules() if out is not None and m is out}
+    heads = head_names(model)
+    return names | {n for h in heads for n, _ in model.named_modules() if n == h or n.startswith(h + ".")}
 
 
 def default_targets(model: nn.Module) -> list[str]:
@@ -52,6 +101,24 @@ def default_targets(model: nn.Module) -> list[str]:
     return names[:-1]
 
 
+def resolve_targets(model: nn.Module, targets: Targets) -> list[str]:
+    """The target names: as given, peft's default for the architecture (None), or every Linear /
+    Conv1D but the output head (``all-linear``, full module paths)."""
+    if targets is None or targets == []:
+        return default_targets(model)
+    if isinstance(targets, str):
+        if targets.lower() != ALL_LINEAR:
+            raise LiandanError(f"adapter.targets: a list of layer names or {ALL_LINEAR!r}, not {targets!r}")
+        skip = _output_head(model)
+        names = [n for n, m in model.named_modules() if n and adaptable(m) and n not in skip]
+        if not skip and not hasattr(hf_root(model)[0], "config"):
+            names = names[:-1]  # a plain torch model: its last Linear is the output head
+        if not names:
+            raise LiandanError("adapter.targets: all-linear found no Linear layers besides the output head")
+        return names
+    return list(targets)
+
+
 def _matches(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
@@ -59,12 +126,17 @@ def _matches(name: str, targets: list[str]) -> bool:
 def apply_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
     """Freeze ``model`` and replace each target layer by ``adapter.wrap(name, layer)`` in place
     (model-level methods: freeze it and ``adapter.install`` it)."""
+    heads = head_names(model)
     if adapter.install is not None:
         for p in model.parameters():
             p.requires_grad_(False)
-        return adapter.install(model)
-    targets = adapter.targets or default_targets(model)
-    found = [(n, m) for n, m in model.named_modules() if n and _matches(n, targets)]
+        model = adapter.install(model)
+        _train_heads(model, heads)
+        return model
+    targets = resolve_targets(model, adapter.targets)
+    inside_head = tuple(h + "." for h in heads)
+    found = [(n, m) for n, m in model.named_modules()
+             if n and _matches(n, targets) and n not in heads and not n.startswith(inside_head)]
     bad = [n for n, m in found if not adaptable(m)]
     if bad:
         raise LiandanError(f"adapter.targets: {bad[0]!r} is a {type(dict(found)[bad[0]]).__name__}; "
@@ -87,7 +159,14 @@ def apply_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
         wrapped.append(new)
     if adapter.finish:
         adapter.finish(model, wrapped)
+    _train_heads(model, heads)
     return model
+
+
+def _train_heads(model: nn.Module, heads: list[str]) -> None:
+    for h in heads:
+        for p in model.get_submodule(h).parameters():
+            p.requires_grad_(True)
 
 
 def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -28,6 +28,11 @@ peft_type          adapter_model.safetensors                           adapter_c
                    ``get_prompt_embedding_to_save``, not the MLP)      key/value heads), num_layers
 =================  ==================================================  ===================================
 
+A classifier's head (``classifier`` / ``score`` of a ``*ForSequenceClassification`` model: trained
+with the adapter, see :mod:`liandan.adapters.inject`) travels as peft's ``modules_to_save``: the
+config names it and the file holds its tensors whole, ``base_model.model.<path>.weight`` (LoRA,
+VeRA) or ``base_model.<path>.weight`` (prompt methods), as peft 0.21 writes them.
+
 liandan ↔ peft: ``lora`` (``rslora``) ↔ LORA (``use_rslora``); ``qlora`` → LORA (peft's QLoRA is a
 LoRA adapter over a bitsandbytes 4-bit base: the file is LoRA's; peft on a float base differs by
 the quantisation error); ``vera`` ↔ VERA (liandan's ``seed`` draws the projections as peft's
@@ -50,11 +55,23 @@ import torch
 from torch import nn
 
 from liandan.adapters.base import is_conv1d
-from liandan.adapters.inject import ADAPTER_MARK, MODEL_ADAPTER_MARK, adapter_layers, model_adapters
+from liandan.adapters.inject import (
+    ADAPTER_MARK,
+    MODEL_ADAPTER_MARK,
+    adapter_layers,
+    head_names,
+    hf_root,
+    model_adapters,
+)
 from liandan.errors import LiandanError
 
 CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
-PREFIX = "base_model.model."  # peft's key prefix of the wrapped model's modules
+PREFIX = "base_model.model."  # peft's key prefix of the wrapped model's modules (LoRA, VeRA)
+PROMPT_PREFIX = "base_model."  # prompt-learning models wrap the base model directly
+PROMPT_TYPES = ("PROMPT_TUNING", "PREFIX_TUNING")
+# peft's task_type from the Hugging Face class's name (its PeftModelFor... class)
+TASKS = {"ForCausalLM": "CAUSAL_LM", "LMHeadModel": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS",
+         "ForTokenClassification": "TOKEN_CLS", "ForQuestionAnswering": "QUESTION_ANS"}
 NOT_IN_PEFT = {
     "dylora": "peft has no DyLoRA (its nested-rank training has no peft_type); merge it, or train lora",
     "qalora": "peft's QA-LoRA (LoraConfig use_qalora) exists only on GPTQ-quantised layers, with another pooling "
@@ -62,11 +79,7 @@ NOT_IN_PEFT = {
 }
 
 
-def _hf_root(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module peft wraps (the Hugging Face model liandan's ``gpt`` keeps as ``.hf``) and its
-    name prefix inside ``model``."""
-    hf = getattr(model, "hf", None)
-    return (hf, "hf.") if isinstance(hf, nn.Module) else (model, "")
+_hf_root = hf_root  # the module peft wraps (liandan's wrappers keep it as .hf) and its name prefix
 
 
 def _num(x: float) -> float | int:
@@ -91,7 +104,16 @@ def _conv1d(layers: list[tuple[str, nn.Module]]) -> bool:
 
 
 def _task(root: nn.Module) -> str | None:
-    return "CAUSAL_LM" if type(root).__name__.endswith(("ForCausalLM", "LMHeadModel")) else None
+    name = type(root).__name__
+    return next((t for suffix, t in TASKS.items() if name.endswith(suffix)), None)
+
+
+def saved_heads(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The classification heads that trained with the adapter (peft's ``modules_to_save``), with
+    their paths inside the Hugging Face model."""
+    prefix = hf_root(model)[1]
+    heads = [(h.removeprefix(prefix), model.get_submodule(h)) for h in head_names(model)]
+    return [(p, m) for p, m in heads if any(q.requires_grad for q in m.parameters())]
 
 
 def _method(model: nn.Module) -> str:
@@ -126,6 +148,11 @@ def save_peft_adapter(model: nn.Module, directory: str | Path, base_model_name_o
         raise LiandanError(f"save_peft_adapter: peft has no format for adapter {method!r}; it writes "
                            "lora, qlora, vera, prompt_tuning, prefix_tuning and p_tuning_v2")
     config, tensors = export(model, root, method)
+    key_prefix = PROMPT_PREFIX if config["peft_type"] in PROMPT_TYPES else PREFIX
+    heads = saved_heads(model)
+    for path, head in heads:  # whole modules, as peft's ModulesToSaveWrapper saves them
+        tensors |= {f"{key_prefix}{path}.{k}": v for k, v in head.state_dict().items()}
+    config["modules_to_save"] = sorted(p.rsplit(".", 1)[-1] for p, _ in heads) or None
     name = base_model_name_or_path or getattr(getattr(root, "config", None), "_name_or_path", None) or None
     config = {"base_model_name_or_path": name, "revision": None, "inference_mode": True, "auto_mapping": None,
               **config}
@@ -190,10 +217,10 @@ def _virtual(model: nn.Module, method: str) -> nn.Module:
     return module
 
 
-def _prompt_config(peft_type: str, n: int, token_dim: int, heads: int, layers: int) -> dict:
-    return {"peft_type": peft_type, "task_type": "CAUSAL_LM", "num_virtual_tokens": n, "token_dim": token_dim,
-            "num_transformer_submodules": 1, "num_attention_heads": heads, "num_layers": layers,
-            "modules_to_save": None}
+def _prompt_config(peft_type: str, task: str | None, n: int, token_dim: int, heads: int, layers: int) -> dict:
+    return {"peft_type": peft_type, "task_type": task or "FEATURE_EXTRACTION", "num_virtual_tokens": n,
+            "token_dim": token_dim, "num_transformer_submodules": 1, "num_attention_heads": heads,
+            "num_layers": layers, "modules_to_save": None}
 
 
 def _save_prompt(model: nn.Module, root: nn.Module, method: str) -> tuple[dict, dict]:
@@ -201,7 +228,7 @@ def _save_prompt(model: nn.Module, root: nn.Module, method: str) -> tuple[dict, 
     c = root.config
     heads = getattr(c, "num_attention_heads", None) or c.n_head
     layers = getattr(c, "num_hidden_layers", None) or c.n_layer
-    config = _prompt_config("PROMPT_TUNING", prompt.n, prompt.embedding.shape[1], heads, layers)
+    config = _prompt_config("PROMPT_TUNING", _task(root), prompt.n, prompt.embedding.shape[1], heads, layers)
     config.update(prompt_tuning_init="RANDOM", prompt_tuning_init_text=None, tokenizer_name_or_path=None,
                   tokenizer_kwargs=None)
     return config, {"prompt_embeddings": prompt.embedding}  # (n, hidden)
@@ -213,6 +240,6 @@ def _save_prefix(model: nn.Module, root: nn.Module, method: str) -> tuple[dict, 
     width = prefix.heads * prefix.head_dim
     flat = prefix.transform(prefix.embedding) if prefix.transform is not None else prefix.embedding  # (n, L·2·H·D)
     hidden = prefix.transform[0].out_features if prefix.transform is not None else width
-    config = _prompt_config("PREFIX_TUNING", prefix.n, width, prefix.heads, prefix.layers)
+    config = _prompt_config("PREFIX_TUNING", _task(root), prefix.n, width, prefix.heads, prefix.layers)
     config.update(prefix_projection=method == "prefix_tuning", encoder_hidden_size=hidden, init_weights=None)
     return config, {"prompt_embeddings": flat}

@@ -4,7 +4,8 @@ peft's ``set_peft_model_state_dict`` puts ``base_model.model.<path>.<tensor>`` b
 layers; here the same keys name the liandan layers to create (exactly those paths, so a peft
 ``target_modules`` regex or ``layers_to_transform`` needs no re-implementation) and the tensors
 are copied into them. ``rank_pattern`` shows in the tensors' shapes; ``alpha_pattern`` is matched
-as peft's ``get_pattern_key`` does.
+as peft's ``get_pattern_key`` does. ``modules_to_save`` (a classifier's head, whole) is copied into
+the model's own module, which then trains with the adapter.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from torch import nn
 
 from liandan.adapters.base import adaptable, dims
 from liandan.adapters.inject import apply_adapter
-from liandan.adapters.peft_format import CONFIG_NAME, LEGACY_WEIGHTS_NAME, PREFIX, WEIGHTS_NAME, _hf_root, _layers
+from liandan.adapters.peft_format import (
+    CONFIG_NAME,
+    LEGACY_WEIGHTS_NAME,
+    PREFIX,
+    PROMPT_PREFIX,
+    PROMPT_TYPES,
+    WEIGHTS_NAME,
+    _hf_root,
+    _layers,
+)
 from liandan.errors import LiandanError
 from liandan.registry import ADAPTERS
 
@@ -28,9 +38,11 @@ from liandan.registry import ADAPTERS
 LOADS_AS = {"LORA": ("lora", "qlora"), "VERA": ("vera",), "PROMPT_TUNING": ("prompt_tuning",),
             "PREFIX_TUNING": ("prefix_tuning", "p_tuning_v2")}
 # peft LoRA options a plain LoRA cannot honour: (field, the value that means "off")
-LORA_OFF = (("use_dora", False), ("bias", "none"), ("lora_bias", False), ("modules_to_save", None),
-            ("trainable_token_indices", None), ("layer_replication", None), ("use_qalora", False),
+LORA_OFF = (("use_dora", False), ("bias", "none"), ("lora_bias", False), ("trainable_token_indices", None),
+            ("layer_replication", None), ("use_qalora", False),
             ("alora_invocation_tokens", None), ("target_parameters", None))
+# the task types whose models liandan adapts (peft's PeftModelFor... classes; None: the plain PeftModel)
+TASK_TYPES = (None, "CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION", "QUESTION_ANS")
 
 
 def _read(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -87,6 +99,43 @@ def _per_layer(model: nn.Module, weights: dict[str, torch.Tensor], suffixes: tup
     return out
 
 
+def _split_saved(config: dict, weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """peft's ``modules_to_save`` tensors apart from the adapter's: ``({path in the model: tensor},
+    the rest)``. A saved module's keys are ``<prefix><path>.<param>`` with a module named in the list
+    on the path (``base_model.model.classifier.weight``; ``base_model.classifier.weight`` for prompt
+    methods)."""
+    names = set(config.get("modules_to_save") or [])
+    prefix = PROMPT_PREFIX if str(config.get("peft_type", "")).upper() in PROMPT_TYPES else PREFIX
+    saved, rest = {}, {}
+    for key, t in weights.items():
+        parts = key.removeprefix(prefix).split(".")
+        if names and key.startswith(prefix) and any(p in names for p in parts[:-1]):
+            saved[".".join(parts)] = t
+        else:
+            rest[key] = t
+    return saved, rest
+
+
+def _check_saved(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    params = dict(_hf_root(model)[0].named_parameters())
+    for path, t in saved.items():
+        if path not in params:
+            raise LiandanError(f"load_peft_adapter: modules_to_save: the model has no parameter {path!r} (a "
+                               "classifier head saved with the adapter): not the model class it was trained on")
+        if params[path].shape != t.shape:
+            raise LiandanError(f"load_peft_adapter: modules_to_save {path!r}: {tuple(t.shape)} does not fit the "
+                               f"model's {tuple(params[path].shape)} (another number of labels?)")
+
+
+@torch.no_grad()
+def _load_saved(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    root = _hf_root(model)[0]
+    for path, t in saved.items():
+        p = root.get_parameter(path)
+        p.copy_(t)
+        p.requires_grad_(True)
+
+
 def _pattern(patterns: dict, path: str, default: Any) -> Any:
     """peft's ``get_pattern_key``: a key matches a module name that ends in it."""
     return next((v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", path)), default)
@@ -132,7 +181,7 @@ def _load_lora(model: nn.Module, config: dict, weights: dict, method: str) -> No
 
 
 def _load_vera(model: nn.Module, config: dict, weights: dict, method: str) -> None:
-    _refuse(config, (("bias", "none"), ("modules_to_save", None)), "VeRA", method)
+    _refuse(config, (("bias", "none"),), "VeRA", method)
     prefix = _hf_root(model)[1]
     r = int(config.get("r", 256))
     layers = _per_layer(model, weights, ("vera_lambda_b", "vera_lambda_d"), "VERA",
@@ -168,9 +217,9 @@ def _load_virtual(model: nn.Module, config: dict, weights: dict, method: str) ->
     from liandan.adapters.prompt_tuning import hf_model
 
     peft_type = config["peft_type"]
-    if config.get("task_type") not in (None, "CAUSAL_LM") or config.get("num_transformer_submodules") not in (None, 1):
+    if config.get("task_type") not in TASK_TYPES or config.get("num_transformer_submodules") not in (None, 1):
         raise LiandanError(f"load_peft_adapter: {peft_type} for task_type {config.get('task_type')!r}: liandan's "
-                           f"{method} serves decoder-only causal LMs (task_type CAUSAL_LM)")
+                           f"{method} serves decoder-only LMs and encoders, not encoder-decoders")
     if "prompt_embeddings" not in weights:
         raise LiandanError(f"load_peft_adapter: {peft_type}: the weights hold no prompt_embeddings")
     flat = weights["prompt_embeddings"]
@@ -220,6 +269,9 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, method: str | Non
     if method not in LOADS_AS[peft_type]:
         raise LiandanError(f"load_peft_adapter: a peft {peft_type} adapter loads as "
                            f"{' or '.join(LOADS_AS[peft_type])}, not {method!r}")
+    saved, weights = _split_saved(config, weights)
+    _check_saved(model, saved)
     load = {"LORA": _load_lora, "VERA": _load_vera}.get(peft_type, _load_virtual)
     load(model, config, weights, method)
+    _load_saved(model, saved)
     return model

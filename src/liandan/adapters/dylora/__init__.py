@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liandan.adapters.inject import Adapter
+from liandan.adapters.inject import Adapter, Targets
 from liandan.adapters.lora.layer import LoraLinear
 from liandan.errors import LiandanError
 from liandan.registry import register_adapter
@@ -34,6 +34,26 @@ class RankSampler:
         self.rank = int(torch.randint(1, self.r + 1, (1,), generator=self.gen)) if model.training else self.eval_rank
 
 
+class DyLoraLinear(LoraLinear):
+    """A LoRA layer at its model's current rank: the sampled one in a training forward, the serving
+    rank otherwise. A merge folds in the serving rank (whatever rank the last training step drew)
+    and an unmerge takes out the same one."""
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, sampler: RankSampler) -> None:
+        super().__init__(base, r, alpha, dropout)
+        self.sampler = sampler  # shared by the model's layers (a deepcopy of the model keeps it shared)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.merged:
+            self.active_rank = self.sampler.rank
+        return super().forward(x)
+
+    def merge(self) -> None:
+        if not self.merged:
+            self.active_rank = self.sampler.eval_rank
+        super().merge()
+
+
 def set_rank(model: nn.Module, rank: int) -> None:
     """Serve ``model`` at ``rank`` (≤ r) from now on."""
     for m in model.modules():
@@ -45,7 +65,7 @@ def set_rank(model: nn.Module, rank: int) -> None:
 
 @register_adapter("dylora")
 def dylora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, eval_rank: int | None = None, seed: int = 0,
-           targets: list[str] | None = None) -> Adapter:
+           targets: Targets = None) -> Adapter:
     """LoRA trained at a random rank b ≤ r each step, usable at any rank (Valipour et al. 2023).
 
     Args:
@@ -54,17 +74,16 @@ def dylora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, eval_rank: int
         dropout: dropout probability on the adapter's input (0: none)
         eval_rank: rank used to evaluate and serve (1..r); None: r
         seed: random seed of the per-step rank draws
-        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
-            the query and value projections of Hugging Face models, else every Linear but the output head
+        targets: layers to adapt, matched as in peft (a module named t or ending in .t), or all-linear (every
+            Linear/Conv1D but the output head); None: peft's default for the architecture (query and value
+            projections), else every Linear but the last
     """
     if eval_rank is not None and not 1 <= eval_rank <= r:
         raise LiandanError(f"adapter.eval_rank must be in 1..{r} (the trained rank), got {eval_rank}")
     sampler = RankSampler(r, eval_rank, seed)
 
     def wrap(name: str, layer: nn.Module) -> nn.Module:
-        new = LoraLinear(layer, r, alpha, dropout)
-        new.register_forward_pre_hook(lambda mod, _a: setattr(mod, "active_rank", sampler.rank))
-        return new
+        return DyLoraLinear(layer, r, alpha, dropout, sampler)
 
     def finish(model: nn.Module, _wrapped: list[nn.Module]) -> None:
         model._dylora = sampler

@@ -7,7 +7,7 @@ from torch import nn
 
 from liandan.adapters.inject import Adapter
 from liandan.adapters.prefix_tuning.prefix import Prefix, kv_shape
-from liandan.adapters.prompt_tuning.virtual import Positions, hf_model, shifts
+from liandan.adapters.prompt_tuning.virtual import Positions, declares_cache, hf_model, shifts
 from liandan.errors import LiandanError
 from liandan.registry import register_adapter
 
@@ -21,6 +21,9 @@ def prefix_adapter(method: str, n: int, projection: bool, hidden: int | None, po
 
     def install(model: nn.Module) -> nn.Module:
         hf = hf_model(model, method)
+        if not declares_cache(hf):
+            raise LiandanError(f"adapter {method}: {type(hf).__name__} takes no key/value cache (cache / "
+                               "past_key_values), which carries the prefix; use prompt_tuning or a LoRA-family method")
         return Prefix(method, hf, n, shifts(hf, positions), projection, hidden).install(model, hf)
 
     return Adapter(method, install=install, options={"num_virtual_tokens": n, "projection": projection,
@@ -33,7 +36,8 @@ def prefix_tuning(num_virtual_tokens: int = 8, projection: bool = True, hidden: 
     """Trainable keys and values before every layer's, through an MLP (Li & Liang 2021).
 
     ``projection: true`` computes the prefix as MLP(P') (tanh, ``hidden`` wide; default the
-    key/value width); ``false`` trains it directly, which is P-Tuning v2. GPT-2 and LLaMA styles.
+    key/value width); ``false`` trains it directly, which is P-Tuning v2. Decoder-only LMs (GPT-2,
+    LLaMA, Qwen2) and encoders that take a key/value cache (BERT).
 
     Args:
         num_virtual_tokens: n trainable key/value positions before every layer's
@@ -41,8 +45,8 @@ def prefix_tuning(num_virtual_tokens: int = 8, projection: bool = True, hidden: 
             (P-Tuning v2)
         hidden: width of the MLP (only with projection); None: the key/value width
         positions: positions of the real tokens: shift puts them after the virtual ones (peft), keep leaves
-            them at 0..T−1; auto keeps them for learned positions (style gpt2) and shifts for rotary ones
-            (llama)
+            them at 0..T−1; auto keeps them for learned positions (GPT-2, BERT) and shifts for rotary ones
+            (LLaMA, Qwen2)
     """
     return prefix_adapter("prefix_tuning", num_virtual_tokens, projection, hidden, positions)
 
@@ -54,7 +58,7 @@ def p_tuning_v2(num_virtual_tokens: int = 8, positions: Positions = "auto") -> A
     Args:
         num_virtual_tokens: n trainable key/value positions before every layer's
         positions: positions of the real tokens: shift puts them after the virtual ones (peft), keep leaves
-            them at 0..T−1; auto keeps them for learned positions (style gpt2) and shifts for rotary ones
-            (llama)
+            them at 0..T−1; auto keeps them for learned positions (GPT-2, BERT) and shifts for rotary ones
+            (LLaMA, Qwen2)
     """
     return prefix_adapter("p_tuning_v2", num_virtual_tokens, False, None, positions)

@@ -23,12 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from liandan.adapters.prompt_tuning.virtual import VirtualTokens
-from liandan.models.hf_text import cache_keyword
+from liandan.adapters.prompt_tuning.virtual import VirtualTokens, cache_key
 
 
 def kv_shape(hf: nn.Module) -> tuple[int, int, int]:
-    """``(layers, key/value heads, head width)`` of a GPT-2 or LLaMA config (grouped-query aware)."""
+    """``(layers, key/value heads, head width)`` of a GPT-2, LLaMA, Qwen2 or BERT config (grouped-query aware)."""
     c = hf.config
     if c.model_type == "gpt2":
         return c.n_layer, c.n_head, c.n_embd // c.n_head
@@ -70,7 +69,7 @@ class Prefix(VirtualTokens):
         from transformers import DynamicCache
 
         kv = self.key_values()
-        key = cache_keyword(hf)
+        key = cache_key(hf)
         past = kw.get(key)  # an empty cache the caller made (transformers' generate) is filled
         if past is None:
             past = kw[key] = DynamicCache(config=hf.config)

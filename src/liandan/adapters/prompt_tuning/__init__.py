@@ -21,7 +21,8 @@ def prompt_tuning(num_virtual_tokens: int = 8, init: Literal["vocab", "random"] 
 
     ``init``: ``vocab`` copies the embeddings of n random vocabulary tokens, ``random`` draws them at
     the embeddings' scale; ``init_ids`` names the tokens (repeated to n). ``positions``: see
-    :mod:`liandan.adapters.prompt_tuning.virtual` (``shift`` is peft's). GPT-2 and LLaMA styles.
+    :mod:`liandan.adapters.prompt_tuning.virtual` (``shift`` is peft's). Decoder-only LMs (GPT-2, LLaMA,
+    Qwen2) and encoders (BERT).
 
     Args:
         num_virtual_tokens: n trainable input embeddings put before every sequence
@@ -29,8 +30,8 @@ def prompt_tuning(num_virtual_tokens: int = 8, init: Literal["vocab", "random"] 
             at the embeddings' scale
         init_ids: token ids to start from with init vocab (repeated to n); None: random tokens
         positions: positions of the real tokens: shift puts them after the virtual ones (peft), keep leaves
-            them at 0..T−1; auto keeps them for learned positions (style gpt2) and shifts for rotary ones
-            (llama)
+            them at 0..T−1; auto keeps them for learned positions (GPT-2, BERT) and shifts for rotary ones
+            (LLaMA, Qwen2)
     """
 
     def install(model: nn.Module) -> nn.Module:

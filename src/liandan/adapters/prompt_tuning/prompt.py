@@ -57,6 +57,11 @@ class SoftPrompt(VirtualTokens):
             # positions 0..n-1, 0..T-1 read as two packed sequences to transformers' mask builder
             # (it would hide the prompt from the text): an explicit mask turns that guess off
             kw["attention_mask"] = torch.ones(batch, self.n + embeds.shape[1], dtype=torch.long, device=embeds.device)
-        if kw.get("labels") is not None:  # the virtual positions predict nothing
-            labels = kw["labels"]
+        if kw.get("token_type_ids") is not None:  # BERT's segments: the prompt is in segment 0 (as peft)
+            types = kw["token_type_ids"]
+            kw["token_type_ids"] = torch.cat([types.new_zeros(types.shape[0], self.n), types], 1)
+        labels = kw.get("labels")
+        if labels is not None and labels.dim() == 2 and labels.shape[1] == embeds.shape[1]:
+            # per-token labels (a causal LM's, a token classifier's): the virtual positions predict nothing;
+            # a sequence classifier's (B,) stay as they are
             kw["labels"] = torch.cat([labels.new_full((batch, self.n), -100), labels], 1)

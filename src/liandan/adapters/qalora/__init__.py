@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from liandan.adapters.base import dims
-from liandan.adapters.inject import Adapter
+from liandan.adapters.inject import Adapter, Targets
 from liandan.adapters.qalora.int4 import Int4Linear
 from liandan.adapters.qalora.layer import QALoraLinear
 from liandan.errors import LiandanError
@@ -17,7 +17,7 @@ __all__ = ["Int4Linear", "QALoraLinear", "qalora"]
 
 @register_adapter("qalora", tags=("quantized",))
 def qalora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, group_size: int = 32,
-           targets: list[str] | None = None) -> Adapter:
+           targets: Targets = None) -> Adapter:
     """LoRA on g-pooled inputs over an INT4 group-g base; merges into the zeros, stays INT4 (Xu et al. 2023).
 
     Args:
@@ -26,8 +26,9 @@ def qalora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, group_size: in
         dropout: dropout probability on the adapter's input (0: none)
         group_size: input-group size of the INT4 base and of the adapter's input pooling (even; must divide
             every target's input width)
-        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
-            the query and value projections of Hugging Face models, else every Linear but the output head
+        targets: layers to adapt, matched as in peft (a module named t or ending in .t), or all-linear (every
+            Linear/Conv1D but the output head); None: peft's default for the architecture (query and value
+            projections), else every Linear but the last
     """
     if group_size < 2 or group_size % 2:
         raise LiandanError(f"adapter.group_size must be an even number ≥ 2, got {group_size}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from liandan.adapters.inject import Adapter
+from liandan.adapters.inject import Adapter, Targets
 from liandan.adapters.qlora.layer import NF4Linear, QLoraLinear, QuantizedLinear
 from liandan.errors import LiandanError
 from liandan.registry import register_adapter
@@ -15,7 +15,7 @@ __all__ = ["NF4Linear", "QLoraLinear", "QuantizedLinear", "qlora"]
 
 @register_adapter("qlora", tags=("quantized",))
 def qlora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, block_size: int = 64, double_quant: bool = True,
-          targets: list[str] | None = None) -> Adapter:
+          targets: Targets = None) -> Adapter:
     """LoRA (α/r)·BA over an NF4 4-bit base, blockwise absmax, double-quantised (Dettmers et al. 2023).
 
     Args:
@@ -24,8 +24,9 @@ def qlora(r: int = 8, alpha: float = 16.0, dropout: float = 0.0, block_size: int
         dropout: dropout probability on the adapter's input (0: none)
         block_size: weights per absmax block of the NF4 base (even; 64 in the paper)
         double_quant: quantise the per-block absmax constants to 8 bits too (about 0.37 bits per weight saved)
-        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
-            the query and value projections of Hugging Face models, else every Linear but the output head
+        targets: layers to adapt, matched as in peft (a module named t or ending in .t), or all-linear (every
+            Linear/Conv1D but the output head); None: peft's default for the architecture (query and value
+            projections), else every Linear but the last
     """
     if block_size < 2 or block_size % 2:
         raise LiandanError(f"adapter.block_size must be an even number ≥ 2 (two 4-bit codes a byte), got {block_size}")

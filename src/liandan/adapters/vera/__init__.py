@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from liandan.adapters.base import dims
-from liandan.adapters.inject import Adapter
+from liandan.adapters.inject import Adapter, Targets
 from liandan.adapters.vera.layer import VeraLinear, kaiming_uniform
 from liandan.registry import register_adapter
 
 
 @register_adapter("vera")
 def vera(r: int = 256, d_initial: float = 0.1, dropout: float = 0.0, seed: int = 0,
-         targets: list[str] | None = None) -> Adapter:
+         targets: Targets = None) -> Adapter:
     """Frozen shared random A, B; trainable vectors d, b: ΔW = Λ_b B Λ_d A (Kopiczko et al. 2024).
 
     Args:
@@ -22,8 +22,9 @@ def vera(r: int = 256, d_initial: float = 0.1, dropout: float = 0.0, seed: int =
             base)
         dropout: dropout probability on the adapter's input (0: none)
         seed: random seed of the shared A and B
-        targets: names of the layers to adapt, matched as in peft (a module named t or ending in .t); None:
-            the query and value projections of Hugging Face models, else every Linear but the output head
+        targets: layers to adapt, matched as in peft (a module named t or ending in .t), or all-linear (every
+            Linear/Conv1D but the output head); None: peft's default for the architecture (query and value
+            projections), else every Linear but the last
     """
     shared: dict[str, torch.Tensor] = {}
 
