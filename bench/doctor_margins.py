@@ -19,8 +19,14 @@ A quick case is kept when its verdict holds on every setting with margin ≥ 2×
         [--probe-every auto,3] [--clear 2] [--json out.json] [--file candidates.yaml]
 
 Table: one row per case — expected codes, per setting the verdict (ok/NO) and margin, the
-smallest margin over the settings with the rule, role and check that set it. Last line:
-``N/M cases keep their verdict on all K settings with margin ≥ 2×, min margin X``.
+smallest margin over the settings with the rule, role and check that set it. Then one row per
+rule (``--no-rules`` skips it): where its threshold sits between the runs it must catch and the
+runs it must not — the distribution (min / median / max) of its main statistic (the first
+measured comparison of its signal; ``flag``-only rules show n/a) and of its margin on the faulty
+runs that expect it and on the healthy runs, with the threshold, and the separation: the
+smallest faulty margin and the largest healthy one (a rule separates its cases when the first is
+> 0 > the second). Last line: ``N/M cases keep their verdict on all K settings with margin ≥ 2×,
+min margin X``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,57 @@ def run(case: Any, root: Path, seed: int, threads: int, every: int | None) -> di
     return v
 
 
+def main_check(sig: dict[str, Any]) -> dict[str, Any] | None:
+    """The first comparison with a measured value in a signal tree (depth first): the rule's main statistic."""
+    if sig.get("value") is not None:
+        return sig
+    for p in sig.get("parts", []):
+        found = main_check(p)
+        if found is not None:
+            return found
+    return None
+
+
+def _dist(xs: list[float]) -> str:
+    import statistics
+
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return f"{'n/a':>26}"
+    return f"{min(xs):>8.3g} {statistics.median(xs):>8.3g} {max(xs):>8.3g}"
+
+
+def _values(sigs: list[dict[str, Any]], name: str) -> list[float]:
+    cs = [main_check(s) for s in sigs]
+    return [c["value"] for c in cs if c is not None and c["name"] == name]
+
+
+def rule_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per rule: its main statistic and margin on the faulty runs that expect it vs the healthy runs."""
+    codes = sorted({c for r in rows for v in r["settings"] for c in v["signals"]})
+    out = [f"{'rule':<24} {'main check':<26} {'threshold':>9}  {'faulty n':>8} {'min':>8} {'median':>8} {'max':>8}  "
+           f"{'healthy n':>9} {'min':>8} {'median':>8} {'max':>8}  separation (faulty min / healthy max margin)"]
+    for code in codes:
+        groups: dict[str, list[dict[str, Any]]] = {"faulty": [], "healthy": []}
+        for r in rows:
+            kind = "faulty" if code in r["expect"] else "healthy" if r["healthy"] else None
+            if kind:
+                groups[kind] += [v["signals"][code] for v in r["settings"] if code in v["signals"]]
+        checks = [main_check(s) for s in groups["faulty"] + groups["healthy"]]
+        first = next((c for c in checks if c is not None), None)
+        name, thr = (first["name"], first["threshold"]) if first else ("(flags only)", None)
+
+        fm = [s["margin"] for s in groups["faulty"]]
+        hm = [s["margin"] for s in groups["healthy"]]
+        sep_f = signed(min(fm)) if fm else "n/a"
+        sep_h = signed(max(hm)) if hm else "n/a"
+        ok = (min(fm) > 0 if fm else True) and (max(hm) < 0 if hm else True)
+        fv, hv = _dist(_values(groups["faulty"], name)), _dist(_values(groups["healthy"], name))
+        out.append(f"{code:<24} {name:<26} {'' if thr is None else f'{thr:.3g}':>9}  {len(groups['faulty']):>8} "
+                   f"{fv}  {len(groups['healthy']):>9} {hv}  {sep_f} / {sep_h}{'' if ok else '  <-- overlap'}")
+    return out
+
+
 def fmt_margin(v: dict[str, Any]) -> str:
     from liandan.doctor.bench.margins import factor
 
@@ -91,6 +148,7 @@ def main() -> int:
     ap.add_argument("--probe-every", default="auto", help="doctor.probe_every values ('auto': adaptive, as the bench)")
     ap.add_argument("--clear", type=float, default=2.0, help="the margin factor a kept quick case needs")
     ap.add_argument("--json", help="write every setting's verdict and signals here")
+    ap.add_argument("--no-rules", action="store_true", help="skip the per-rule threshold table")
     args = ap.parse_args()
 
     import torch
@@ -137,6 +195,11 @@ def main() -> int:
     n_keep = sum(r["keep"] for r in rows)
     n_ok = sum(r["all_ok"] for r in rows)
     m = min(r["min_margin"] for r in rows)
+    if not args.no_rules:
+        print()
+        for line in rule_table(rows):
+            print(line)
+        print()
     for p in problems:
         print("warning:", p)
     if args.json:

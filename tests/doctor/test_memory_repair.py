@@ -46,3 +46,42 @@ def test_repair_fixes_zero_init(tmp_path):
     assert first["accepted"] and rep["healthy"] and rep["improved"] and rep["success"]
     assert rep["final_val"] > rep["rounds"][0]["val"] + 0.5
     assert Memory(mem).attempts("symmetry")[0]["success"] == 1
+
+
+def test_repair_compounds_fixes(tmp_path, monkeypatch):
+    """A fix that helps but leaves its finding is kept and the next round builds on it: a lowered
+    rate is lowered again, a schedule change keeps the lowered rate (the trainings are scripted)."""
+    from types import SimpleNamespace
+
+    from liandan.doctor import repair as rp
+
+    def lr_high(*patches):
+        return Finding("lr_too_high", "warning", 3, 0, {"lr": 1}, ["lr"], [Fix(f"fix {i}", p) for i, p in
+                                                                           enumerate(patches)])
+
+    script = {  # patch trained -> (findings, val accuracy)
+        '{"optim.lr": 0.05}': ([lr_high({"optim.lr": 0.01}, {"schedule.name": "cosine"})], 0.6),  # better, still
+        '{"optim.lr": 0.01}': ([lr_high({"optim.lr": 0.001})], 0.55),  # worse: reverted
+        '{"optim.lr": 0.05, "schedule.name": "cosine"}': ([], 0.95),  # keeps the lowered rate: cured
+    }
+    seen = []
+
+    def fake_train(recipe, overrides, out, callbacks, quiet):
+        import json
+
+        key = json.dumps(overrides, sort_keys=True)
+        seen.append(key)
+        found, acc = script[key]
+        return SimpleNamespace(dir=out), found, {"name": "accuracy", "metric": acc, "loss": 1 - acc, "n": 100,
+                                                 "splits": {"test": {"accuracy": acc}}}
+
+    monkeypatch.setattr(rp, "_train", fake_train)
+    start = {"name": "accuracy", "metric": 0.3, "loss": 5.0, "n": 100}
+    rep = rp.repair("wine-mlp", {"optim.lr": 5.0}, rounds=3, out=tmp_path / "r", memory=Memory(tmp_path / "m.db"),
+                    baseline=(tmp_path / "r0", [lr_high({"optim.lr": 0.05})], start))
+    assert seen == list(script)
+    r1, r2, r3 = rep["rounds"][1:]
+    assert r1["accepted"] and not r1["gone"] and r1["improved"]  # kept although the finding stays
+    assert not r2["accepted"]  # lowered again, but worse
+    assert r3["accepted"] and r3["metrics"] == {"test": {"accuracy": 0.95}}
+    assert rep["overrides"] == {"optim.lr": 0.05, "schedule.name": "cosine"} and rep["success"]

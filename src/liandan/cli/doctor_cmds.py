@@ -26,7 +26,10 @@ def doctor(
     memory: Path = typer.Option(None, "--memory", help="SQLite memory of past fixes "
                                 "(default $LIANDAN_HOME/memory.db)."),
     quick: bool = typer.Option(False, "--quick", help="bench: only the quick subset."),
-    cases: str = typer.Option(None, "--cases", help="bench: comma-separated case names, groups or codes."),
+    cases: str = typer.Option(None, "--cases", help="bench: comma-separated case names, groups or codes "
+                              "(shell patterns too: 'real_*')."),
+    split: str = typer.Option(None, "--split", help="bench: only the 'dev' or the 'heldout' half (default: both, "
+                              "scored apart with the gap between them)."),
     no_repair: bool = typer.Option(False, "--no-repair", help="bench: detection only (skip the --fix loop)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="bench: run the cases in this many processes."),
     seeds: str = typer.Option(None, "--seeds", help="bench: comma-separated seed offsets added to every recipe's "
@@ -37,7 +40,7 @@ def doctor(
     from liandan.doctor.examine import is_run_dir
 
     if target == "bench" and not is_run_dir(target):
-        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet, jobs, seeds)
+        _bench(quick, cases, not no_repair, rounds, memory, json_, quiet, jobs, seeds, split)
         return
     import liandan
     from liandan.doctor.findings import format_document
@@ -56,7 +59,7 @@ def doctor(
 
 
 def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, memory: Path | None, json_: bool,
-           quiet: bool, jobs: int, seeds: str | None = None) -> None:
+           quiet: bool, jobs: int, seeds: str | None = None, split: str | None = None) -> None:
     from liandan.doctor.bench import format_seeds, format_summary, run_bench, run_seeds
 
     def echo(line: str) -> None:
@@ -71,13 +74,14 @@ def _bench(quick: bool, cases: str | None, repair: bool, rounds: int | None, mem
         except ValueError:
             raise typer.BadParameter(f"--seeds takes comma-separated integers, not {seeds!r}") from None
         doc = run_seeds(names, seeds=offsets, quick=quick, repair=repair, rounds=rounds or 3, memory=memory,
-                        echo=echo, jobs=jobs)
+                        echo=echo, jobs=jobs, split=split)
         if json_:
             print_json(doc)
         else:
             typer.echo(format_seeds(doc))
         return
-    doc = run_bench(names, quick=quick, repair=repair, rounds=rounds or 3, memory=memory, echo=echo, jobs=jobs)
+    doc = run_bench(names, quick=quick, repair=repair, rounds=rounds or 3, memory=memory, echo=echo, jobs=jobs,
+                    split=split)
     if json_:
         print_json(doc)
     else:

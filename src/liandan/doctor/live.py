@@ -61,9 +61,11 @@ class DoctorCallback(Probes):
 
     def view(self, trainer: Trainer, phase: str) -> RunView:
         info = trainer.info
+        # sink: a record a rule adds (the LR range test's result) joins the probe log, so a post hoc
+        # diagnosis judges on the same numbers
         return RunView(trainer.recipe, info.task, info.num_classes, tuple(info.input_shape), list(self.records),
                        class_names=info.class_names, status=trainer.status, phase=phase, mode=self.mode,
-                       overfit_check=self.overfit_check, sizes=dict(info.sizes))
+                       overfit_check=self.overfit_check, sizes=dict(info.sizes), extra={"sink": self.add})
 
     def check(self, trainer: Trainer, phase: str) -> list[Finding]:
         found = run_rules(self.view(trainer, phase))
@@ -97,6 +99,7 @@ class DoctorCallback(Probes):
     def on_fit_end(self, trainer: Trainer) -> None:
         Probes.on_fit_end(self, trainer)
         self.findings = self.check(trainer, "end")
+        self.save()  # records the final check added
         if self.mode == "train":
             write_doctor_json(trainer.dir, self.findings, status=trainer.status, steps=trainer.state.step)
             self.repair_due = bool(trainer.recipe.doctor.auto_fix and self.findings)

@@ -69,13 +69,16 @@ class Memory:
                         json.dumps(f.to_dict()["evidence"])))
 
     def record_attempt(self, sig: dict[str, str], code: str, fix: Fix, *, gone: bool, improved: bool,
-                       before: float | None, after: float | None) -> None:
+                       before: float | None, after: float | None, success: bool | None = None) -> None:
+        """One tried fix. ``success`` defaults to cured-and-better; the repair loop passes whether it
+        kept the fix (better, or cured without harm), so a step in the right direction counts."""
+        ok = (gone and improved) if success is None else success
         with self._db() as db:
             db.execute(
                 "INSERT INTO attempts (ts, signature, code, say, patch, patch_keys, gone, improved, success,"
                 " metric_before, metric_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), json.dumps(sig, sort_keys=True), code, fix.say, patch_key(fix.patch),
-                 ",".join(sorted(fix.patch)), int(gone), int(improved), int(gone and improved), before, after))
+                 ",".join(sorted(fix.patch)), int(gone), int(improved), int(ok), before, after))
 
     def attempts(self, code: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT ts, signature, code, say, patch, gone, improved, success, metric_before, metric_after FROM attempts"

@@ -1,9 +1,11 @@
 """Probes: cheap measurements of a running training job, kept as plain records for the rules.
 
 Every step: the loss and the global gradient norm (kept as tensors, turned into floats once an
-epoch, so no extra host sync). Every K steps (a *probe step*, K adaptive so the probes cost
-about ``budget`` of the training time, as Cockpit recommends tracking sparsely: economy every
-16th step costs 1.04×, every step 1.51×, Schneider et al. 2021): per-layer gradient norms,
+epoch, so no extra host sync). Every K steps (a *probe step*; K counted in steps, never timed, so
+the verdicts do not depend on the machine's load — K is chosen so that probes cost about
+``budget`` of the training at an estimated :data:`PROBE_COST` steps each, as Cockpit recommends
+tracking sparsely: economy every 16th step costs 1.04×, every step 1.51×, Schneider et al.
+2021): per-layer gradient norms,
 weight norms and update/weight ratios (TheDeepChecker's log10(|ΔW|/|W|) in [-4, -1]), and
 activation statistics from forward hooks that exist only during that step: dead ReLU units
 (TheDeepChecker), saturated sigmoid/tanh pre-activations beyond ±5 (DeepDiagnosis), per-layer
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ ACTIVATIONS: dict[type[nn.Module], str] = {
 }
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
 MAX_LIST = 256  # per-feature vectors longer than this are summarised, not stored
+# What one probe step costs, in training steps: the hooks read every activation once and the
+# per-layer norms and update ratios read every weight and gradient about three times — about one
+# more forward pass. An estimate, not a timing: the schedule must be the same on every machine.
+PROBE_COST = 1.5
 
 
 def model_facts(model: nn.Module) -> dict[str, Any]:
@@ -145,6 +150,16 @@ def summarize_inputs(batches: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def probe_interval(budget: float, steps_per_epoch: int, epoch: int, every: int | None = None) -> int:
+    """Steps between two probes (``every`` when the recipe fixes it)."""
+    if every:
+        return every
+    spe = max(1, steps_per_epoch)
+    k = math.ceil(PROBE_COST / budget)
+    cap = max(3, spe // 3) if epoch == 0 else spe  # denser in the first epoch
+    return int(min(max(k, 2), cap))
+
+
 class Probes(Callback):
     """Collects the records; :class:`liandan.doctor.live.DoctorCallback` adds the rules on top."""
 
@@ -160,8 +175,6 @@ class Probes(Callback):
         self._probe: dict[str, Any] | None = None
         self._before: list[torch.Tensor] = []
         self._next = 1
-        self._t_last: float | None = None
-        self._step_time: float | None = None
         self._written = 0
         self.path: Path | None = None
 
@@ -206,7 +219,6 @@ class Probes(Callback):
             self.add({"type": "meta", **model_facts(trainer.model), "steps_per_epoch": trainer.steps_per_epoch,
                       "total_steps": trainer.total_steps})
             self.check_identical(trainer)
-        self._t_last = time.perf_counter()
 
     def on_batch_start(self, trainer: Any, x: Any, y: Any) -> None:
         if not self._inputs_done and torch.is_tensor(x) and x.is_floating_point():
@@ -219,8 +231,7 @@ class Probes(Callback):
             self._start_probe(trainer, step, y)
 
     def _start_probe(self, trainer: Any, step: int, y: Any) -> None:
-        t0 = time.perf_counter()
-        self._probe = {"type": "probe", "step": step, "epoch": trainer.state.epoch, "acts": {}, "t": 0.0}
+        self._probe = {"type": "probe", "step": step, "epoch": trainer.state.epoch, "acts": {}}
         if torch.is_tensor(y):
             self._probe["labels"] = label_stats(y)
         acts = self._probe["acts"]
@@ -229,9 +240,7 @@ class Probes(Callback):
             def fn(_m: nn.Module, inp: tuple, out: Any) -> None:
                 if name in acts or not torch.is_tensor(out) or not inp or not torch.is_tensor(inp[0]):
                     return
-                t = time.perf_counter()
                 acts[name] = {"kind": kind, **activation_stats(kind, inp[0], out)}
-                self._probe["t"] += time.perf_counter() - t
             return fn
 
         for name, m in trainer.model.named_modules():
@@ -245,7 +254,6 @@ class Probes(Callback):
 
         # the module the loop calls (the model, or its DDP/compiled wrapper): its output is what the loss sees
         self._hooks.append(getattr(trainer, "net", trainer.model).register_forward_hook(out_hook))
-        self._probe["t"] += time.perf_counter() - t0
 
     def _remove_hooks(self) -> None:
         for h in self._hooks:
@@ -255,7 +263,6 @@ class Probes(Callback):
     def on_after_backward(self, trainer: Any) -> None:
         if self._probe is None:
             return
-        t0 = time.perf_counter()
         self._remove_hooks()
         named = [(n.removesuffix(".weight"), p) for n, p in trainer.model.named_parameters()
                  if p.dim() >= 2 and p.requires_grad]
@@ -272,17 +279,11 @@ class Probes(Callback):
             self._before = [w.clone() for w in ws]
         self._probe["layers"] = layers
         self._probe["lr"] = trainer.optimizer.param_groups[0]["lr"]
-        self._probe["t"] += time.perf_counter() - t0
 
     def on_step_end(self, trainer: Any, loss: Any, grad_norm: Any, applied: bool) -> None:
         self._pending.append((trainer.state.step, loss, grad_norm, applied))
-        now = time.perf_counter()
-        dt = now - (self._t_last or now)
-        self._t_last = now
         if self._probe is None:
-            self._step_time = dt if self._step_time is None else 0.9 * self._step_time + 0.1 * dt
             return
-        t0 = time.perf_counter()
         probe, self._probe = self._probe, None
         self._remove_hooks()
         if applied and self._before and "layers" in probe:
@@ -300,21 +301,15 @@ class Probes(Callback):
         probe["loss"] = float(loss)
         probe["grad_norm"] = float(grad_norm)
         probe["applied"] = bool(applied)
-        cost = probe.pop("t") + time.perf_counter() - t0
         self.add(probe)
-        self._schedule(trainer, probe["step"], cost)
+        self._schedule(trainer, probe["step"])
         self.on_probe(trainer, probe)
 
-    def _schedule(self, trainer: Any, step: int, cost: float) -> None:
-        """Next probe: K steps later, K chosen so probes take ``budget`` of the step time."""
-        if self.every:
-            self._next = step + self.every
-            return
-        spe = max(1, trainer.steps_per_epoch)
-        base = self._step_time or max(cost, 1e-4)
-        k = math.ceil(cost / (self.budget * base)) if base > 0 else spe
-        cap = max(3, spe // 3) if trainer.state.epoch == 0 else spe  # denser in the first epoch
-        self._next = step + int(min(max(k, 2), cap))
+    def _schedule(self, trainer: Any, step: int) -> None:
+        """Next probe: K steps later, K = PROBE_COST / budget (75 at 2 %), at most a third of an
+        epoch in the first epoch (where most faults show) and one epoch after, at least 2.
+        Counted in steps, so the same run probes the same steps on any machine and under any load."""
+        self._next = step + probe_interval(self.budget, trainer.steps_per_epoch, trainer.state.epoch, self.every)
 
     def on_probe(self, trainer: Any, probe: dict[str, Any]) -> None:
         """Called after each probe step's record is complete (the live doctor runs its rules)."""

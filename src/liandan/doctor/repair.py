@@ -3,8 +3,15 @@ patch as recipe overrides and retrain), judge (is the finding gone and the valid
 better?), for up to N rounds, remembering outcomes (:mod:`liandan.doctor.memory`).
 
 After AutoTrainer (Zhang et al. ICSE 2021, ``modules.py: solve``): each candidate fix is a full
-retrain; a fix that does not remove the finding or does not improve the metric is reverted and
-the next-ranked fix is tried; a new finding after an accepted fix is chased in the next round.
+retrain; a new finding after an accepted fix is chased in the next round. Fixes compound: a fix
+is kept when it improves the validation metric (even if its finding is still there — the
+learning rate went the right way but not far enough) or removes its finding without making the
+metric worse; the next round starts from the recipe with every kept patch, so a lowered rate is
+lowered again (rates step in powers of ten toward the LR range test's suggestion, see
+``rules._common.lower_lr``) and a schedule change keeps the lowered rate. A fix that does
+neither is reverted and the next-ranked one tried. Memory ranks the fixes that worked on similar
+runs first (:mod:`liandan.doctor.memory`). Every round's metrics (train / val / test, from the
+run's summary, and the judge's validation metric) go to the report and the echo.
 Departure from DESIGN.md's "retrains from the last good checkpoint": most patches change the
 architecture, the init or the data pipeline, so every round retrains from scratch.
 """
@@ -28,7 +35,34 @@ def _train(recipe: Recipe, overrides: dict[str, Any], out: Path, callbacks: Any,
     ov = {**overrides, "doctor.auto_fix": False, "doctor.enabled": True, "report": False}
     run = train(recipe, overrides=ov, out=out, callbacks=callbacks() if callbacks else None, quiet=quiet)
     doc = read_json(run.dir / "doctor.json") if (run.dir / "doctor.json").exists() else {"findings": []}
-    return run, [Finding.from_dict(d) for d in doc["findings"]], judge_metrics(run.model, run.data, run.info)
+    m = judge_metrics(run.model, run.data, run.info)
+    m["splits"] = split_metrics(run.dir)
+    return run, [Finding.from_dict(d) for d in doc["findings"]], m
+
+
+def split_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
+    """{split: {"loss", headline metric}} of a finished run's final evaluation (summary.json)."""
+    from liandan.training.rundir import read_json
+
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return {}
+    final = read_json(path).get("final", {})
+    keep = ("loss", "accuracy", "r2")
+    return {split: {k: v for k, v in ms.items() if k in keep} for split, ms in final.items() if isinstance(ms, dict)}
+
+
+def worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Worse on the judge's metric by more than noise — the judge's tolerance, and for accuracy
+    1.5 validation samples (on 18 samples one prediction is 0.056) — or no longer finite."""
+    from liandan.doctor.judge import TOL_WORSE
+
+    if new.get("metric") is None:
+        return old.get("metric") is not None
+    if old.get("metric") is None or new.get("name") != old.get("name"):
+        return False
+    noise = max(TOL_WORSE, 1.5 / new["n"]) if new.get("name") == "accuracy" and new.get("n") else TOL_WORSE
+    return new["metric"] < old["metric"] - noise
 
 
 def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, *, rounds: int | None = None,
@@ -56,11 +90,13 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
     else:
         run_dir, findings, start = baseline
         start = start or run_metrics(run_dir)
+        start.setdefault("splits", split_metrics(run_dir))
     for f in findings:
         mem.record_finding(sig, f)
     report: dict[str, Any] = {"recipe": base.name, "metric": start["name"], "rounds": [
         {"round": 0, "dir": str(run_dir), "findings": [f.code for f in findings], "val": start["metric"],
-         "val_loss": start["loss"]}]}
+         "val_loss": start["loss"], "metrics": start.get("splits", {})}]}
+    say(f"repair round 0: {_found(findings)}; {_metrics_line(start)}")
     accepted: dict[str, Any] = {}
     current, cur, tried = findings, start, set()
     for r in range(1, n_rounds + 1):
@@ -82,14 +118,16 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
             continue
         gone = target.code not in {f.code for f in found}
         better = improved(m, cur)
-        mem.record_attempt(sig, target.code, fix, gone=gone, improved=better, before=cur["metric"], after=m["metric"])
-        ok = gone and better
+        # compound: keep a fix that helps (its finding may need another step) or that cures without harm
+        ok = better or (gone and not worse(m, cur))
+        mem.record_attempt(sig, target.code, fix, gone=gone, improved=better, before=cur["metric"], after=m["metric"],
+                           success=ok)
         report["rounds"].append({"round": r, "finding": target.code, "fix": fix.to_dict(), "dir": str(run.dir),
                                  "findings": [f.code for f in found], "val": m["metric"], "val_loss": m["loss"],
-                                 "gone": gone, "improved": better, "accepted": ok})
-        say(f"  → {'accepted' if ok else 'reverted'}: {target.code} {'gone' if gone else 'still there'}, "
-            f"val {start['name']} {_num(cur['metric'])} → {_num(m['metric'])}"
-            + (f"; now: {', '.join(f.code for f in found)}" if found and ok else ""))
+                                 "metrics": m.get("splits", {}), "gone": gone, "improved": better, "accepted": ok})
+        say(f"  → {'kept' if ok else 'reverted'}: {target.code} {'gone' if gone else 'still there'}, "
+            f"val {start['name']} {_num(cur['metric'])} → {_num(m['metric'])}; {_metrics_line(m)}"
+            + (f"; now: {_found(found)}" if ok else ""))
         if ok:
             accepted, current, cur = patch, found, m
             for f in found:
@@ -120,19 +158,35 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _found(findings: list[Finding]) -> str:
+    return "findings " + (", ".join(f.code for f in findings) or "none")
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    """"train accuracy 0.99 loss 0.03 | val ... | test ..." from a round's summary metrics."""
+    parts = []
+    for split in ("train", "val", "test"):
+        ms = (m.get("splits") or m.get("metrics") or {}).get(split)
+        if ms:
+            parts.append(f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in ms.items() if isinstance(v, (int, float))))
+    return " | ".join(parts) or f"val {m.get('name', 'metric')} {_num(m.get('metric'))}"
+
+
 def format_report(rep: dict[str, Any]) -> str:
     lines = [f"repair of {rep['recipe']} ({len(rep['rounds']) - 1} round(s), judged on val {rep['metric']}):"]
     for r in rep["rounds"]:
         if r.get("round") == 0:
-            lines.append(f"  round 0: findings {', '.join(r['findings']) or 'none'}; val {_num(r.get('val'))}")
+            lines.append(f"  round 0: findings {', '.join(r['findings']) or 'none'}; val {_num(r.get('val'))}"
+                         + (f"; {_metrics_line(r)}" if r.get("metrics") else ""))
         elif "note" in r:
             lines.append(f"  round {r['round']}: {r['note']}")
         elif "error" in r:
             lines.append(f"  round {r['round']}: {r['finding']} → {r['fix']['say']}: failed ({r['error']})")
         else:
             lines.append(f"  round {r['round']}: {r['finding']} → {r['fix']['say']} ({_sets(r['fix']['patch'])}): "
-                         f"{'accepted' if r['accepted'] else 'reverted'}; findings "
-                         f"{', '.join(r['findings']) or 'none'}; val {_num(r.get('val'))}")
+                         f"{'kept' if r['accepted'] else 'reverted'}; findings "
+                         f"{', '.join(r['findings']) or 'none'}; val {_num(r.get('val'))}"
+                         + (f"; {_metrics_line(r)}" if r.get("metrics") else ""))
     verdict = "healthy" if rep["healthy"] else f"still: {', '.join(rep['findings'])}"
     lines.append(f"  result: {verdict}; val {_num(rep['rounds'][0].get('val'))} → {_num(rep['final_val'])}; "
                  f"overrides: {_sets(rep['overrides']) or 'none'}")

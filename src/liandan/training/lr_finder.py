@@ -4,12 +4,19 @@ Train from the recipe's initial weights while the rate grows exponentially from 
 ``end_lr``; record the loss, smooth it with a bias-corrected EMA, and stop once it exceeds
 ``diverge`` × its minimum. The suggestion is the rate where the smoothed loss falls fastest
 (steepest negative slope against log lr): large enough to learn quickly, still well below where
-training blows up.
+training blows up. The usable range (:func:`usable_range`) runs from a decade below the suggestion
+up to the larger of the suggestion and a tenth of the rate at the loss minimum (fastai's
+``lr_min``): the doctor judges a recipe's rate against it, so ``liandan lr-find`` and
+``liandan doctor`` hold one opinion on the learning rate. Every result is cached under
+``<state home>/lr_find/`` keyed by what the curve depends on (:func:`finder_key`), so the doctor
+reads the curve ``lr-find`` drew instead of drawing its own.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,78 @@ class LRFindResult:
     suggestion: float
     csv_path: Path | None = None
     plot_path: Path | None = None
+    min_lr: float | None = None  # the rate at the smoothed loss's minimum
+    informative: bool = True  # False: the loss never fell 5 % below its start; no rate can be read
+
+    @property
+    def usable(self) -> tuple[float, float]:
+        """(low, high) end of the usable range (:func:`usable_range`)."""
+        return usable_range(self.suggestion, self.min_lr)
+
+
+# Bump when the test or the suggestion changes: cached curves of an older version are ignored.
+CACHE_VERSION = 2
+# What the curve does not depend on: the rate (the test sets it), the schedule, how long and how
+# the real run trains and is watched.
+_TRAIN_KEYS = ("precision", "grad_clip", "grad_clip_value", "accumulate")
+
+
+def usable_range(suggestion: float, min_lr: float | None) -> tuple[float, float]:
+    """The rates the range test calls usable: from a decade below the steepest descent (slower
+    than needed, Smith 2017) up to the larger of the suggestion and ``min_lr``/10 — fastai's
+    ``lr_min``, the largest rate still an order of magnitude below the loss minimum, past which
+    the loss turns up and diverges."""
+    hi = max(suggestion, min_lr / 10) if min_lr else suggestion
+    return suggestion / 10, hi
+
+
+def finder_key(recipe: Any, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100) -> str:
+    """A hash of everything the range test's curve depends on: data, model, loss, adapter, task,
+    seed, the optimizer without its rate, precision/clipping/accumulation, the sweep."""
+    d = recipe.to_dict()
+    optim = {k: v for k, v in d["optim"].items() if k != "lr"}
+    train = {k: d["train"].get(k) for k in _TRAIN_KEYS}
+    key = {"v": CACHE_VERSION, "seed": d["seed"], "task": d["task"], "data": d["data"], "model": d["model"],
+           "adapter": d.get("adapter"), "loss": d["loss"], "optim": optim, "train": train,
+           "sweep": [float(start_lr), float(end_lr), int(num_steps)]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _cache_path(key: str) -> Path:
+    from liandan.paths import state_home
+
+    return state_home() / "lr_find" / f"{key}.json"
+
+
+def cached(key: str) -> dict[str, Any] | None:
+    """The cached summary of a range test (``suggestion``, ``min_lr``, ``low``, ``high``, ``points``)."""
+    path = _cache_path(key)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if doc.get("version") == CACHE_VERSION and doc.get("key") == key else None
+
+
+def summary(key: str, res: LRFindResult) -> dict[str, Any]:
+    """What the doctor reads of a range test: the suggestion, the usable range, the sweep's extent."""
+    lo, hi = res.usable
+    return {"version": CACHE_VERSION, "key": key, "suggestion": res.suggestion, "min_lr": res.min_lr, "low": lo,
+            "high": hi, "points": len(res.lrs), "last_lr": res.lrs[-1], "informative": res.informative}
+
+
+def remember(key: str, res: LRFindResult) -> dict[str, Any]:
+    """Cache ``res``'s summary under ``key`` (best effort: a read-only home only loses the cache)."""
+    from liandan.runs import write_json
+
+    doc = summary(key, res)
+    try:
+        path = _cache_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, doc)
+    except OSError:
+        pass
+    return doc
 
 
 class RangeTest(Callback):
@@ -93,7 +172,9 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
     if len(lrs) < 5:
         raise LiandanError("lr-find: the loss diverged almost at once; lower start_lr")
     suggestion = suggest(lrs, smoothed)
-    res = LRFindResult(lrs, losses, smoothed, suggestion)
+    res = LRFindResult(lrs, losses, smoothed, suggestion, min_lr=float(lrs[int(np.argmin(smoothed))]),
+                       informative=informative(smoothed))
+    remember(finder_key(rec, start_lr, end_lr, num_steps), res)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -106,8 +187,29 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
     return res
 
 
+# A curve whose smoothed loss never falls 5 % below where it started carries no opinion.
+MIN_DROP = 0.05
+
+
+def _start(smoothed: list[float]) -> float:
+    """The starting level: the median of the first tenth of the smoothed curve (at least 3 points)."""
+    return float(np.median(np.asarray(smoothed)[: max(3, len(smoothed) // 10)]))
+
+
+def informative(smoothed: list[float]) -> bool:
+    """Did the loss really descend during the sweep — its smoothed minimum ≥ 5 % below the
+    starting level? A flat curve (a ViT that needs warm-up, 100 steps too few) has its
+    "steepest descent" and its minimum in the noise: no rate can be read from it."""
+    if len(smoothed) < 3:
+        return False
+    start = _start(smoothed)
+    return start > 0 and min(smoothed) <= (1 - MIN_DROP) * start
+
+
 def suggest(lrs: list[float], smoothed: list[float]) -> float:
-    """The rate at the steepest descent of the smoothed loss, ignoring the noisy ends."""
+    """The rate at the steepest descent of the smoothed loss, ignoring the noisy ends: only points
+    before the minimum, past the EMA's warm-up, and already a quarter of the way down from the
+    starting level to the minimum — batch noise at the flat start has steep slopes too."""
     x = np.log10(np.asarray(lrs))
     y = np.asarray(smoothed)
     cut = max(1, len(y) // 10)  # the first points are dominated by the EMA warm-up
@@ -115,7 +217,25 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
     if end - cut < 3:
         cut, end = 0, len(y)
     slope = np.gradient(y[cut:end], x[cut:end])
+    start, low = _start(smoothed), float(y.min())
+    down = y[cut:end] <= start - 0.25 * (start - low)  # in the descent, not in the noise before it
+    if informative(smoothed) and down.any():
+        slope = np.where(down, slope, np.inf)
     return float(lrs[cut + int(np.argmin(slope))])
+
+
+def y_range(losses: list[float], smoothed: list[float]) -> tuple[float, float]:
+    """The informative band of the curve: from the lowest loss to 3× the starting loss (the
+    median of the first few raw losses), so one spike past divergence does not flatten the
+    descent the suggestion is read from."""
+    raw = [v for v in losses if math.isfinite(v)] or [0.0, 1.0]
+    start = float(np.median(raw[:5]))
+    lo = min(min(raw), min(v for v in smoothed if math.isfinite(v)) if smoothed else min(raw))
+    hi = min(max(max(raw), max(smoothed, default=start)), 3 * start) if start > 0 else max(raw)
+    if hi <= lo:
+        hi = lo + 1.0
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
 
 
 def _plot(res: LRFindResult, path: Path) -> Path | None:
@@ -131,6 +251,7 @@ def _plot(res: LRFindResult, path: Path) -> Path | None:
     ax.plot(res.lrs, res.smoothed, label="smoothed")
     ax.axvline(res.suggestion, color="red", ls="--", label=f"suggested {res.suggestion:.2e}")
     ax.set_xscale("log")
+    ax.set_ylim(*y_range(res.losses, res.smoothed))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
     ax.legend()
@@ -140,4 +261,5 @@ def _plot(res: LRFindResult, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["LRFindResult", "RangeTest", "lr_find", "suggest"]
+__all__ = ["LRFindResult", "RangeTest", "cached", "finder_key", "informative", "lr_find", "remember", "suggest",
+           "summary", "usable_range", "y_range"]

@@ -15,10 +15,25 @@ least twice (or half) its rule's threshold, see :mod:`liandan.doctor.bench.margi
 offsets 0-2 × 1 and 2 torch threads (``python bench/doctor_margins.py``): a case near a threshold
 flips on another machine. Such cases stay in the full bench, which measures the doctor; the
 quick set tests it. ``run_seeds`` (``liandan doctor bench --seeds 0,1,2``) shifts every seed.
+
+Generalisation (``real_*.yaml``): cases transcribed from reported training failures (Stack
+Overflow questions and GitHub issues collected by DeepLocalize/DeepDiagnosis, DeepFD,
+TheDeepChecker, AutoTrainer, and issue threads), each with ``source`` (what it transcribes),
+``fix`` (the patch the source's answer applied, as recipe overrides; ``inject: null`` removes a
+planted fault) and ``split``: ``dev`` or ``heldout``, fixed by a hash of the case name
+(:func:`split_of`) and written into the files *before* anything was run, so rules are tuned on
+``dev`` only and ``heldout`` measures generalisation (``--split heldout``). Cases written before
+the split existed carry no ``split``: the rules were tuned on them, so they are ``dev``.
+``pretrain`` (a recipe) makes a fine-tuning case: it is trained first and the case starts from it
+(``model.from_run``). ``bench/doctor_case_check.py`` checks that every faulty case shows its
+fault in the metrics against its fixed counterpart (and every healthy one learns).
 """
 
 from __future__ import annotations
 
+import copy
+import fnmatch
+import hashlib
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +45,7 @@ import yaml
 from liandan.errors import LiandanError
 
 BASE = {"train.tensorboard": False, "train.threads": 1, "report": False}
+SPLITS = ("dev", "heldout")
 
 
 @dataclass
@@ -41,35 +57,58 @@ class Case:
     allow: list[str] = field(default_factory=list)
     inject: str | None = None
     quick: bool = False
+    split: str = "dev"
+    source: str | None = None
+    fix: dict[str, Any] | None = None
+    pretrain: dict[str, Any] | None = None
 
     @property
     def healthy(self) -> bool:
         return not self.expect
 
 
-def load_cases(names: list[str] | None = None, quick: bool = False) -> list[Case]:
-    """All cases (``quick``: the marked subset; ``names``: by case name, group or code)."""
+def split_of(name: str) -> str:
+    """The pre-registered split of a case: the parity of the first 32 bits of sha256(name) —
+    fixed by the name alone, before (and whatever) any run shows."""
+    return SPLITS[int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 2]
+
+
+def load_cases(names: list[str] | None = None, quick: bool = False, split: str | None = None) -> list[Case]:
+    """All cases (``quick``: the marked subset; ``names``: case names, groups or codes, or
+    shell patterns of them such as ``real_*``; ``split``: ``dev`` or ``heldout`` only)."""
+    if split is not None and split not in SPLITS:
+        raise LiandanError(f"unknown bench split {split!r}; splits: {', '.join(SPLITS)}")
     cases = []
     root = resources.files("liandan.doctor.bench")
     for f in sorted(root.iterdir(), key=lambda p: p.name):
         if f.name.endswith(".yaml"):
             cases += parse_cases(f.read_text(), f.name[:-5])
     if names:
-        wanted = set(names)
-        picked = [c for c in cases if c.name in wanted or c.group in wanted]
-        unknown = wanted - {c.name for c in picked} - {c.group for c in picked}
+        hit = lambda c, w: fnmatch.fnmatchcase(c.name, w) or fnmatch.fnmatchcase(c.group, w) or w in c.expect  # noqa: E731
+        picked = [c for c in cases if any(hit(c, w) for w in names)]
+        unknown = [w for w in names if not any(hit(c, w) for c in cases)]
         if unknown:
             raise LiandanError(
                 f"unknown bench case(s) {', '.join(sorted(unknown))}; cases: {', '.join(c.name for c in cases)}"
             )
-        return picked
-    return [c for c in cases if c.quick] if quick else cases
+        cases = picked
+    elif quick:
+        cases = [c for c in cases if c.quick]
+    return [c for c in cases if split is None or c.split == split]
 
 
 def parse_cases(text: str, group: str) -> list[Case]:
-    """The cases of one YAML file (a list of ``{name, expect, allow, quick, inject, recipe}``)."""
-    return [Case(d["name"], group, d["recipe"], list(d.get("expect", [])), list(d.get("allow", [])),
-                 d.get("inject"), bool(d.get("quick", False))) for d in yaml.safe_load(text) or []]
+    """The cases of one YAML file (a list of ``{name, expect, allow, quick, inject, recipe, split,
+    source, fix, pretrain}``)."""
+    out = []
+    for d in yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or []:  # C parser: 10× faster
+        split = d.get("split", "dev")
+        if split not in SPLITS:
+            raise LiandanError(f"bench case {d.get('name')!r}: split {split!r} is not one of {', '.join(SPLITS)}")
+        out.append(Case(d["name"], group, d["recipe"], list(d.get("expect", [])), list(d.get("allow", [])),
+                        d.get("inject"), bool(d.get("quick", False)), split, d.get("source"), d.get("fix"),
+                        d.get("pretrain")))
+    return out
 
 
 def injector(kind: str | None):
@@ -80,13 +119,16 @@ def injector(kind: str | None):
 
     from liandan.training.callbacks import Callback
 
+    # an output activation the loss does not expect: softmax before cross_entropy (or over one
+    # output: a constant 1), sigmoid or ReLU squashing what should be raw logits or values
+    heads = {"softmax_head": lambda: nn.Softmax(dim=-1), "sigmoid_head": nn.Sigmoid, "relu_head": nn.ReLU}
+    if kind not in heads:
+        raise LiandanError(f"unknown bench injection {kind!r}; injections: {', '.join(heads)}")
+
     class Inject(Callback):
         def on_fit_start(self, trainer: Any) -> None:
-            if kind == "softmax_head":  # the classic: softmax in the model, then cross_entropy again
-                attr = "net" if hasattr(trainer, "net") else "model"  # the module the loop calls
-                setattr(trainer, attr, nn.Sequential(getattr(trainer, attr), nn.Softmax(dim=-1)))
-            else:
-                raise LiandanError(f"unknown bench injection {kind!r}")
+            attr = "net" if hasattr(trainer, "net") else "model"  # the module the loop calls
+            setattr(trainer, attr, nn.Sequential(getattr(trainer, attr), heads[kind]()))
 
     return lambda: [Inject()]
 
@@ -100,6 +142,20 @@ def case_overrides(case: Case, seed_offset: int = 0, overrides: dict[str, Any] |
     return {**ov, **(overrides or {})}
 
 
+def case_recipe(case: Case, out: Path, ov: dict[str, Any]) -> dict[str, Any]:
+    """The recipe a case trains: its own, or for a fine-tuning case (``pretrain``) its own starting
+    from the pre-trained run, which is trained first under ``out/pretrain`` with the same bench
+    overrides (so its seed shifts with the case's)."""
+    if not case.pretrain:
+        return case.recipe
+    from liandan.training.api import train
+
+    base = train(case.pretrain, overrides={**ov, "doctor.enabled": False}, out=out / "pretrain", quiet=True)
+    recipe = copy.deepcopy(case.recipe)
+    recipe.setdefault("model", {})["from_run"] = str(base.dir)
+    return recipe
+
+
 def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memory: Any = None,
              seed_offset: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from liandan.doctor.repair import repair as do_repair
@@ -110,13 +166,15 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
     cbs = injector(case.inject)
     out = root / case.name
     ov = case_overrides(case, seed_offset, overrides)
-    run = train(case.recipe, overrides=dict(ov), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True)
+    recipe = case_recipe(case, out, ov)
+    run = train(recipe, overrides=dict(ov), out=out / "round-0", callbacks=cbs() if cbs else None, quiet=True)
     doc = read_json(run.dir / DOCTOR)
     found = [f["code"] for f in doc["findings"]]
     ok_codes = set(case.expect) | set(case.allow)
     res: dict[str, Any] = {
         "name": case.name,
         "group": case.group,
+        "split": case.split,
         "expect": case.expect,
         "found": found,
         "missed": [c for c in case.expect if c not in found],
@@ -128,16 +186,21 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
         from liandan.doctor.findings import Finding
         from liandan.doctor.judge import judge_metrics
 
-        rep = do_repair(
-            case.recipe,
-            dict(ov),
-            rounds=rounds,
-            out=out,
-            memory=memory,
-            baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]],
-                      judge_metrics(run.model, run.data, run.info)),
-            callbacks=cbs,
-        )
+        try:
+            rep = do_repair(
+                recipe,
+                dict(ov),
+                rounds=rounds,
+                out=out,
+                memory=memory,
+                baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]],
+                          judge_metrics(run.model, run.data, run.info)),
+                callbacks=cbs,
+            )
+        except Exception as e:  # a repair that cannot run (e.g. no judge for this task) has failed
+            res["repair"] = {"success": False, "rounds": 0, "error": f"{type(e).__name__}: {e}"}
+            res["wall_s"] = round(time.perf_counter() - t0, 2)
+            return res
         res["repair"] = {
             "success": rep["success"],
             "healthy": rep["healthy"],
@@ -186,9 +249,11 @@ def run_bench(
     echo: Any = None,
     jobs: int = 1,
     seed_offset: int = 0,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Run the cases; returns ``{"results": [...], "recall", "precision", "false_alarm_rate",
-    "repair_success", "wall_s", ...}``. A fresh memory store is used unless ``memory`` is given,
+    """Run the cases (``split``: only that half); returns ``{"results": [...], "recall",
+    "precision", "false_alarm_rate", "repair_success", "splits": {split: the same scores over its
+    cases}, "wall_s", ...}``. A fresh memory store is used unless ``memory`` is given,
     so results do not depend on past runs. ``jobs`` > 1 runs cases in that many processes (one
     torch thread each); the shared memory store then sees outcomes in a less fixed order.
     ``seed_offset`` shifts every recipe's seed (see :func:`run_seeds` for several)."""
@@ -198,7 +263,7 @@ def run_bench(
 
     from liandan.doctor.memory import Memory
 
-    cases = load_cases(names, quick)
+    cases = load_cases(names, quick, split)
     if not cases:
         raise LiandanError("no bench cases selected")
     threads = torch.get_num_threads()
@@ -219,7 +284,10 @@ def run_bench(
                         echo(format_result(r))
         finally:
             torch.set_num_threads(threads)
-    return {"results": results, **score(results, cases), "seed_offset": seed_offset,
+    split_of_case = {c.name: c.split for c in cases}
+    splits = {s: score([r for r in results if split_of_case[r["name"]] == s], cases)
+              for s in SPLITS if s in split_of_case.values()}
+    return {"results": results, **score(results, cases), "splits": splits, "seed_offset": seed_offset,
             "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -230,9 +298,8 @@ def run_seeds(names: list[str] | None = None, *, seeds: list[int], out: str | Pa
               echo: Any = None, **kw: Any) -> dict[str, Any]:
     """:func:`run_bench` once per seed offset in ``seeds`` (each with a fresh memory store unless
     ``memory`` is given; runs under ``out``/seed<offset>); returns ``{"offsets", "seeds": [per-seed
-    documents], "scores": {score: {"mean", "sd", "min", "max"}}, "wall_s"}``."""
-    import statistics
-
+    documents], "scores": {score: {"mean", "sd", "min", "max"}}, "split_scores": {split: the same
+    over that half's cases}, "gap": {score: held-out mean − dev mean}, "wall_s"}``."""
     t0 = time.perf_counter()
     docs = []
     for k in seeds:
@@ -242,22 +309,46 @@ def run_seeds(names: list[str] | None = None, *, seeds: list[int], out: str | Pa
         docs.append(doc)
         if echo:
             echo(format_summary(doc))
+    split_scores = {s: _spread([d["splits"][s] for d in docs if s in d.get("splits", {})])
+                    for s in SPLITS if any(s in d.get("splits", {}) for d in docs)}
+    gap = None
+    if len(split_scores) == len(SPLITS):
+        dev, held = split_scores["dev"], split_scores["heldout"]
+        gap = {k: held[k]["mean"] - dev[k]["mean"] if held[k] and dev[k] else None for k in SCORES}
+    return {"offsets": list(seeds), "seeds": docs, "scores": _spread(docs), "split_scores": split_scores,
+            "gap": gap, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _spread(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """score -> {"mean", "sd", "min", "max"} over ``docs`` (None where no document has it)."""
+    import statistics
+
     scores: dict[str, Any] = {}
     for key in SCORES:
         xs = [d[key] for d in docs if d.get(key) is not None]
         scores[key] = {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
                        "min": min(xs), "max": max(xs)} if xs else None
-    return {"offsets": list(seeds), "seeds": docs, "scores": scores, "wall_s": round(time.perf_counter() - t0, 1)}
+    return scores
 
 
 def format_seeds(doc: dict[str, Any]) -> str:
-    def f(key: str) -> str:
-        s = doc["scores"][key]
+    """One line per split and the held-out − dev gap when both halves ran, then the overall line."""
+    def f(scores: dict[str, Any], key: str) -> str:
+        s = scores[key]
         return "n/a" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
 
-    return (f"seed offsets {','.join(map(str, doc['offsets']))} (mean ± sd [min–max]): recall {f('recall')}  "
-            f"precision {f('precision')}  false_alarm_rate {f('false_alarm_rate')}  "
-            f"repair_success {f('repair_success')}  wall {doc['wall_s']:.0f}s")
+    def line(scores: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {f(scores, k)}" for k in SCORES)
+
+    lines = []
+    if len(doc.get("split_scores") or {}) > 1:
+        n = {s: sum(1 for r in doc["seeds"][0]["results"] if r.get("split") == s) for s in doc["split_scores"]}
+        lines += [f"split {s} ({n[s]} cases): {line(sc)}" for s, sc in doc["split_scores"].items()]
+        lines.append("gap (heldout − dev): " + "  ".join(
+            f"{k} {'n/a' if v is None else f'{v:+.3f}'}" for k, v in (doc.get("gap") or {}).items()))
+    lines.append(f"seed offsets {','.join(map(str, doc['offsets']))} (mean ± sd [min–max]): {line(doc['scores'])}  "
+                 f"wall {doc['wall_s']:.0f}s")
+    return "\n".join(lines)
 
 
 def _worker(args: tuple) -> dict[str, Any]:
@@ -294,13 +385,20 @@ def format_result(r: dict[str, Any]) -> str:
     if "repair" in r:
         rp = r["repair"]
         line += f"  | repair {'ok' if rp['success'] else 'FAIL'} ({rp['rounds']} rounds)"
+        if rp.get("error"):
+            line += f" [{rp['error'][:80]}]"
     return line + f"  {r['wall_s']:.1f}s"
 
 
 def format_summary(doc: dict[str, Any]) -> str:
+    """The scores of one run_bench document: a line per split when both halves ran, then all cases."""
     f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    return (
-        f"cases {doc['cases']} (faulty {doc['faulty']}, healthy {doc['healthy']})  recall {f(doc['recall'])}  "
-        f"precision {f(doc['precision'])}  false_alarm_rate {f(doc['false_alarm_rate'])}  "
-        f"repair_success {f(doc['repair_success'])}  wall {doc['wall_s']:.0f}s"
-    )
+
+    def line(d: dict[str, Any]) -> str:
+        return (f"cases {d['cases']} (faulty {d['faulty']}, healthy {d['healthy']})  recall {f(d['recall'])}  "
+                f"precision {f(d['precision'])}  false_alarm_rate {f(d['false_alarm_rate'])}  "
+                f"repair_success {f(d['repair_success'])}")
+
+    splits = doc.get("splits") or {}
+    lines = [f"split {s}: {line(d)}" for s, d in splits.items()] if len(splits) > 1 else []
+    return "\n".join([*lines, f"{line(doc)}  wall {doc['wall_s']:.0f}s"])

@@ -74,16 +74,55 @@ def make(view: RunView, code: str, severity: str, step: int | None, evidence: di
 
 
 def lower_lr(view: RunView, factor: float = 10.0) -> float:
-    """A lower rate: ÷10 (AutoTrainer's oscillation repair), ÷100 when the rate is more than 30×
-    the optimizer's typical one (SGD at 10 would otherwise need several rounds)."""
+    """A lower rate. With the LR range test's curve for this recipe (:mod:`liandan.doctor.lr_opinion`;
+    the test runs here if none is known yet): a rate above its usable range goes straight to the
+    range's log-middle; one inside it goes down ÷10 but not below the range. Without a curve:
+    ÷10 (AutoTrainer's oscillation repair), ÷100 when the rate is more than 30× the optimizer's
+    typical one (SGD at 10 would otherwise need several rounds)."""
     lr, typ = view.lr, typical_lr(view.optimizer)
-    return _round(lr / (factor * factor) if lr > 30 * typ else lr / factor)
+    new = _round(lr / (factor * factor) if lr > 30 * typ else lr / factor)
+    rng = _range(view)
+    if rng is None:
+        return new
+    low, high = rng
+    if lr > high:
+        return floor_lr(math.sqrt(low * high))
+    return max(new, floor_lr(low)) if lr > low else new
 
 
 def raise_lr(view: RunView, factor: float = 10.0) -> float:
+    """A higher rate: into the range test's usable range (its log-middle) from below it, ×10 but
+    not above the range from inside it; without a curve ×10 (AutoTrainer's slow-convergence
+    repair), at least the typical rate when far below it."""
     lr, typ = view.lr, typical_lr(view.optimizer)
-    new = max(lr * factor, typ) if lr < typ / 30 else lr * factor
-    return _round(new)
+    new = _round(max(lr * factor, typ) if lr < typ / 30 else lr * factor)
+    rng = _range(view)
+    if rng is None:
+        return new
+    low, high = rng
+    if lr < low:
+        return floor_lr(math.sqrt(low * high))
+    return min(new, floor_lr(high)) if lr < high else new
+
+
+def _range(view: RunView) -> tuple[float, float] | None:
+    """(low, high) of the range test's usable range. A search lands in its log-middle, not at the
+    top: the curve moves with the seed (split, init, order), and one seed's top is above another's."""
+    from liandan.doctor.lr_opinion import usable_range
+
+    rng = usable_range(view)
+    if not rng or not rng.get("low") or not rng.get("high"):
+        return None
+    return rng["low"], rng["high"]
+
+
+def floor_lr(x: float) -> float:
+    """A rate rounded *down* to two significant digits (0.05462 → 0.054): a repair that lands on the
+    range test's suggestion stays at or below it, inside the usable range, never a hair above."""
+    if x <= 0 or not math.isfinite(x):
+        return x
+    e = math.floor(math.log10(x))
+    return float(f"{math.floor(x / 10**e * 10 + 1e-9) / 10 * 10**e:.3g}")
 
 
 def _round(x: float) -> float:

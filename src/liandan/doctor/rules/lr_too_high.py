@@ -9,19 +9,28 @@ while the per-epoch training loss is also ≥ 1.2× above its own (val up alone 
 the quality fell ≥ 0.1 below the best epoch's (AutoTrainer: accuracy swings ≥ ζ), or, with
 updates ≥ 2 %, the loss did not move at all (< 10 % drop, accuracy at chance).
 A high ratio alone is common in tiny or heavily regularised models whose weights are small.
+Third, the arbiter (one opinion on the rate, :mod:`liandan.doctor.lr_opinion`): the rate lies
+above the LR range test's usable range for this recipe — so ``liandan lr-find``'s suggestion
+never draws this finding. A rate more than 10× above that range is too high on the test's
+own evidence (its curve turns up well below it) even where this run's loss happened to settle.
+The test runs only once the updates are large.
+Overfitting is not suppressed: a run that fits its training set and loses the validation set is
+overfitting first; this finding is then reported as ``info`` (a secondary cause) behind it.
 Notes: 学习率对模型训练的影响 — "太大会导致一步跳过山谷, 对面再跳回来, 震荡".
 """
 
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
+from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, signal_of
+from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
 CODE = "lr_too_high"
-UPDATE, RISE, COLLAPSE = 1e-2, 2.0, 0.1
+UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
 
 
 def update_ratio(view: RunView) -> float:
@@ -62,10 +71,25 @@ def _bounce(val: list[float], tr: list[float]) -> Signal:
                   else flag("train_loss_over_min", tr[-1] > 1.2 * min(tr) + 0.05), name="bounce")
 
 
+def range_checks(view: RunView) -> tuple[Signal, Signal]:
+    """(the rate above the range test's usable range — or no test: no veto —, the rate more than
+    a decade above it: the test's own curve condemns it, whatever this run's loss shows)."""
+    from liandan.doctor.lr_opinion import usable_range
+
+    rng = usable_range(view)
+    if rng is None:
+        return flag("no range test", True), flag("lr_far_above_range", False)
+    return (above("lr_over_range_test", view.lr, rng["high"]),
+            above("lr_far_above_range", view.lr, FAR * rng["high"]))
+
+
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
     """Update/weight ratio > 1e-2, and the loss bounces (val and train up), climbs back ≥ 2× its
-    best, the quality collapses ≥ 0.1, or (updates > 2e-2) the loss is stuck at chance."""
+    best, the quality collapses ≥ 0.1, or (updates > 2e-2) the loss is stuck at chance — or the
+    rate is more than 10× the top of the range test's usable range; and the rate above that range.
+    The range test runs only once the updates are large: it costs a short training, and the parts
+    left out can only make the reported margin more negative.)"""
     upd = update_ratio(view)
     val = finite(view.metric("val", "loss"))
     tr = finite(view.metric("train", "loss"))
@@ -74,14 +98,16 @@ def signal(view: RunView) -> Signal:
     stuck = all_of(flag("train mode", view.mode == "train"), above("update_ratio", upd, 2 * UPDATE),
                    below("loss_drop", drop, 0.1, "odds"), below("best_quality", view.quality(best=True), 0.1, "odds"),
                    name="stuck")
-    return all_of(above("update_ratio", upd, UPDATE),
-                  any_of(_bounce(val, tr), above("loss_rise", loss_rise(view), RISE, "excess", strict=False),
-                         above("quality_drop", view.quality(best=True) - view.quality(), COLLAPSE, "odds",
-                               strict=False),
-                         stuck, name="oscillates"))
+    big = above("update_ratio", upd, UPDATE)
+    shows = (_bounce(val, tr), above("loss_rise", loss_rise(view), RISE, "excess", strict=False),
+             above("quality_drop", view.quality(best=True) - view.quality(), COLLAPSE, "odds", strict=False), stuck)
+    if not big.fires:
+        return all_of(big, any_of(*shows, name="oscillates"))
+    within, far = range_checks(view)
+    return all_of(big, any_of(*shows, far, name="oscillates"), within)
 
 
-@register_rule(CODE, phase="epoch", suppresses=("underfitting", "overfitting"))
+@register_rule(CODE, phase="epoch", suppresses=("underfitting",))
 def lr_too_high(view: RunView) -> Finding | None:
     """Updates are > 1 % of the weights per step and the loss bounces instead of settling."""
     sig = signal(view)
@@ -93,16 +119,24 @@ def lr_too_high(view: RunView) -> Finding | None:
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = view.loss_drop()
     bounce, stuck = sig.find("bounce").fires, sig.find("stuck").fires
+    far = sig.find("lr_far_above_range")
     step = next((p["step"] for p in view.probes[1:]
                  if median([st.get("update", 0) for st in p.get("layers", {}).values()], 0) > UPDATE),
                 view.probes[-1]["step"] if view.probes else None)
+    rng = recorded(view)
     ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop, "loss_rise": rise,
           "quality_drop": collapse, "stuck": stuck,
           "val_loss_min": min(val) if val else None, "val_loss_final": val[-1] if val else None,
           "quality": view.quality()}
+    if rng is not None:
+        ev["range_test"] = {"suggestion": rng["suggestion"], "low": rng["low"], "high": rng["high"]}
     typ = typical_lr(view.optimizer)
     causes = [f"learning rate {view.lr:g} moves the weights by {pct(upd)} per step (healthy ≈ 0.1 %): "
               "each step jumps across the valley and back, so the loss oscillates"]
+    if rng is not None:
+        causes.append(f"the LR range test on this recipe finds rates up to {rng['high']:.3g} usable (steepest "
+                      f"descent at {rng['suggestion']:.3g}): {view.lr:g} is {view.lr / rng['high']:.3g}× above"
+                      + (" — where its loss curve has long turned up" if far is not None and far.fires else ""))
     if rise >= RISE:
         causes.append(f"the training loss climbed back to {rise:.3g}× the best it had reached")
     if stuck:
@@ -128,4 +162,10 @@ def lr_too_high(view: RunView) -> Finding | None:
         else None,
         fix(view, CODE, "lr_find"),
     )
-    return make(view, CODE, "warning", step, ev, causes, fx)
+    # overfitting fires too on a run that fits its training set: that is the primary story
+    secondary = overfit_signal(view).fires and view.quality() >= view.poor()
+    if secondary:
+        causes.append("the run fits its training data and overfits (see overfitting): the large steps are a "
+                      "secondary cause")
+    return make(view, CODE, "info" if secondary else "warning", step, ev, causes, fx)
+

@@ -4,14 +4,17 @@ Symptom: the median update/weight ratio is below 1e-4 (TheDeepChecker: log10 |Δ
 "parameters change too slowly") while the gradients themselves are not vanishing (the
 vanishing rule suppresses this one). Second signal: the loss fell by less than 30 % or the run
 learns poorly (AutoTrainer's slow convergence, δ = 0.01 per epoch; its repair raises the rate).
+Third, the arbiter (:mod:`liandan.doctor.lr_opinion`): the rate lies below the LR range test's
+usable range (a decade under its suggestion), so ``liandan lr-find``'s suggestion never draws it.
 Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
 """
 
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
+from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, make, pct, raise_lr
-from liandan.doctor.rules._signal import Signal, all_of, any_of, below, learns_poorly, signal_of
+from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.lr_too_high import update_ratio
 from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
 from liandan.registry import register_rule
@@ -20,11 +23,25 @@ CODE = "lr_too_low"
 UPDATE = 1e-4
 
 
+def range_check(view: RunView) -> Signal:
+    """The rate below the range test's usable range (or no test: no veto)."""
+    from liandan.doctor.lr_opinion import usable_range
+
+    rng = usable_range(view)
+    if rng is None:
+        return flag("no range test", True)
+    return below("lr_under_range_test", view.lr, rng["low"])
+
+
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """Update/weight ratio < 1e-4, and the loss fell < 30 % or the run learns poorly."""
-    return all_of(below("update_ratio", update_ratio(view), UPDATE),
-                  any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view)))
+    """Update/weight ratio < 1e-4, and the loss fell < 30 % or the run learns poorly; and the rate
+    below the range test's usable range (checked only when the others fire)."""
+    parts = (below("update_ratio", update_ratio(view), UPDATE),
+             any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view)))
+    if not all(p.fires for p in parts):
+        return all_of(*parts)
+    return all_of(*parts, range_check(view))
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -35,11 +52,17 @@ def lr_too_low(view: RunView) -> Finding | None:
     upd = update_ratio(view)
     drop = view.loss_drop()
     grad = median([p.get("grad_norm", float("nan")) for p in view.probes])
+    rng = recorded(view)
     ev = {"update_ratio": upd, "lr": view.lr, "optimizer": view.optimizer, "loss_drop": drop,
           "grad_norm": grad, "quality": view.quality(), "epochs": len(view.epochs)}
+    if rng is not None:
+        ev["range_test"] = {"suggestion": rng["suggestion"], "low": rng["low"], "high": rng["high"]}
     typ = typical_lr(view.optimizer)
     causes = [f"learning rate {view.lr:g} moves the weights by {upd * 100:.2g} % per step (healthy ≈ 0.1 %) "
               f"although the gradient norm is {g(grad)}: the loss fell only {pct(max(drop, 0.0))}"]
+    if rng is not None:
+        causes.append(f"the LR range test on this recipe descends fastest at {rng['suggestion']:.3g}: "
+                      f"{view.lr:g} is {rng['suggestion'] / view.lr:.3g}× below")
     if view.lr < typ / 10:
         causes.append(f"{view.lr:g} is far below the usual {typ:g} for {view.optimizer}")
     if view.recipe.optim.name in ("sgd",) and view.recipe.optim.options.get("momentum", 0) == 0:
@@ -52,3 +75,4 @@ def lr_too_low(view: RunView) -> Finding | None:
         fix(view, CODE, "longer", {"train.epochs": view.recipe.train.epochs * 3}),
     )
     return make(view, CODE, "warning", view.probes[1]["step"] if len(view.probes) > 1 else None, ev, causes, fx)
+

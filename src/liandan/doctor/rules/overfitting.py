@@ -3,7 +3,10 @@
 Symptom (AutoTrainer's overfit check, Zhang et al. ICSE 2021): train − val accuracy ≥ 0.10, or
 ≥ 0.07 once train accuracy > 0.9; for regression, val loss ≥ 1.5× train loss. Second signal
 (UMLAUT's single-epoch rule is too noisy, so we need a trend): the validation loss ended ≥ 10 %
-above its minimum, reached at least two epochs earlier, while the training loss kept falling.
+above its minimum, reached at least two epochs earlier, while the training loss kept falling —
+or, for classification, had already saturated below 5 % of a uniform guess's ln K (the training
+set is memorised: 0.006 → 0.007 is no rise). A training loss that climbs back up is a bouncing
+rate, ``lr_too_high``'s finding.
 A run whose early stopping restored the best weights has already been treated.
 Notes: 过拟合 — 原因 1–5 (数据太少, 模型太复杂, 正则化不足, 过多 epoch, 分布偏差),
 解决 (数据增强, L1/L2/dropout, 早停, 降低复杂度, 更多数据).
@@ -11,9 +14,11 @@ Notes: 过拟合 — 原因 1–5 (数据太少, 模型太复杂, 正则化不�
 
 from __future__ import annotations
 
+import math
+
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
-from liandan.doctor.rules._signal import Signal, above, all_of, exceeds, flag, signal_of, silent
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, exceeds, flag, signal_of, silent
 from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
 
@@ -36,7 +41,7 @@ def _gap(view: RunView, eps: list[dict]) -> tuple[float, float, float]:
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """Val loss ≥ 1.1× its minimum of ≥ 2 epochs before while the train loss fell, and a train/val
+    """Val loss ≥ 1.1× its minimum of ≥ 2 epochs before while the train loss held, and a train/val
     gap ≥ 0.10 accuracy (0.07 above 0.9 train accuracy) or val loss ≥ 1.5× train loss."""
     eps = _epochs(view)
     if len(eps) < 3:
@@ -52,10 +57,13 @@ def signal(view: RunView) -> Signal:
     tr, _, gap = _gap(view, eps)
     big = (above("accuracy_gap", gap, 0.07 if tr > 0.9 else 0.10, "odds", strict=False) if view.is_classification
            else above("val_over_train_loss", gap, 1.5, strict=False))
+    held = [exceeds("train_loss_fell", tl[best], tl[-1])]
+    if view.is_classification:
+        held.append(below("train_loss_fitted", tl[-1] / math.log(max(view.num_classes, 2)), 0.05))
     return all_of(above("val_loss_over_min", vl[-1] / vl[best], 1.1, "excess") if vl[best] > 0
                   else flag("val_loss_over_min", vl[-1] > 1.1 * vl[best]),
                   above("epochs_past_min", len(vl) - 1 - best, 1.5),  # ≥ 2 epochs, an integer
-                  exceeds("train_loss_fell", tl[best], tl[-1]), big)
+                  any_of(*held, name="train_loss_held"), big)
 
 
 @register_rule(CODE, phase="end", modes=("train",))

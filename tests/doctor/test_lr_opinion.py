@@ -1,0 +1,178 @@
+"""One opinion on the learning rate (the rate rules judged against the LR range test), the plot's
+clipped y-axis, the two new rules on synthetic epoch records, and the step-based probe schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from liandan.doctor.rules._signal import signal
+from liandan.doctor.view import RunView
+from liandan.recipe import load_recipe
+from liandan.training.lr_finder import finder_key, usable_range, y_range
+from tests.doctor.conftest import run_dir
+
+
+def _with_range(view: RunView, low: float, high: float, suggestion: float) -> RunView:
+    recs = [r for r in view.records if r.get("type") != "lr_find"]
+    recs.append({"type": "lr_find", "source": "test", "suggestion": suggestion, "low": low, "high": high})
+    return RunView(view.recipe, view.task, view.num_classes, view.input_shape, recs, status=view.status,
+                   sizes=view.sizes)
+
+
+def test_usable_range_and_finder_key():
+    assert usable_range(0.01, 1.0) == pytest.approx((0.001, 0.1))  # up to a tenth of the loss minimum's rate
+    assert usable_range(0.01, 0.05) == pytest.approx((0.001, 0.01))  # never below the suggestion
+    rc = load_recipe("wine-mlp")
+    same = load_recipe(rc, {"optim.lr": 5.0, "train.epochs": 3, "schedule.name": "cosine", "train.threads": 1})
+    assert finder_key(rc) == finder_key(same)  # the curve does not depend on the rate, schedule or length
+    assert finder_key(rc) != finder_key(load_recipe(rc, {"seed": 1}))
+    assert finder_key(rc) != finder_key(load_recipe(rc, {"model.hidden": [64]}))
+    assert finder_key(rc) != finder_key(rc, num_steps=50)
+
+
+def test_plot_y_range_clips_a_spike():
+    losses = [2.3] * 5 + [2.0, 1.4, 0.9, 0.6, 80.0]
+    smoothed = [2.3] * 5 + [2.2, 2.0, 1.7, 1.4, 4.0]
+    lo, hi = y_range(losses, smoothed)
+    assert lo < 0.6 and 2.3 < hi <= 3 * 2.3 + 1  # from the lowest loss to a few × the start, not to 80
+    assert y_range([1.0] * 10, [1.0] * 10)[1] > 1.0  # a flat curve still gets a band
+
+
+def test_lr_too_high_defers_to_the_range_test(quick_bench):
+    from liandan.doctor.view import view_from_run_dir
+
+    view = view_from_run_dir(run_dir(quick_bench, "lr_high_wine_momentum"))
+    assert signal("lr_too_high", view).fires
+    lr = view.lr
+    inside = signal("lr_too_high", _with_range(view, lr / 40, lr * 4, lr * 2))  # the test calls the rate usable
+    assert not inside.fires
+    check = inside.find("lr_over_range_test")
+    assert check is not None and check.margin == pytest.approx(-2.0)  # lr is 4× below the range's top
+    above = signal("lr_too_high", _with_range(view, lr / 400, lr / 4, lr / 40))
+    assert above.fires and above.find("lr_over_range_test").margin == pytest.approx(2.0)
+
+
+def test_lr_too_low_defers_to_the_range_test(quick_bench):
+    from liandan.doctor.view import view_from_run_dir
+
+    view = view_from_run_dir(run_dir(quick_bench, "lr_low_sgd_digits"))
+    assert signal("lr_too_low", view).fires
+    lr = view.lr
+    assert not signal("lr_too_low", _with_range(view, lr / 2, lr * 100, lr * 10)).fires
+    assert signal("lr_too_low", _with_range(view, lr * 8, lr * 800, lr * 80)).fires
+
+
+def test_lowered_rates_step_into_the_usable_range(quick_bench):
+    from liandan.doctor.rules._common import lower_lr, raise_lr
+    from liandan.doctor.view import view_from_run_dir
+
+    v = view_from_run_dir(run_dir(quick_bench, "lr_high_wine_momentum"))
+    at = lambda lr, opt="adam": _with_range(  # noqa: E731
+        RunView(load_recipe(v.recipe, {"optim.lr": lr, "optim.name": opt}), v.task, v.num_classes, v.input_shape,
+                v.records), 1e-3, 0.1, 0.03)  # usable 1e-3 .. 0.1: its log-middle is 0.01
+    assert lower_lr(at(5.0)) == pytest.approx(0.01)  # above the range: straight into its middle
+    assert lower_lr(at(0.05)) == pytest.approx(1e-3)  # inside: ÷100 (far above typical) stops at the range's floor
+    assert lower_lr(at(0.005)) == pytest.approx(1e-3)  # inside: ÷10 again, stopped at the floor
+    assert raise_lr(at(1e-6)) == pytest.approx(0.01)  # below the range: its middle
+    assert raise_lr(at(3e-3)) == pytest.approx(0.03)  # inside: ×10
+    assert raise_lr(at(0.05)) == pytest.approx(0.1)  # inside: ×10 stops at the range's top
+
+
+def test_doctor_reads_the_curve_lr_find_cached(tmp_path, monkeypatch):
+    import liandan
+    from liandan.doctor import lr_opinion
+
+    monkeypatch.setenv("LIANDAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LIANDAN_DOCTOR_RANGE_TEST", "0")  # the doctor may only read, not run its own
+    lr_opinion.clear_memo()
+    recipe = {"data": {"source": "iris", "batch_size": 16}, "model": {"name": "mlp", "hidden": [16]},
+              "train": {"tensorboard": False, "threads": 1}}
+    rc = load_recipe(recipe)
+    view = RunView(rc, "classify", 3, (4,), [])
+    assert lr_opinion.usable_range(view) is None  # no curve yet, and not allowed to draw one
+    res = liandan.lr_find(rc)
+    lr_opinion.clear_memo()
+    view = RunView(load_recipe(rc, {"optim.lr": 0.5}), "classify", 3, (4,), [])  # another rate, same curve
+    rng = lr_opinion.usable_range(view)
+    assert rng["source"] == "cache" and rng["suggestion"] == res.suggestion
+    assert (rng["low"], rng["high"]) == pytest.approx(res.usable)
+    assert view.records[-1] is rng  # kept in the records: the probe log carries it to a post hoc diagnosis
+    lr_opinion.clear_memo()
+
+
+def _epochs(train: list[tuple[float, float]], val: list[tuple[float, float]]) -> list[dict]:
+    pairs = enumerate(zip(train, val, strict=True))
+    return [{"type": "epoch", "epoch": i, "step": 10 * (i + 1), "train": {"loss": tl, "accuracy": ta},
+             "val": {"loss": vl, "accuracy": va}} for i, ((tl, ta), (vl, va)) in pairs]
+
+
+def test_loss_scale_blowup_on_synthetic_epochs():
+    rc = load_recipe({"data": {"source": "breast_cancer"}, "model": {"name": "mlp", "hidden": [64, 64]},
+                      "optim": {"name": "rmsprop", "lr": 0.3}})
+    blown = _epochs([(1.7, 0.99), (7.6, 0.99), (1.7, 0.99)], [(300.0, 0.95), (1379.0, 0.94), (900.0, 0.95)])
+    s = signal("loss_scale_blowup", RunView(rc, "classify", 2, (30,), blown))
+    # the median over the last three epochs of val loss / max(train loss, ln 2): 176, 181, 529
+    assert s.fires and s.find("val_loss_over_reference").value == pytest.approx(1379.0 / 7.6)
+    # an ordinary overfit: val loss 30× a tiny train loss, yet below ln 2 × 10
+    overfit = _epochs([(0.01, 1.0)] * 3, [(0.3, 0.9)] * 3)
+    assert not signal("loss_scale_blowup", RunView(rc, "classify", 2, (30,), overfit)).fires
+    # a broken model (accuracy at chance) is another rule's business
+    broken = _epochs([(50.0, 0.5)] * 3, [(900.0, 0.5)] * 3)
+    assert not signal("loss_scale_blowup", RunView(rc, "classify", 2, (30,), broken)).fires
+
+
+def test_over_regularization_on_synthetic_epochs():
+    heavy = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [32], "dropout": 0.95}})
+    held = _epochs([(2.0, 0.7), (1.9, 0.84), (1.83, 0.86)], [(1.5, 0.85), (1.4, 0.86), (1.4, 0.86)])
+    s = signal("over_regularization", RunView(heavy, "classify", 10, (64,), held))
+    assert s.fires and s.find("dropout").fires
+    light = load_recipe(heavy, {"model.dropout": 0.1})
+    assert not signal("over_regularization", RunView(light, "classify", 10, (64,), held)).fires  # no cause in sight
+    l2 = load_recipe(light, {"loss.l2": 1.0})
+    assert signal("over_regularization", RunView(l2, "classify", 10, (64,), held)).fires
+    fitted = _epochs([(0.05, 1.0)] * 3, [(0.4, 0.9)] * 3)
+    assert not signal("over_regularization", RunView(heavy, "classify", 10, (64,), fitted)).fires
+
+
+def test_probe_schedule_is_counted_in_steps():
+    from liandan.doctor.probes import PROBE_COST, probe_interval
+
+    assert probe_interval(0.02, 23, 0) == 7 and probe_interval(0.02, 23, 1) == 23  # digits-lenet
+    assert probe_interval(0.02, 1000, 5) == math.ceil(PROBE_COST / 0.02)  # the budget, not a timing
+    assert probe_interval(0.02, 4, 0) == 3 and probe_interval(0.5, 100, 2) == 3
+    assert probe_interval(0.02, 23, 0, every=5) == 5
+
+
+def test_overfitting_ranks_before_a_high_rate(quick_bench):
+    """A run that memorises its training set and loses the validation set is overfitting first; a
+    high rate that comes with it is reported too, as info (no longer suppressing overfitting)."""
+    from liandan.doctor.engine import run_rules
+    from liandan.doctor.view import view_from_run_dir
+
+    base = view_from_run_dir(run_dir(quick_bench, "lr_high_wine_momentum"))  # large updates, a bouncing loss
+    lr = base.lr
+    tl = [0.5, 0.1, 0.02, 0.005, 0.003, 0.002]  # memorised
+    vl = [0.6, 0.45, 0.5, 0.6, 0.75, 0.9]  # lowest at epoch 2, rising since
+    epochs = _epochs(list(zip(tl, [0.8, 0.95, 1.0, 1.0, 1.0, 1.0], strict=True)),
+                     list(zip(vl, [0.8, 0.83, 0.82, 0.8, 0.8, 0.8], strict=True)))
+    recs = [r for r in base.records if r.get("type") != "epoch"] + epochs
+    view = _with_range(RunView(base.recipe, base.task, base.num_classes, base.input_shape, recs, status="completed",
+                               sizes=base.sizes), lr / 400, lr / 40, lr / 40)  # a rate 40× the range's top
+    found = run_rules(view)
+    assert [(f.code, f.severity) for f in found] == [("overfitting", "warning"), ("lr_too_high", "info")]
+    assert "overfitting" in found[1].causes[-1]
+
+
+def test_range_test_reads_the_descent_not_the_noise():
+    from liandan.training.lr_finder import informative, suggest
+
+    lrs = [10 ** (-7 + 8 * i / 99) for i in range(100)]
+    flat = [2.3 + 0.02 * math.sin(7 * i) for i in range(100)]  # a ViT that needs warm-up: nothing to read
+    assert not informative(flat)
+    # noise at the flat start (a steep little dip at 1e-6), then the real descent around 1e-2
+    curve = [1.0 - (0.08 if 12 <= i <= 14 else 0.0) - 0.6 / (1 + math.exp(-(math.log10(lrs[i]) + 2) * 4))
+             for i in range(100)]
+    assert informative(curve)
+    assert 1e-3 < suggest(lrs, curve) < 1e-1
