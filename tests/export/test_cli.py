@@ -38,7 +38,8 @@ def test_gguf_json(cli, llama_run, tmp_path) -> None:
                          "--out", str(tmp_path / "m.gguf"), "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["outtype"] == "q4_0" and doc["check"]["tokenizer"] == "same ids"
+    lc = doc["llamacpp_tokenizer"]  # llama.cpp's tokenizer from the file gives the run's ids
+    assert doc["outtype"] == "q4_0" and lc["same_ids"] == lc["texts"] > 0 and "byte_fallback" in lc
     assert json.loads((tmp_path / "export.json").read_text())["m.gguf"]["bytes"] == (tmp_path / "m.gguf").stat().st_size
 
 

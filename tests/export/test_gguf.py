@@ -28,7 +28,7 @@ def _logits_both(run_dir: Path, gguf_path: str) -> tuple[torch.Tensor, torch.Ten
     model, _ = load_gguf_model(Path(gguf_path))
     with torch.no_grad():
         ref = run.model.hf(input_ids=ids, use_cache=False).logits
-        got = model(input_ids=ids, use_cache=False).logits
+        got = model(input_ids=ids, use_cache=False).logits[..., : ref.shape[-1]]  # less the byte tokens
     return ref, got, (ids != PAD).cumprod(1).bool()
 
 
@@ -62,13 +62,43 @@ def test_reader_sees_llama_keys_vocab_and_tensors(llama_run, gguf_f32) -> None:
     assert scalar("llama.block_count") == 2 and scalar("llama.attention.head_count") == 4
     assert scalar("llama.embedding_length") == 64 and scalar("llama.rope.dimension_count") == 16
     assert scalar("tokenizer.ggml.model") == "llama" and scalar("tokenizer.ggml.bos_token_id") == 1
-    assert scalar("tokenizer.ggml.tokens") == load_tokenizer(llama_run).vocab  # the run's own char vocabulary
+    vocab = [t.replace(" ", "\u2581") for t in load_tokenizer(llama_run).vocab]  # SentencePiece's visible space
+    tokens, types = scalar("tokenizer.ggml.tokens"), scalar("tokenizer.ggml.token_type")
+    n = len(vocab)
+    assert tokens[:n] == vocab  # the run's own char vocabulary, "▁" (a space), the 256 byte-fallback tokens
+    assert tokens[n] == "\u2581" and types[n] == 1
+    assert tokens[n + 1:] == [f"<0x{b:02X}>" for b in range(256)] and set(types[n + 1:]) == {6}  # BYTE
     names = {t.name for t in r.tensors}
     assert len(r.tensors) == 2 + 2 * 9 == gguf_f32["tensor_count"]  # embd + final norm + 9 per block
     assert {"token_embd.weight", "output_norm.weight", "blk.1.attn_q.weight", "blk.0.ffn_gate.weight"} <= names
     assert "output.weight" not in names  # tied embeddings: readers reuse token_embd
     n_params = sum(p.numel() for p in load_run(llama_run).model.parameters())  # tied: counted once
-    assert sum(int(np.prod(t.shape)) for t in r.tensors) == n_params
+    assert sum(int(np.prod(t.shape)) for t in r.tensors) == n_params + 257 * 64  # + the added tokens' rows
+
+
+def test_char_vocab_byte_fallback(llama_run, gguf_f32) -> None:
+    """Characters outside the vocabulary, where llama.cpp used to abort: a space becomes the added "▁"
+    piece, "é" its two UTF-8 byte tokens; their embedding rows are <unk>'s, so the model sees what
+    liandan's tokenizer gives it (<unk>). Without byte tokens llama.cpp would abort."""
+    import gguf
+
+    from liandan.data.tokenize import UNK, load_tokenizer
+    from liandan.export.llamacpp_tokenizer import LlamaCppTokenizer
+
+    tok = load_tokenizer(llama_run)
+    assert " " not in tok.index  # the arith vocabulary has no space
+    lc = LlamaCppTokenizer.from_gguf(gguf_f32["path"])
+    space, e_acute = lc.ids["\u2581"], [lc.ids["<0xC3>"], lc.ids["<0xA9>"]]
+    assert lc.encode("12 + 34=") == [1, *tok.encode("12"), space, *tok.encode("+"), space, *tok.encode("34=")]
+    assert lc.encode("1é") == [1, *tok.encode("1"), *e_acute]
+    emb = next(t for t in gguf.GGUFReader(gguf_f32["path"]).tensors if t.name == "token_embd.weight")
+    rows = np.asarray(emb.data).reshape(-1, 64)
+    n = len(tok.vocab)
+    assert rows.shape[0] == n + 257 and np.array_equal(rows[n:], np.repeat(rows[UNK][None], 257, axis=0))
+    assert gguf_f32["llamacpp_tokenizer"]["byte_fallback"]["byte_tokens"] > 0
+    lc.ids = {t: i for t, i in lc.ids.items() if not t.startswith("<0x")}  # a file without byte tokens
+    with pytest.raises(LiandanError, match="llama.cpp would abort"):
+        lc.encode("1é")
 
 
 def test_permutation_is_transformers_inverse() -> None:
@@ -101,6 +131,8 @@ def test_refusals(mlp_run, gpt2_run, llama_run) -> None:
         to_gguf(mlp_run)
     with pytest.raises(LiandanError, match="f32, f16, q8_0, q4_0"):
         to_gguf(llama_run, outtype="q4_k")
+    with pytest.raises(LiandanError, match="export the run directory itself"):
+        to_gguf(llama_run / "hf")  # a char-level run's RUN/hf holds a WordLevel tokenizer
 
 
 def test_bpe_vocabulary_round_trips_as_gpt2_tokenizer(tmp_path) -> None:
@@ -125,3 +157,10 @@ def test_bpe_vocabulary_round_trips_as_gpt2_tokenizer(tmp_path) -> None:
     assert res["check"]["max_abs_diff"] < 1e-4
     r = gguf.GGUFReader(res["path"])
     assert len(r.fields["tokenizer.ggml.merges"].data) > 0
+    assert r.fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # "default" splits unlike training
+    lc = res["llamacpp_tokenizer"]  # llama.cpp's tokenizer from the file gives liandan's ids
+    assert lc["pre"] == "gpt-2" and lc["same_ids"] == lc["texts"] > 0
+    hf = to_gguf(run.dir / "hf", outtype="f32")  # the run's save_pretrained copy: the same model and vocabulary
+    assert hf["source_kind"] == "hf" and hf["check"]["max_abs_diff"] < 1e-4 and hf["tokenizer"]["add_bos"]
+    assert gguf.GGUFReader(hf["path"]).fields["tokenizer.ggml.tokens"].contents() == \
+        r.fields["tokenizer.ggml.tokens"].contents()

@@ -1,43 +1,43 @@
-"""Export a LLaMA-style language-model run to GGUF, verified by loading it back with transformers.
+"""Export a LLaMA- or Qwen2-architecture language model to GGUF, checked the way llama.cpp will read it.
 
 GGUF (ggml's single-file format, https://github.com/ggml-org/ggml/blob/master/docs/gguf.md, read
 by llama.cpp) holds key/value metadata (architecture, hyper-parameters, tokenizer) and named
 tensors, optionally block-quantised. We write it with the ``gguf`` package the way llama.cpp's
-``convert_hf_to_gguf.py`` does for ``LlamaForCausalLM``:
+``convert_hf_to_gguf.py`` does for ``LlamaForCausalLM`` and ``Qwen2ForCausalLM``:
 
-- hyper-parameters as ``llama.*`` keys; tensors renamed by ``gguf.TensorNameMap``
-  (``model.layers.N.self_attn.q_proj.weight`` → ``blk.N.attn_q.weight``);
-- Q and K rows permuted: Hugging Face's rotary embedding rotates the two *halves* of each head
-  (``rotate_half``), GGML's rotates adjacent *pairs* (the original LLaMA layout, Su et al. 2021
-  "RoFormer"), so each head's rows are interleaved (``permute`` below, as ``LlamaModel.permute``);
-- tied input/output embeddings: no ``output.weight`` (llama.cpp and transformers then reuse
+- hyper-parameters as ``llama.*`` / ``qwen2.*`` keys; tensors renamed by ``gguf.TensorNameMap``
+  (``model.layers.N.self_attn.q_proj.weight`` → ``blk.N.attn_q.weight``), Qwen2's q/k/v biases
+  included (``blk.N.attn_q.bias``; 1-D, so F32);
+- LLaMA's Q and K rows permuted: Hugging Face's rotary embedding rotates the two *halves* of each
+  head (``rotate_half``), GGML's LLaMA rope rotates adjacent *pairs* (the original LLaMA layout,
+  Su et al. 2021 "RoFormer"), so each head's rows are interleaved (``permute``, as
+  ``LlamaModel.permute``). Qwen2 needs none: llama.cpp runs it with the NEOX (half-split) rope;
+- tied input/output embeddings: no ``output.weight`` (llama.cpp and transformers reuse
   ``token_embd.weight``);
-- 1-D tensors (RMSNorm gains) stay F32; matrices become F32, F16, Q8_0 or Q4_0 (blocks of 32
-  weights sharing one scale: 8.5 / 4.5 bits per weight).
+- 1-D tensors stay F32; matrices become F32, F16, Q8_0 or Q4_0 (blocks of 32 weights sharing one
+  scale: 8.5 / 4.5 bits per weight);
+- the tokenizer as :mod:`liandan.export.gguf_vocab` describes it: byte-level BPE with its merges,
+  the pre-tokenizer name llama.cpp needs (``gpt-2``, ``qwen2``), special tokens, whether to add
+  ``<bos>``, the chat template; a char-level vocabulary with the 256 byte-fallback tokens, whose
+  embedding rows are copies of ``<unk>``'s.
 
-GPT-2-style runs are refused (train with ``model.style=llama``): transformers' GGUF reader, our
-independent check, maps ``gpt2.context_length`` to ``n_ctx`` and keeps 1,024 learned positions,
-so a file with the run's own context could not be verified.
-
-The vocabulary is the run's own (``tokenizer.json``): a char-level vocabulary as a SentencePiece
--style ("llama") token list in which every character is one piece, so llama.cpp's tokenizer
-reproduces the run's ids; a byte-level BPE vocabulary as a "gpt2" token list with its merges.
+Sources (:mod:`liandan.export.gguf_source`): a LLaMA-style liandan LM run, or a ``save_pretrained``
+directory. GPT-2-style runs are refused (train with ``model.style=llama``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from liandan.errors import LiandanError
-from liandan.export._common import atomic_file, destination, first_line, require, run_path, write_manifest
+from liandan.export._common import atomic_file, destination, first_line, require, write_manifest
+from liandan.export.gguf_source import Source, open_source
 
 OUTTYPES = ("f32", "f16", "q8_0", "q4_0")
-F32_BOUND = 1e-4  # an f32 file must reproduce the logits (measured: 0)
+F32_BOUND = 1e-4  # an f32 file must reproduce the logits (measured: 0), relative to logits above 1
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -45,32 +45,20 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _llama_run(run_dir: Path) -> Any:
-    """The run, refused unless it is a LLaMA-style language model."""
-    from liandan.training.run import load_run
-    from liandan.training.tasks import task_class
-
-    run = load_run(run_dir)
-    if run.recipe.adapter is not None:  # a fine-tune through an adapter: export the merged weights
-        from liandan.adapters import merged_copy
-
-        run.model = merged_copy(run.model)
-    name = run.recipe.model.name
-    if not task_class(run.info.task).generates_text or not hasattr(run.model, "hf"):
-        raise LiandanError(f"GGUF export serves language-model runs (task lm, model gpt with model.style=llama); "
-                           f"{run_dir} is a {run.info.task!r} run of model {name!r}")
-    if run.model.hf.config.model_type != "llama":
-        raise LiandanError(f"GGUF export needs a LLaMA-style model; {run_dir} is {run.model.hf.config.model_type!r} "
-                           f"(train it with --set model.style=llama)")
-    return run
-
-
-def _hparams(cfg: Any) -> dict[str, Any]:
-    rope = dict(getattr(cfg, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
-        raise LiandanError(f"GGUF export supports plain rotary positions, not rope_type {rope['rope_type']!r}")
+def _hparams(cfg: Any, arch: str) -> dict[str, Any]:
+    rope = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise LiandanError(f"GGUF export supports plain rotary positions, not rope_type {rope.get('rope_type')!r}")
     theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if head_dim * cfg.num_attention_heads != cfg.hidden_size:
+        raise LiandanError(f"GGUF export: head_dim {head_dim} × {cfg.num_attention_heads} heads ≠ hidden size "
+                           f"{cfg.hidden_size} is not supported")
+    if arch == "llama" and (getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False)):
+        raise LiandanError("GGUF export: a LLaMA model with attention or MLP biases is not supported")
+    if arch == "qwen2" and getattr(cfg, "use_sliding_window", False):
+        raise LiandanError("GGUF export: Qwen2 with use_sliding_window=true is not supported (llama.cpp's qwen2 "
+                           "attends to the whole context)")
     return {"context_length": cfg.max_position_embeddings, "embedding_length": cfg.hidden_size,
             "block_count": cfg.num_hidden_layers, "feed_forward_length": cfg.intermediate_size,
             "head_count": cfg.num_attention_heads, "head_count_kv": cfg.num_key_value_heads or cfg.num_attention_heads,
@@ -78,41 +66,12 @@ def _hparams(cfg: Any) -> dict[str, Any]:
             "vocab_size": cfg.vocab_size, "tied": bool(cfg.tie_word_embeddings)}
 
 
-def _vocab(run: Any, vocab_size: int) -> dict[str, Any]:
-    """Token list, scores, types, model and merges from the run's own tokenizer."""
-    import gguf
-
-    from liandan.data.tokenize import NUM_SPECIAL, UNK, BPETokenizer, VocabTokenizer, load_tokenizer
-
-    tok = load_tokenizer(run.dir / (run.info.tokenizer or "tokenizer.json"))
-    if isinstance(tok, VocabTokenizer):
-        if tok.kind != "char":
-            raise LiandanError("GGUF export needs a char-level or byte-level BPE vocabulary; this run's word-level "
-                               "vocabulary has no GGUF tokenizer model that splits text the same way")
-        tokens = [t.replace(" ", "\u2581") if i >= NUM_SPECIAL else t for i, t in enumerate(tok.vocab)]  # SPM space
-        model, merges = "llama", None
-    elif isinstance(tok, BPETokenizer):
-        vocab = tok.tok.get_vocab()
-        tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-        raw = json.loads(tok.tok.to_str())["model"].get("merges", [])
-        merges = [m if isinstance(m, str) else " ".join(m) for m in raw]
-        model = "gpt2"
-    else:
-        raise LiandanError(f"GGUF export: unsupported tokenizer {type(tok).__name__}")
-    if len(tokens) != vocab_size:
-        raise LiandanError(f"the tokenizer has {len(tokens)} tokens but the model's vocabulary is {vocab_size}")
-    types = [gguf.TokenType.UNKNOWN if i == UNK else gguf.TokenType.CONTROL if i < NUM_SPECIAL
-             else gguf.TokenType.NORMAL for i in range(len(tokens))]
-    scores = [0.0 if i < NUM_SPECIAL else -float(i) for i in range(len(tokens))]
-    return {"tokens": tokens, "scores": scores, "types": types, "model": model, "merges": merges, "tokenizer": tok}
-
-
 def _encode(w: np.ndarray, outtype: str) -> tuple[np.ndarray, Any, str]:
     """The tensor's bytes (or array) for GGUFWriter, its GGML type and the type's name."""
     import gguf
 
     Q = gguf.GGMLQuantizationType
-    if w.ndim < 2 or outtype == "f32":  # norms stay F32, as llama.cpp keeps them
+    if w.ndim < 2 or outtype == "f32":  # norms and biases stay F32, as llama.cpp keeps them
         return w.astype(np.float32), Q.F32, "F32"
     if outtype == "f16":
         return w.astype(np.float16), Q.F16, "F16"
@@ -123,37 +82,41 @@ def _encode(w: np.ndarray, outtype: str) -> tuple[np.ndarray, Any, str]:
     return gguf.quants.quantize(w.astype(np.float32), qtype), qtype, qtype.name
 
 
-def _tensors(model: torch.nn.Module, hp: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
-    """(GGUF name, float32 array) in the model's order; Q/K permuted; a tied lm_head left out."""
+def _tensors(src: Source, hp: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array) in the model's order; LLaMA's Q/K permuted; a tied lm_head left out;
+    the embedding (and an untied head) grown by the byte tokens' rows, copies of ``<unk>``'s."""
     import gguf
 
-    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, hp["block_count"])
+    arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[src.arch]
+    names = gguf.TensorNameMap(arch, hp["block_count"])
+    extra = len(src.vocab.tokens) - hp["vocab_size"]
     out = []
-    for key, t in model.state_dict().items():
-        if key == "lm_head.weight" and hp["tied"]:
-            continue
-        if key.endswith("rotary_emb.inv_freq"):
+    for key, t in src.model.state_dict().items():
+        if (key == "lm_head.weight" and hp["tied"]) or key.endswith("rotary_emb.inv_freq"):
             continue
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise LiandanError(f"GGUF export: no GGUF name for tensor {key!r}")
         w = t.detach().float().cpu().numpy()
-        if key.endswith("q_proj.weight"):
+        if src.arch == "llama" and key.endswith("q_proj.weight"):
             w = permute(w, hp["head_count"])
-        elif key.endswith("k_proj.weight"):
+        elif src.arch == "llama" and key.endswith("k_proj.weight"):
             w = permute(w, hp["head_count_kv"])
+        if extra and key in ("model.embed_tokens.weight", "lm_head.weight"):
+            w = np.concatenate([w, np.repeat(w[src.vocab.byte_rows_from][None], extra, axis=0)])
         out.append((name, w))
     return out
 
 
-def _write(path: Path, run: Any, hp: dict[str, Any], voc: dict[str, Any], outtype: str) -> dict[str, int]:
+def _write(path: Path, src: Source, hp: dict[str, Any], outtype: str) -> dict[str, int]:
     import gguf
 
+    voc = src.vocab
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[outtype]
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(run.recipe.name)
-    w.add_description(f"liandan run {run.dir.name}: {run.recipe.model.name} (style llama), task lm")
+    w = gguf.GGUFWriter(str(path), src.arch)
+    w.add_name(src.name)
+    w.add_description(src.description)
     w.add_file_type(ftype)
     w.add_context_length(hp["context_length"])
     w.add_embedding_length(hp["embedding_length"])
@@ -164,24 +127,27 @@ def _write(path: Path, run: Any, hp: dict[str, Any], voc: dict[str, Any], outtyp
     w.add_rope_dimension_count(hp["rope_dimension_count"])
     w.add_rope_freq_base(hp["rope_freq_base"])
     w.add_layer_norm_rms_eps(hp["rms_eps"])
-    w.add_vocab_size(hp["vocab_size"])
-    from liandan.data.tokenize import BOS, EOS, PAD, UNK
-
-    w.add_tokenizer_model(voc["model"])
-    if voc["model"] == "gpt2":
-        w.add_tokenizer_pre("default")
-        w.add_token_merges(voc["merges"])
-    w.add_token_list(voc["tokens"])
-    w.add_token_scores(voc["scores"])
-    w.add_token_types(voc["types"])
-    w.add_bos_token_id(BOS)
-    w.add_eos_token_id(EOS)
-    w.add_unk_token_id(UNK)
-    w.add_pad_token_id(PAD)
-    w.add_add_bos_token(True)  # every training row starts with <bos>
-    w.add_add_space_prefix(False)  # the run never saw a leading space
+    w.add_vocab_size(len(voc.tokens))
+    w.add_tokenizer_model(voc.model)
+    if voc.model == "gpt2":
+        w.add_tokenizer_pre(voc.pre)
+        w.add_token_merges(voc.merges)
+    w.add_token_list(voc.tokens)
+    if voc.scores is not None:
+        w.add_token_scores(voc.scores)
+    w.add_token_types(voc.types)
+    for add, tid in ((w.add_bos_token_id, voc.bos), (w.add_eos_token_id, voc.eos), (w.add_unk_token_id, voc.unk),
+                     (w.add_pad_token_id, voc.pad)):
+        if tid is not None:
+            add(int(tid))
+    w.add_add_bos_token(voc.add_bos)
+    w.add_add_eos_token(voc.add_eos)
+    if voc.model == "llama":
+        w.add_add_space_prefix(voc.add_space_prefix)  # the run never saw a leading space
+    if voc.chat_template:
+        w.add_chat_template(voc.chat_template)
     types: dict[str, int] = {}
-    for name, arr in _tensors(run.model.hf, hp):
+    for name, arr in _tensors(src, hp):
         data, qtype, tname = _encode(arr, outtype)
         w.add_tensor(name, data, raw_dtype=qtype if qtype not in (gguf.GGMLQuantizationType.F32,
                                                                    gguf.GGMLQuantizationType.F16) else None)
@@ -193,35 +159,42 @@ def _write(path: Path, run: Any, hp: dict[str, Any], voc: dict[str, Any], outtyp
     return types
 
 
-def to_gguf(run_dir: str | Path, out: str | Path | None = None, *, outtype: str = "f32", check: bool = True,
+def to_gguf(source: str | Path, out: str | Path | None = None, *, outtype: str = "f32", check: bool = True,
             max_prompts: int = 32) -> dict[str, Any]:
-    """Write a LLaMA-style LM run as GGUF (default ``RUN_DIR/export/model-<outtype>.gguf``).
+    """Write ``source`` — a LLaMA-style LM run or a LLaMA/Qwen2 ``save_pretrained`` directory — as
+    GGUF (default ``SOURCE/export/model-<outtype>.gguf``).
 
-    ``outtype``: ``f32``, ``f16``, ``q8_0`` or ``q4_0``. With ``check`` the temporary file is
-    loaded back with ``transformers`` (``LlamaForCausalLM.from_pretrained(dir, gguf_file=...)``,
-    an independent reader that also undoes the Q/K permutation) and its logits on up to
-    ``max_prompts`` test rows are compared with the run's: max |Δlogit| and greedy-token
-    agreement go to ``export.json``; an f32 file must match within 1e-4 or it is not written."""
+    ``outtype``: ``f32``, ``f16``, ``q8_0`` or ``q4_0``. The temporary file is always read back
+    with ``gguf.GGUFReader`` and its tokenizer metadata driven through a re-implementation of
+    llama.cpp's tokenizer (:mod:`~liandan.export.llamacpp_tokenizer`): sample texts must get the
+    model's own ids. With ``check`` transformers also loads it (``from_pretrained(dir,
+    gguf_file=...)``, an independent reader that undoes the Q/K permutation) and its logits on up
+    to ``max_prompts`` prompts are compared with the source model's: max |Δlogit| and greedy
+    agreement go to ``export.json``; an f32 file must match within 1e-4 (relative to logits above 1)
+    or it is not written."""
     if outtype not in OUTTYPES:
         raise LiandanError(f"--outtype {outtype!r}: use one of {', '.join(OUTTYPES)}")
-    require("gguf", *(["transformers"] if check else []))
-    run_dir = run_path(run_dir)
-    path = destination(run_dir, out, f"model-{outtype}.gguf", ".gguf")
-    run = _llama_run(run_dir)
-    hp = _hparams(run.model.hf.config)
-    voc = _vocab(run, hp["vocab_size"])
-    with atomic_file(path) as tmp:
-        types = _write(tmp, run, hp, voc, outtype)
-        entry: dict[str, Any] = {"format": "gguf", "file": path.name, "run": str(run_dir), "arch": "llama",
-                                 "outtype": outtype, "tensor_types": types, "tokenizer_model": voc["model"],
-                                 "vocab_size": hp["vocab_size"], **_read_back(tmp)}
-        if check:
-            from liandan.export.gguf_check import compare_logits
+    require("gguf", "regex", "transformers")
+    src = open_source(source, max_prompts)
+    path = destination(src.default_dir, out, f"model-{outtype}.gguf", ".gguf")
+    hp = _hparams(src.model.config, src.arch)
+    from liandan.export.gguf_check import compare_logits, llamacpp_tokenizer_check
 
-            res = compare_logits(tmp, run, max_prompts)
+    with atomic_file(path) as tmp:
+        types = _write(tmp, src, hp, outtype)
+        entry: dict[str, Any] = {"format": "gguf", "file": path.name, "source": str(src.path), "source_kind": src.kind,
+                                 "arch": src.arch, "outtype": outtype, "tensor_types": types,
+                                 "tokenizer_model": src.vocab.model, "tokenizer": src.vocab.summary(),
+                                 "vocab_size": len(src.vocab.tokens), **_read_back(tmp)}
+        if src.kind == "run":
+            entry["run"] = str(src.path)
+        entry["llamacpp_tokenizer"] = llamacpp_tokenizer_check(tmp, src)
+        if check:
+            res = compare_logits(tmp, src)
             entry["check"] = res
-            if outtype == "f32" and not res["max_abs_diff"] <= F32_BOUND:
-                raise LiandanError(f"the f32 GGUF file's logits differ by {res['max_abs_diff']:.3g} > {F32_BOUND:g} "
+            bound = F32_BOUND * max(1.0, res["logit_scale"])
+            if outtype == "f32" and not res["max_abs_diff"] <= bound:
+                raise LiandanError(f"the f32 GGUF file's logits differ by {res['max_abs_diff']:.3g} > {bound:.3g} "
                                    f"when transformers reads it back; {path} not written")
         entry["bytes"] = tmp.stat().st_size
     return {**write_manifest(path, entry), "path": str(path)}

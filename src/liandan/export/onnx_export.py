@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,10 +40,12 @@ from liandan.export._common import (
     require,
     run_path,
     silenced,
+    torch_threads,
     write_manifest,
 )
 
 CHECK_BATCHES = (1, 5)
+LATENCY_THREADS = 1
 
 
 class RawInputModel(nn.Module):
@@ -177,8 +180,19 @@ def _io_spec(path: Path) -> tuple[int, list[dict], list[dict]]:
     return opset, [spec(v) for v in m.graph.input], [spec(v) for v in m.graph.output]
 
 
+def _check_opset(opset: int | None) -> None:
+    """Refuse an opset ONNX itself does not define (one line) before any work is done."""
+    if opset is None:
+        return
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise LiandanError(f"--opset {opset}: the installed onnx {onnx.__version__} defines opsets 7 to {newest}")
+
+
 def ort_session(path: Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with as many intra-op threads as torch uses (a fair comparison)."""
+    """An onnxruntime CPU session on ``threads`` intra-op threads (default: as many as torch uses)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -206,12 +220,20 @@ def _check(wrapper: nn.Module, sess: Any, x: torch.Tensor, tokens: bool, repeats
             scale = max(scale, float(abs(ref).max()))
         one = x[:1]
         feed = {name: one.numpy()}
-        t_torch = median_ms(lambda: wrapper(one), repeats)
+        # batch-1 latency on ONE thread for both runtimes (the session was made so), timed on this
+        # thread's CPU clock: with every core and wall time the figure swung 0.8-40 ms between
+        # identical exports on a shared 2-core CPU (the OS, not the model, decided)
+        with torch_threads(LATENCY_THREADS):
+            t_torch = median_ms(lambda: wrapper(one), repeats)
+            t_torch_wall = median_ms(lambda: wrapper(one), repeats, clock=time.perf_counter)
     t_ort = median_ms(lambda: sess.run(None, feed), repeats)
+    t_ort_wall = median_ms(lambda: sess.run(None, feed), repeats, clock=time.perf_counter)
     return {"input_shapes": shapes, "max_abs_diff": max(diffs), "max_abs_diff_per_case": diffs, "output_scale": scale,
             "latency_ms": {"torch_eager": round(t_torch, 4), "onnxruntime": round(t_ort, 4)},
+            "latency_clock": "thread CPU time per call (one thread; lowest of 5 block medians)",
+            "wall_ms": {"torch_eager": round(t_torch_wall, 4), "onnxruntime": round(t_ort_wall, 4)},
             "latency_ratio_ort_over_torch": round(t_ort / t_torch, 4), "latency_batch": 1,
-            "latency_repeats": repeats, "threads": torch.get_num_threads()}
+            "latency_repeats": repeats, "threads": LATENCY_THREADS}
 
 
 def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch: bool = True,
@@ -230,8 +252,9 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
     activations per batch), refused above ``int8_atol`` times the output magnitude (at least 1).
     Returns the entry written to ``export.json`` beside the file."""
     require("onnx", "onnxscript", *(["onnxruntime"] if check else []))
+    _check_opset(opset)
     run_dir = run_path(run_dir)
-    path = destination(run_dir, out, "model.onnx", ".onnx")
+    path = destination(run_dir / "export", out, "model.onnx", ".onnx")
     run, x = _inputs(run_dir)
     tokens, names = _signature(run, x)
     int8_model = None
@@ -246,6 +269,9 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
     with atomic_file(path) as tmp:
         _export(wrapper, example, tmp, names, dyn, opset)
         got_opset, inputs, outputs = _io_spec(tmp)
+        if opset is not None and got_opset != opset:  # torch converts below its own opset, or gives up silently
+            raise LiandanError(f"--opset {opset}: torch.onnx.export could not convert the graph to opset {opset} "
+                               f"(it wrote {got_opset}); use --opset {got_opset} or higher, or leave --opset out")
         entry: dict[str, Any] = {
             "format": "onnx", "file": path.name, "run": str(run_dir), "task": run.info.task,
             "model": run.recipe.model.name, "opset": got_opset, "inputs": inputs, "outputs": outputs,
@@ -256,7 +282,7 @@ def to_onnx(run_dir: str | Path, out: str | Path | None = None, *, dynamic_batch
         if check:
             if not dynamic_batch:
                 x = x[:1]
-            res = _check(wrapper, ort_session(tmp), x, tokens, repeats)
+            res = _check(wrapper, ort_session(tmp, threads=LATENCY_THREADS), x, tokens, repeats)
             # float32 keeps ~7 digits: outputs in target units (a regressor's, say 150 ± 77) are held
             # to atol relative to their magnitude, logits of magnitude ≤ 1 to atol itself
             res["tolerance"] = tol = atol * max(1.0, res["output_scale"])
