@@ -140,21 +140,26 @@ def predict(model_or_run: str | Path, inputs: list[Input], trust: bool = False, 
     from liandan.training.tasks import build_task, top_classes
 
     path = Path(model_or_run)
-    info = None
+    info, items = None, None
     if path.is_dir():
         run = load_run(path)
         model, info = run.model, run.info
-        one = build_task(info, None, run.recipe).predictor(run, top)  # the task says what a prediction is
+        task = build_task(info, None, run.recipe)
+        one = task.predictor(run, top)  # the task says what a prediction is
+        items = task.read_inputs(run, list(inputs))  # texts: the task reads them
     else:  # a bare weights file: a classifier's logits
         model = load_model(path, trust=trust)
         one = lambda x: {"classes": top_classes(model(x[None])[0], None, top)}  # noqa: E731
     shape = tuple(info.input_shape) if info else None
-    items = [item for text in inputs for one_in in _expand(text) for item in _read_input(one_in, shape, info)]
+    if items is not None:  # already model inputs (token ids of any length)
+        shape, info = None, None
+    else:
+        items = [item for text in inputs for one_in in _expand(text) for item in _read_input(one_in, shape, info)]
     out = []
     model.eval()
     with torch.no_grad():
         for name, arr in items:
-            x = torch.from_numpy(np.ascontiguousarray(arr)).float()
+            x = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(arr)).float()
             if shape is not None and x.numel() != int(np.prod(shape)):
                 raise LiandanError(f"input {name}: {x.numel()} values, the model takes shape {shape}")
             if shape is not None:

@@ -307,6 +307,7 @@ def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] | dict 
     resolve_data_paths(raw, _recipe_folder(source))
     raw = apply_overrides(raw, overrides)
     resolve_data_paths(raw, Path.cwd())  # an override's relative path: from where the command runs
+    fill_model_implied(raw)
     return validate(raw)
 
 
@@ -327,24 +328,61 @@ def resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
     """Make the data section's relative file paths absolute, resolved against ``base`` (the recipe
     file's folder), so a run's recipe.yaml works from any folder. A relative path found only from
     the current folder (a run recorded before paths were stored resolved) keeps that meaning."""
-    data = raw.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
-        return
-    from liandan.registry import DATA
+    from liandan.registry import DATA, MODELS
 
+    data = raw.get("data")
     try:
-        takes = DATA.get(data["source"]).options()
+        takes = DATA.get(data["source"]).options() if isinstance(data, dict) and isinstance(
+            data.get("source"), str) else {}
     except LiandanError:
-        return  # an unknown source: validation names it
+        takes = {}  # an unknown source: validation names it
+    data = data if isinstance(data, dict) else {}
     for key in DATA_PATH_KEYS:
         value = data.get(key)
-        if key not in takes or not isinstance(value, str) or not value or "://" in value:
-            continue
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            continue
-        here = base / p
-        data[key] = str(here if here.exists() or not p.exists() else p.absolute())
+        if key in takes and isinstance(value, str) and value and "://" not in value:
+            data[key] = _resolved(value, base)
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("path"), str) and ":" not in str(model.get("name", ":")):
+        try:
+            takes_path = "path" in MODELS.get(model["name"]).options()
+        except LiandanError:
+            return
+        if takes_path:  # a model directory (a hub id that names no folder stays as it is)
+            model["path"] = _resolved(model["path"], base, existing_only=True)
+
+
+def _resolved(value: str, base: Path, existing_only: bool = False) -> str:
+    """``value`` made absolute against ``base`` (else the current folder, where only it exists);
+    ``existing_only``: left as it is unless one of them exists (a name rather than a path)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return value
+    here = base / p
+    if existing_only and not here.exists() and not p.exists():
+        return value
+    return str(here if here.exists() or not p.exists() else p.absolute())
+
+
+def fill_model_implied(raw: dict[str, Any]) -> None:
+    """Fill the data options the model implies (its registry entry's ``data_options``, e.g. a
+    pre-trained model's tokenizer for ``data.tokenizer``) where the data source takes them from a
+    model (its entry's ``model_options``) and the recipe leaves them out: the reverse of the model
+    options the data implies. Written into the run's recipe.yaml, so the run rebuilds its data the
+    same way."""
+    model, data = raw.get("model"), raw.get("data")
+    if not (isinstance(model, dict) and isinstance(data, dict) and isinstance(model.get("name"), str)
+            and isinstance(data.get("source"), str)) or ":" in model["name"]:  # user code: not imported here
+        return
+    from liandan.registry import DATA, MODELS
+
+    try:
+        implied = MODELS.get(model["name"]).extra.get("data_options")
+        takes = DATA.get(data["source"]).extra.get("model_options", ())  # what the source takes from a model
+    except LiandanError:
+        return  # an unknown name: validation names it
+    for key, value in (implied(model) if implied else {}).items():
+        if key in takes and data.get(key) is None:
+            data[key] = value
 
 
 def _format_validation_error(e: pydantic.ValidationError) -> str:

@@ -70,7 +70,21 @@ def write_text(root: Path) -> dict:
     return {"path": str(p), "max_len": 16}
 
 
+def write_records(root: Path, n: int = 60) -> dict:
+    """Labelled texts as JSONL with a tiny BERT's tokenizer directory (what model: hf fills in)."""
+    import json
+
+    from tests.models.hf_tiny import sentences, write
+
+    tok_dir = write(root, "bert")
+    lines = [json.dumps({"text": t, "label": ["pos", "neg", "mixed"][i % 3]}) for i, t in enumerate(sentences(n))]
+    p = root / "records.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return {"path": str(p), "tokenizer": str(tok_dir)}
+
+
 FILE_SOURCES = {
+    "records": write_records,
     "text": write_text,
     "csv": write_csv,
     "image_folder": write_image_folder,

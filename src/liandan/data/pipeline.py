@@ -77,7 +77,8 @@ class DataInfo:
 
     @property
     def task_reads_classes(self) -> bool:
-        return self.y_mean is None and self.vocab_size == 0
+        # token data reads classes when it has labels (a text classifier), not when y is tokens
+        return self.y_mean is None and (self.vocab_size == 0 or self.num_classes > 0)
 
     # normalisation as functions, so predict/evaluate/ood apply exactly what training applied
     def normalize_x(self, x: torch.Tensor) -> torch.Tensor:

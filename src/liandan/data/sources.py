@@ -110,4 +110,4 @@ def blobs(n: int = 1000, classes: int = 4, features: int = 2, spread: float = 1.
 
 
 # Sources defined in sibling modules register on import.
-from liandan.data import captions, files, sequences, shapes, tables, text  # noqa: E402,F401
+from liandan.data import captions, files, records, sequences, shapes, tables, text  # noqa: E402,F401

@@ -57,6 +57,8 @@ def train(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None
         recipe = load_recipe(recipe, {**_as_dict(overrides), "model.trust": True} if trust else overrides)
     denv = dist.init(pick_device(recipe.train.device).type)
     data, model, loss_name, loss_fn, device = prepare(recipe, model)
+    if callable(describe := getattr(model, "describe", None)):  # a pre-trained model: what loaded, what is new
+        _echo(quiet or not denv.is_main)(describe())
     if not user_rebuilds:
         _echo(quiet or not denv.is_main)(f"model {recipe.model.name}: the recipe cannot rebuild this module; "
                                          "load the run with load_run(dir, model=...)")

@@ -45,9 +45,18 @@ def build_loss(cfg: LossConfig, task_name: str) -> tuple[str, LossFn]:
         return "", None
     entry = LOSSES.get(name)
     serves = entry.extra.get("tasks", ("classify", "regress"))  # the tasks a loss declares it serves
-    if task_name not in serves:
+    if task_name not in serves and not _output_kinds(task_name) & set(serves):
         raise LiandanError(f"loss {name!r} is for {'/'.join(serves)} tasks but the data is a {task_name} task")
     return name, entry.fn(**entry.validate(cfg.options, where="loss"))
+
+
+def _output_kinds(task_name: str) -> set[str]:
+    """The built-in tasks whose output contract a task shares (class logits against integer labels:
+    classify's; standardised values: regress's), so a loss serving those serves it too (text_classify)."""
+    from liandan.registry import TASKS
+
+    cls = TASKS.get(task_name).fn
+    return {k for k, on in (("classify", cls.is_classification), ("regress", cls.is_regression)) if on}
 
 
 def pick_device(name: str) -> torch.device:

@@ -133,6 +133,9 @@ class Task:
     export_output: str | None = None
     # What to run instead of ``liandan predict`` on a run of this task ({run}: its directory).
     predict_instead = "liandan evaluate {run}"
+    # The Hugging Face head a pre-trained model takes for this task (``model: {name: hf, head: auto}``):
+    # causal_lm, seq_cls, token_cls, qa, masked_lm; None: the recipe names one.
+    hf_head: str | None = None
 
     def __init__(self, info: DataInfo, loss_fn, recipe: Recipe) -> None:
         self.info, self.loss_fn, self.recipe = info, loss_fn, recipe
@@ -171,6 +174,11 @@ class Task:
         hint = self.predict_instead.format(run=run.dir)
         raise LiandanError(f"predict serves classifiers, regressors and image-text runs; {run.dir} is a "
                            f"{self.name} run: try `{hint}`")
+
+    def read_inputs(self, run: Run, inputs: list[Any]) -> list[tuple[str, torch.Tensor]] | None:
+        """``liandan predict``'s inputs as ``(name, model input)`` pairs, for a task whose inputs are
+        not files or numbers (texts); None: predict reads them (images, arrays, CSV rows)."""
+        return None
 
     def render_examples(self, run: Run, ex: ExampleSource) -> dict[str, Any] | None:
         """The report's "Examples" figure: ``{"title", "images" (N, C, H, W), "labels"}`` with a
@@ -291,6 +299,9 @@ def task_names() -> list[str]:
 from liandan.training.tasks import (  # noqa: E402,F401  (sibling modules register their tasks on import)
     generative,  # gan, diffusion
     language,  # lm, mlm
+    sft,  # sft (pre-trained causal models on chats)
+    spans,  # token_classify, extractive_qa (pre-trained models on tagged words, questions)
     supervised,  # classify, regress
+    text,  # text_classify (pre-trained models on labelled texts)
     vision_language,  # contrastive, caption
 )
