@@ -8,6 +8,14 @@ The first step is read from the run's ``metrics.csv``: its first training row is
 after step 1 (``train.log_every: 1``). The doctor, the report and TensorBoard are off, as a user
 timing training would have them; each row is mean ± standard deviation over the repeats.
 The last line is the digits-mlp figure against its 2 s target.
+
+On the 2-core CPU sandbox, shared with other jobs (two calls, load average 2-4): digits-mlp
+4.08 ± 0.48 s and 4.60 ± 0.44 s; MiniLM on JSONL 5.92 ± 0.26 s and 10.34 ± 1.77 s. The 2 s
+target is out of reach on this machine for reasons outside liandan's imports: ``import torch``
+takes 1.1-1.7 s, scikit-learn's ``sklearn.datasets`` (the digits, with scipy.stats) 1.1-1.7 s,
+and the first ``torch.optim`` optimizer imports ``torch._dynamo`` (1.1-1.6 s: PyTorch's
+``Optimizer.add_param_group`` is wrapped in ``torch._disable_dynamo``, which imports it on first
+call). transformers and datasets are imported only by the sources and models that use them.
 """
 
 from __future__ import annotations

@@ -172,8 +172,8 @@ class DoctorConfig(_Section):
     enabled: bool = Field(True, description="watch the run and write doctor.json")
     auto_fix: bool = Field(False, description="apply the top fix and retrain when a finding appears")
     max_rounds: int = Field(3, ge=1, description="repair rounds for auto_fix")
-    probe_every: int | None = Field(None, ge=1, description="probe every N steps (default: adaptive, "
-                                    "about probe_budget of the step time)")
+    probe_every: int | None = Field(None, ge=1, description="probe every N steps (default: every "
+                                    "⌈1.5 / probe_budget⌉ steps, denser in the first epoch)")
     probe_budget: float = Field(0.02, gt=0, le=1, description="share of training time the probes may take")
     memory: str | None = Field(None, description="SQLite file of past findings and fixes "
                                "(default: $LIANDAN_HOME/memory.db, else ~/.liandan/memory.db)")

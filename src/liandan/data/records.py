@@ -171,10 +171,15 @@ def schema_task(rec: Records) -> str:
     """The task the training records' fields suggest (a recipe's ``task: auto``)."""
     if rec.has("messages") or rec.has("prompt") or rec.has("response"):  # a missing partner is named later
         return "sft"
+    if rec.has("tokens") and rec.has("tags"):
+        return "token_classify"
+    if rec.has("context") and rec.has("question"):
+        return "extractive_qa"
     if rec.has("text") or rec.has("label"):
         return "text_classify"
     raise LiandanError(f"{rec.where['train']}: fields {', '.join(rec.splits['train'].column_names)} match no schema: "
-                       "text + label (text_classify), messages or prompt + response (sft); name the task "
+                       "text + label (text_classify), messages or prompt + response (sft), tokens + tags "
+                       "(token_classify), context + question + answers (extractive_qa); name the task "
                        "(task: ...) and map the fields (data.fields: {text: NAME, ...})")
 
 
@@ -209,7 +214,7 @@ def records(
             false: refuse them, naming the first
         packing: sft: several examples per row of max_len tokens, attention never crossing an example
             boundary (position ids restart per example); the training records only when val/test are given
-        task: text_classify or sft; inferred from the recipe's task, else from the fields present
+        task: text_classify, sft, token_classify or extractive_qa; inferred from the recipe's task, else from the fields present
     """
     from liandan.models.hf_pretrained import context_length, load_tokenizer
 
