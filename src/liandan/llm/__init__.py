@@ -13,6 +13,7 @@ fine-tunes of one base in mixed batches (S-LoRA style).
 from liandan.adapters import adapter_state_dict, apply_adapter, merge_adapter, trainable_parameters
 from liandan.llm.finetune import finetune, merge
 from liandan.llm.serving import AdapterServer, serve_adapters
+from liandan.llm.sft_eval import ExactMatch, sft_exact_match
 
-__all__ = ["AdapterServer", "adapter_state_dict", "apply_adapter", "finetune", "merge", "merge_adapter",
-           "serve_adapters", "trainable_parameters"]
+__all__ = ["AdapterServer", "ExactMatch", "adapter_state_dict", "apply_adapter", "finetune", "merge", "merge_adapter",
+           "serve_adapters", "sft_exact_match", "trainable_parameters"]
