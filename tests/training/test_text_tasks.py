@@ -181,3 +181,13 @@ def test_minilm_learns_intents_with_lora_on_under_two_percent(tmp_path) -> None:
     s = run.summary
     assert s["trainable_params"] / s["params"] < 0.02
     assert s["final"]["test"]["accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_sft_report_shows_answers_before_and_after(tiny, tmp_path) -> None:
+    """The report's examples: held-out prompts with the pre-trained model's and the run's greedy answers."""
+    from liandan.report import write_report
+
+    run = liandan.train(sft_recipe(tiny, tmp_path, "llama"), QUIET, out=tmp_path / "run", quiet=True)
+    html = write_report(run.dir).read_text()
+    assert "before fine-tuning" in html and "greedy answers to" in html

@@ -214,7 +214,8 @@ def records(
             false: refuse them, naming the first
         packing: sft: several examples per row of max_len tokens, attention never crossing an example
             boundary (position ids restart per example); the training records only when val/test are given
-        task: text_classify, sft, token_classify or extractive_qa; inferred from the recipe's task, else from the fields present
+        task: text_classify, sft, token_classify or extractive_qa; inferred from the recipe's task, else
+            from the fields present
     """
     from liandan.models.hf_pretrained import context_length, load_tokenizer
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from liandan.errors import LiandanError
+from liandan.training.tasks.sft import greedy_answer
 
 
 @dataclass
@@ -34,7 +34,6 @@ def _causal(model: nn.Module) -> nn.Module:
     return hf
 
 
-@torch.no_grad()
 def sft_exact_match(model: nn.Module, tokenizer: Any, records: Iterable[dict[str, str]],
                     max_new_tokens: int = 32) -> ExactMatch:
     """Greedy answers of ``model`` to ``records`` (``prompt`` and ``response`` each): the exact-match
@@ -42,19 +41,12 @@ def sft_exact_match(model: nn.Module, tokenizer: Any, records: Iterable[dict[str
     if getattr(tokenizer, "chat_template", None) is None:
         raise LiandanError("exact match renders prompts with the tokenizer's chat template; this tokenizer has none")
     hf = _causal(model)
-    was_training = hf.training
-    hf.eval()
-    stop = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop
     rows = []
     for r in records:
         text = tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
                                              add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, T)
-        out = hf.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
-                          pad_token_id=pad)
-        got = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]  # (T,)
+        got = greedy_answer(hf, ids, tokenizer, max_new_tokens)
         rows.append({"prompt": r["prompt"], "expected": r["response"], "got": got,
                      "right": got == r["response"].strip()})
-    hf.train(was_training)
     return ExactMatch(sum(r["right"] for r in rows) / max(len(rows), 1), rows)

@@ -159,9 +159,11 @@ def _evaluation(p: Pieces, figs: dict[str, bytes]) -> str:
         )
     row3 = [_img(figs[n], n) for n in ("examples",) if n in figs]
     if p.examples and p.examples.get("rows"):  # text tasks: prompt, expected, what the model wrote
-        rows_ = [[r["prompt"], r["expected"], r["got"], "yes" if r["right"] else "no"] for r in p.examples["rows"]]
-        row3.append(f"<div><h3>{escape(p.examples['title'])}</h3>"
-                    + _table(["prompt", "expected", "generated", "right"], rows_) + "</div>")
+        before = "before" in p.examples["rows"][0]  # a fine-tune shows its base model's answers too
+        rows_ = [[r["prompt"], r["expected"], *([r["before"]] if before else []), r["got"],
+                  "yes" if r["right"] else "no"] for r in p.examples["rows"]]
+        head = ["prompt", "expected", *(["before fine-tuning"] if before else []), "generated", "right"]
+        row3.append(f"<div><h3>{escape(p.examples['title'])}</h3>" + _table(head, rows_) + "</div>")
     for row in (row1, row2, row3):
         if row:
             html += f'<div class="figs">{"".join(row)}</div>'
