@@ -10,6 +10,10 @@ response) on 100 held-out "repeat" prompts whose word sequences no training reco
 
     python bench/sft_exact_match.py [--seeds 0,1,2]
 
+On the 2-core CPU sandbox (seeds 0, 1, 2): "repeat" exact match 0.007 ± 0.012 before, 0.543 ± 0.155
+after LoRA; the base's "reverse" 0.953 ± 0.081 before, 0.003 ± 0.006 after (full forgetting: the
+adapters on every Linear overwrite the old instruction; a doctor finding to build).
+
 Last line: ``exact match after/before = A / B`` (means over seeds).
 """
 
