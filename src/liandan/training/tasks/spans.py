@@ -95,7 +95,7 @@ class TokenClassify(Task):
     hf_head = "token_cls"
     higher_is_better = frozenset({"accuracy", "precision", "recall", "f1"})
     headline_metric = "f1"
-    export_output = None  # token ids in, and the exporters take images and features
+    export_output = "logits"  # token ids (batch, seq) in: the ONNX graph takes input_ids
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)

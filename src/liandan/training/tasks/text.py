@@ -63,7 +63,7 @@ class TextClassify(Classify):
 
     name = "text_classify"
     hf_head = "seq_cls"
-    export_output = None  # token ids in, and the exporters take images and features
+    export_output = "logits"  # token ids (batch, seq) in: the ONNX graph takes input_ids
 
     def read_inputs(self, run: Run, inputs: list[Any]) -> list[tuple[str, torch.Tensor]]:
         """Texts (or ``.txt`` files, a text per line) as token ids, cut to the run's row length."""
