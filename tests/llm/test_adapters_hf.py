@@ -328,7 +328,10 @@ def test_merged_directory_is_exact(arch, hf_dirs, tmp_path):
     """At transformers' init (logits about ±1), every weight adapter with trained-like weights merges
     into a save_pretrained directory whose AutoModelFor… logits are the adapted model's within 1e-5."""
     for name in ADAPTERS.names():
-        if "prompt" in ADAPTERS.get(name).tags:
+        entry = ADAPTERS.get(name)
+        # liandan's own methods: an adapter another test registered (examples/custom_adapter.py's IA³)
+        # is not one of them and takes other options
+        if "prompt" in entry.tags or not entry.fn.__module__.startswith("liandan.adapters"):
             continue
         model = apply_adapter(_load(hf_dirs, arch), ADAPTERS.get(name).fn(**_options(name))).eval()
         _perturb(model, 3, 0.05)  # B about what a few hundred small steps give (α/r = 4 scales it)
