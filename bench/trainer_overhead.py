@@ -15,6 +15,11 @@ Jobs: ``digits-lenet`` (the preset) and ``mlp-200k`` (an MLP over a 200k-sample 
     python bench/trainer_overhead.py [--repeats 5] [--jobs digits-lenet,mlp-200k]
 
 Last line: ``ratio liandan/raw = X`` (the worst job).
+
+On the 2-core CPU sandbox (one thread; 3 runs of 3-5 alternated repeats, session 6): liandan/raw-tuned
+1.032 ± 0.012 on digits-lenet and 1.025 ± 0.006 on mlp-200k (1.074 / 1.222 at 19ced90: the lean fused
+Adam step, the lazy gradient norm and the batched accuracy tally took the difference); liandan/Lightning
+0.69 and 0.28.
 """
 
 from __future__ import annotations
