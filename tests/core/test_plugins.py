@@ -42,6 +42,7 @@ def test_plugin_entries_are_listed(site) -> None:
     assert "number of clusters, one class each" in data.stdout  # the plugin's Args: help
 
 
+@pytest.mark.slow  # trains: the fast tier keeps the listing checks
 def test_recipe_with_plugin_model_and_data_trains(site, tmp_path) -> None:
     recipe = tmp_path / "plugin.yaml"
     recipe.write_text("name: plugin\ndata: {source: example_blobs, n: 200, classes: 3, batch_size: 32}\n"

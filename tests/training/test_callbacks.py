@@ -56,6 +56,7 @@ def _trainer(run_dir: Path, callbacks: list[Callback], overrides: dict | None = 
     return Trainer(rec, data, model, loss_fn, run_dir, device, callbacks, echo=lambda *_: None, quiet=True)
 
 
+@pytest.mark.slow  # trains: the fast tier keeps the listing checks
 def test_example_runs(tmp_path) -> None:
     r = subprocess.run([sys.executable, str(EXAMPLE), "--out", str(tmp_path)], capture_output=True, text=True,
                        timeout=600)
