@@ -14,6 +14,11 @@ model loading, tokenization and liandan's final evaluation passes excluded) and 
     python bench/sft_vs_hf.py [--repeats 3] [--steps 60] [--threads 1]
 
 Last line: ``ratio liandan/hf = X`` (median loop times).
+
+On the 2-core CPU sandbox (3 alternated repeats, 60 steps, one thread; HF's default optimizer is
+fused AdamW too): loop liandan/HF 0.862 (2,459 against 2,119 response tokens/s); whole call 1.94
+(4.48 s against 2.31 s): liandan's call also tokenizes the 2,000 records through the chat template,
+evaluates the split at the end and writes the run directory, while HF is handed the ready token rows.
 """
 
 from __future__ import annotations
