@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the tiny-tokenizer builder
 
+from sft_vs_hf import write_model  # noqa: E402 (bench/ is on the path: the same tiny LLaMA)
+
 QUIET = {"train.tensorboard": False, "report": False, "doctor.enabled": False, "train.threads": 1}
 
 
@@ -52,22 +54,6 @@ def instructions(kind: str, n: int, seed: int, words: list[str], avoid: set[str]
 def write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def base_model(root: Path, seed: int) -> Path:
-    import transformers as tf
-
-    from tests.models.hf_tiny import tokenizer
-
-    tok = tokenizer("llama")
-    torch.manual_seed(seed)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         bos_token_id=1, eos_token_id=2)
-    d = root / "init"
-    tf.LlamaForCausalLM(cfg).save_pretrained(str(d))
-    tok.save_pretrained(str(d))
-    return d
 
 
 def sft(model_path: Path, data: Path, out: Path, seed: int, adapter: dict | None, epochs: int, lr: float):
@@ -95,7 +81,8 @@ def one_seed(seed: int, root: Path) -> dict[str, float]:
     held = instructions("repeat", 100, seed + 200, words, {r["response"] for r in b_train})
     a_seen = {r["prompt"].removeprefix("please tell me about ") for r in a_train}
     a_held = instructions("reverse", 100, seed + 300, words, a_seen)
-    base_run = sft(base_model(root, seed), write(root / "a.jsonl", a_train), root / "base", seed, None, 6, 3e-3)
+    init = write_model(root, width=64, layers=2, context=64, seed=seed)
+    base_run = sft(init, write(root / "a.jsonl", a_train), root / "base", seed, None, 6, 3e-3)
     base_dir = base_run.dir / "hf"
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     base = AutoModelForCausalLM.from_pretrained(str(base_dir))

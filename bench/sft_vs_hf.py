@@ -40,16 +40,18 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 R, ALPHA, LR, BATCH = 8, 16.0, 1e-3, 8
 
 
-def write_model(root: Path) -> Path:
+def write_model(root: Path, width: int = 128, layers: int = 4, context: int = 256, seed: int = 0) -> Path:
+    """``root/llama``: a randomly initialised LLaMA (``width`` wide, MLP 2×, 4 heads) with the tiny
+    word-level tokenizer and its chat template (also the base of ``bench/sft_exact_match.py``)."""
     import transformers as tf
 
     from tests.models.hf_tiny import tokenizer
 
     tok = tokenizer("llama")
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=context, bos_token_id=1, eos_token_id=2)
     d = root / "llama"
     tf.LlamaForCausalLM(cfg).save_pretrained(str(d))
     tok.save_pretrained(str(d))
