@@ -155,6 +155,9 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="step checkpoints to keep")
     max_bad_steps: int = Field(10, ge=1, description="consecutive non-finite steps before status diverged")
     log_every: int = Field(10, ge=1, description="write a train row to metrics.csv every N steps")
+    final_eval: list[Literal["train", "val", "test"]] = Field(
+        ["train", "val", "test"], description="splits evaluated once more at the end, into summary.json's final "
+        "(a step-capped fine-tune may skip train: a pass over the whole split can cost more than the training)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: chosen by model size)")
     tensorboard: bool = Field(True, description="write TensorBoard event files under tb/")
     compile: bool = Field(False, description="torch.compile the model (pays on GPUs; on a small CPU it "

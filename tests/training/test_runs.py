@@ -48,6 +48,15 @@ def test_resume_with_more_epochs_continues_a_completed_run(tmp_path) -> None:
     assert RunDir(first.dir).summary()["epochs"] == 2
 
 
+def test_final_eval_names_the_splits_evaluated_at_the_end(mlp_run, tmp_path) -> None:
+    """``train.final_eval: [test]`` evaluates only the test split at the end; the same weights give
+    the same test metrics as the full final evaluation, and the run still reports its final weights."""
+    run = liandan.train("digits-mlp", overrides={**FAST, "train.final_eval": ["test"]}, out=tmp_path / "t", quiet=True)
+    assert set(run.summary["final"]) == {"test"} and run.summary["weights"] == "final"
+    assert run.summary["final"]["test"] == mlp_run.summary["final"]["test"]
+    assert RunDir(run.dir).weights_file("final").is_file()
+
+
 def test_run_open_reads_files_and_builds_the_model_on_first_use(mlp_run, monkeypatch) -> None:
     from liandan.training.run import Run, load_run
 

@@ -63,7 +63,8 @@ def render(tok: Any, chat: list[dict[str, str]], where: str) -> tuple[list[int],
         if turn["role"] != "assistant":
             continue
         before = tok.apply_chat_template(chat[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        through = tok.apply_chat_template(chat[: i + 1], tokenize=False)
+        # the last turn's rendering is the whole text: one template call fewer per record
+        through = text if i == len(chat) - 1 else tok.apply_chat_template(chat[: i + 1], tokenize=False)
         if not (through.startswith(before) and text.startswith(through)):
             raise LiandanError(f"{where}: the chat template renders earlier turns differently once later ones "
                                "follow, so the assistant's tokens cannot be told apart")

@@ -153,9 +153,10 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
         ck.load_weights(model, best)
         weights = "best"
     final = {}
-    if status in ("completed", "stopped_early"):
+    finished = status in ("completed", "stopped_early")
+    if finished:
         for split in ("train", "val", "test"):
-            if getattr(data, split) is not None:
+            if getattr(data, split) is not None and split in recipe.train.final_eval:
                 final[split] = evaluate(model, data.eval_batches(split), loss_fn, data.info, device, task=trainer.task)
         if denv.is_main:
             save_final(rd, model, adapter=recipe.adapter is not None)
@@ -166,7 +167,7 @@ def fit(recipe: Recipe, data: DataModule, model: nn.Module, loss_fn, device, run
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     st = trainer.state
-    extra = {"weights": "final" if final else weights, "device": str(device), "threads": threads,
+    extra = {"weights": "final" if finished else weights, "device": str(device), "threads": threads,
              "params": n_params, "trainable_params": n_trainable, "world_size": denv.world,
              "effective_batch_size": recipe.data.batch_size * recipe.train.accumulate * denv.world,
              "lr_scaling": "none: the recipe's lr is used as is for the effective batch size",
