@@ -58,7 +58,7 @@ def run(case: Any, root: Path, seed: int, threads: int, every: int | None) -> di
     res = run_case(case, out, repair=False, seed_offset=seed, overrides=ov)
     view = view_from_run_dir(out / case.name / "round-0")
     sigs = rule_signals(view)
-    v = verdict(case, sigs)
+    v = verdict(case, sigs, view)
     # the signals must be the rules' own gates, and the post hoc view the live one
     gate = [c for c, s in sigs.items() if s.fires != (RULES.get(c).fn(view) is not None)]
     posthoc = sorted(f.code for f in run_rules(view))

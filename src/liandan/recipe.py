@@ -81,6 +81,9 @@ class ModelConfig(_Options):
                                     "the classifier head), or a list of name patterns (fnmatch)")
     unfreeze_at_epoch: int | None = Field(None, ge=1, description="train every parameter from this epoch on "
                                           "(1-based; gradual unfreezing after the head has settled)")
+    output: Literal["logits", "softmax", "sigmoid", "relu", "tanh"] = Field(
+        "logits", description="activation applied to the model's output (Keras's Dense(activation=...)); every "
+        "loss expects raw logits/values, so anything else is a fault the doctor names (softmax twice, ...)")
 
     @model_validator(mode="after")
     def _trusted_code(self) -> ModelConfig:

@@ -6,6 +6,9 @@ A rule is registered with ``@register_rule(code, phase=..., suppresses=(...))``:
 - ``suppresses``: codes that are consequences of this one (zero init makes ReLU units dead):
   when both fire only the root cause is reported, as AutoTrainer keeps only its
   highest-priority problem (Zhang et al. ICSE 2021, ``problem_evaluation``).
+- ``spares``: ``fn(view) -> codes`` it does not hide on this run although it suppresses them —
+  the root cause lies upstream of both: gradients that explode because the rate is above the range
+  test's usable range are the rate's consequence, so ``lr_too_high`` is reported beside them.
 - ``generic=True`` (underfitting): reported only when no more specific rule explains the run.
 """
 
@@ -31,6 +34,13 @@ def rules_for(phase: str, mode: str = "train") -> list[Any]:
     return out
 
 
+def hidden_by(entry: Any, view: RunView) -> set[str]:
+    """The codes a fired rule hides on this run: its ``suppresses`` less what ``spares(view)`` keeps."""
+    hidden = set(entry.extra.get("suppresses", ()))
+    spares = entry.extra.get("spares")
+    return hidden - set(spares(view)) if spares else hidden
+
+
 def run_rules(view: RunView) -> list[Finding]:
     """Every applicable rule's finding, consequences suppressed, most severe first."""
     from liandan.registry import RULES
@@ -48,7 +58,7 @@ def run_rules(view: RunView) -> list[Finding]:
     drop = set()
     for code in found:
         entry = RULES.get(code)
-        drop.update(entry.extra.get("suppresses", ()))
+        drop.update(hidden_by(entry, view))
         if entry.extra.get("generic") and len(found) > 1:
             drop.add(code)
     kept = [f for c, f in found.items() if c not in drop]

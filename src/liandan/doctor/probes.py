@@ -89,9 +89,9 @@ def output_stats(out: torch.Tensor) -> dict[str, float]:
     o = out.detach().float()
     st = {"mean": o.mean().item(), "std": o.std().item() if o.numel() > 1 else 0.0,
           "min": o.min().item(), "max": o.max().item(), "dim": int(o.shape[-1]) if o.dim() > 1 else 1}
-    if o.dim() == 2 and o.shape[1] > 1:
-        st["row_sum_dev"] = (o.sum(1) - 1).abs().max().item()  # 0 for softmax outputs
-        st["logsumexp_dev"] = o.logsumexp(1).abs().max().item()  # 0 for log_softmax outputs
+    if o.dim() >= 2 and o.shape[-1] > 1:  # (B, K) class scores or (B, T, V) token scores
+        st["row_sum_dev"] = (o.sum(-1) - 1).abs().max().item()  # 0 for softmax outputs
+        st["logsumexp_dev"] = o.logsumexp(-1).abs().max().item()  # 0 for log_softmax outputs
     return st
 
 

@@ -214,6 +214,10 @@ def build_recipe_model(recipe: Recipe, info: DataInfo, *, base_weights: bool = T
     run (``base_weights``); with ``adapter`` the base frozen and the adapter in place."""
     base = check_path(recipe.model.from_run, "model.from_run") if recipe.model.from_run and base_weights else None
     model = build_model(recipe.model, info)
+    if recipe.model.output != "logits":
+        from liandan.models.output import apply_output
+
+        model = apply_output(model, recipe.model.output)
     if recipe.model.weights and base_weights:  # transfer learning from a state dict (torchvision/timm names too)
         from liandan.models.pretrained import load_pretrained
 

@@ -27,19 +27,24 @@ def rule_signals(view: RunView) -> dict[str, Signal]:
     return {e.name: SIGNALS[e.name](view) for e in rules_for("end", view.mode)}
 
 
-def suppressors(code: str, codes: list[str]) -> list[str]:
-    """The codes whose firing hides ``code`` (all others for a generic rule)."""
+def suppressors(code: str, codes: list[str], view: RunView | None = None) -> list[str]:
+    """The codes whose firing hides ``code`` (all others for a generic rule); with ``view``, less the
+    rules that spare it on that run (:func:`liandan.doctor.engine.hidden_by`)."""
+    from liandan.doctor.engine import hidden_by
     from liandan.registry import RULES
 
     if RULES.get(code).extra.get("generic"):
         return [c for c in codes if c != code]
-    return [c for c in codes if code in RULES.get(c).extra.get("suppresses", ())]
+    if view is None:
+        return [c for c in codes if code in RULES.get(c).extra.get("suppresses", ())]
+    return [c for c in codes if code in hidden_by(RULES.get(c), view)]
 
 
-def reported(code: str, sigs: dict[str, Signal], by: list[str] | None = None) -> tuple[bool, float, str]:
+def reported(code: str, sigs: dict[str, Signal], by: list[str] | None = None,
+             view: RunView | None = None) -> tuple[bool, float, str]:
     """(reported?, margin, the code that sets the margin): ``code`` fires and no suppressor of it
     fires; the margin counts only the suppressors in ``by`` (default: all)."""
-    sup = suppressors(code, list(sigs))
+    sup = suppressors(code, list(sigs), view)
     fires = sigs[code].fires and not any(sigs[o].fires for o in sup)
     margin, which = sigs[code].margin, code
     for o in sup:
@@ -48,7 +53,7 @@ def reported(code: str, sigs: dict[str, Signal], by: list[str] | None = None) ->
     return fires, margin, which
 
 
-def verdict(case: Case, sigs: dict[str, Signal]) -> dict[str, Any]:
+def verdict(case: Case, sigs: dict[str, Signal], view: RunView | None = None) -> dict[str, Any]:
     """``{"ok", "margin", "code", "role", "check", "value", "threshold", "expected_margin",
     "found"}``: whether the case's verdict holds on these signals and how far it is from
     flipping. ``code`` is the code closest to flipping, ``role`` what it must do: ``expected``
@@ -56,17 +61,18 @@ def verdict(case: Case, sigs: dict[str, Signal]) -> dict[str, Any]:
     alarm); ``by`` is the rule whose signal sets the margin — ``code`` itself, or a rule that
     suppresses it (which must stay silent for an expected code; which keeps a wrong code hidden —
     only expected or allowed ones count: one wrong finding hiding another does not save the
-    verdict); ``check``, ``value``, ``threshold``: its comparison closest to flipping."""
+    verdict); ``check``, ``value``, ``threshold``: its comparison closest to flipping. ``view``:
+    the run the signals come from (a rule's ``spares`` depend on it)."""
     ok, terms = True, []
-    found = sorted(c for c in sigs if reported(c, sigs)[0])
+    found = sorted(c for c in sigs if reported(c, sigs, view=view)[0])
     fine = set(case.expect) | set(case.allow)
     for c in sigs:
         if c in case.expect:
-            fires, m, which = reported(c, sigs)
+            fires, m, which = reported(c, sigs, view=view)
             ok = ok and fires
             terms.append((m, c, which, "expected"))
         elif c not in fine:
-            fires, m, which = reported(c, sigs, by=[o for o in sigs if o in fine])
+            fires, m, which = reported(c, sigs, by=[o for o in sigs if o in fine], view=view)
             ok = ok and not fires
             terms.append((-m, c, which, "wrong"))
     m, code, by, role = min(terms, key=lambda t: t[0])

@@ -8,7 +8,9 @@ Checks (AutoTrainer's improper output/loss, DeepDiagnosis's "out of range", TheD
 - binary cross-entropy on a single-label multi-class problem (> 2 classes);
 - BCE on regression targets outside [0, 1] (the loss's range);
 - integer class labels regressed with a regression loss;
-- a negative loss value where the loss cannot be negative.
+- a negative loss value where the loss cannot be negative;
+- regression through a softmax over one output (the constant 1), or through an output that is never
+  negative (sigmoid, ReLU, softmax) while the standardised targets reach below -0.5.
 These are wiring errors, not symptoms: no second signal is needed.
 Notes: 损失函数 (分类: 交叉熵, softmax "(0,1), 和为1"; 回归: MSE/MAE), 原始输出 logits vs predictions.
 """
@@ -25,8 +27,22 @@ CODE = "loss_output_mismatch"
 PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking", "distill")
 
 
+REGRESSION_LOSSES = ("mse", "l1", "mae", "smooth_l1", "huber")
+# Standardised targets (regression: the training split's mean 0, std 1) below this value: a share of
+# them (about 30 % of a normal's) that an output bounded below by 0 can never reach.
+NEG_TARGET = -0.5
+
+
 def _loss(view: RunView) -> str:
-    return view.recipe.loss.name or ("cross_entropy" if view.is_classification else "mse")
+    from liandan.training.tasks import task_class
+
+    tc = task_class(view.task)
+    return view.recipe.loss.name or tc.default_loss or tc.own_loss or ("cross_entropy" if view.is_classification
+                                                                       else "mse")
+
+
+def _outputs(view: RunView) -> list[dict]:
+    return [p["output"] for p in view.probes if isinstance(p.get("output"), dict)]
 
 
 def _facts(view: RunView) -> tuple[str, dict | None, dict]:
@@ -43,6 +59,7 @@ def signal(view: RunView) -> Signal:
     loss, out, lab = _facts(view)
     dim = (out or {}).get("dim", view.num_classes)
     lo = finite(view.loss)
+    outs = _outputs(view)
     checks = [
         all_of(flag("probability loss on non-negative outputs", bool(out) and loss in PROB_LOSSES
                     and out.get("dim", 1) > 1 and out.get("min", -1) >= 0),
@@ -55,6 +72,16 @@ def signal(view: RunView) -> Signal:
         flag("regress_class_ids", view.is_regression and bool(view.class_names)),
         flag("negative_loss", bool(lo) and min(lo) < -1e-6
              and loss in ("cross_entropy", "bce_with_logits", "mse", "l1", "mae", "smooth_l1")),
+        # a softmax over one output is the constant 1 (SO 34311586, 45442843): nothing is learned
+        flag("constant_one_output", view.is_regression and loss in REGRESSION_LOSSES and bool(outs)
+             and all(o.get("dim") == 1 and abs(o["min"] - 1) < 1e-6 and abs(o["max"] - 1) < 1e-6 for o in outs)),
+        # a sigmoid/ReLU/softmax output (≥ 0 on every probe) regressing standardised targets that go
+        # well below 0 (DeepDiagnosis "out of range"): those targets are out of its reach
+        all_of(flag("non-negative regression output", view.is_regression and loss in REGRESSION_LOSSES
+                    and bool(outs) and all(o["min"] >= 0 for o in outs)
+                    and not all(abs(o["min"] - 1) < 1e-6 and abs(o["max"] - 1) < 1e-6 for o in outs)),
+               below("target_min", lab.get("min", 0.0) if lab.get("kind") == "value" else 0.0, NEG_TARGET),
+               name="output_out_of_range"),
     ]
     return any_of(*checks)
 
@@ -71,13 +98,16 @@ def loss_output_mismatch(view: RunView) -> Finding | None:
     step = view.probes[0]["step"] if view.probes else None
     ev: dict = {"loss": loss, "task": view.task, "outputs": (out or {}).get("dim", view.num_classes)}
     causes, fx = [], []
+    output = view.recipe.model.output
+    logits = fix(view, CODE, "logits", {"model.output": "logits"})
     kinds = [a["kind"] for a in view.meta.get("activations", [])]
     if has["softmax_twice"]:
         ev.update(output_min=out["min"], row_sum_deviation=out["row_sum_dev"])
-        ends = " (the model ends in a Softmax layer)" if kinds and kinds[-1] == "softmax" else ""
+        ends = (" (model.output: softmax)" if output == "softmax"
+                else " (the model ends in a Softmax layer)" if kinds and kinds[-1] == "softmax" else "")
         causes.append(f"the model outputs probabilities{ends} — every row sums to 1 — and {loss} applies softmax "
                       "again: the logits are squashed into [0, 1], gradients shrink and predictions flatten")
-        fx += [fix(view, CODE, "logits", {"model.output": "logits"}), fix(view, CODE, "remove_softmax")]
+        fx += [logits, fix(view, CODE, "remove_softmax")]
     if has["labels_outside_outputs"]:
         dim = (out or {}).get("dim", view.num_classes)
         ev.update(label_min=lab["min"], label_max=lab["max"])
@@ -102,6 +132,17 @@ def loss_output_mismatch(view: RunView) -> Finding | None:
                       "distances that do not exist)")
         fx.append(fix(view, CODE, "classify", {"task": "classify", "loss.name": "cross_entropy"}))
         fx.append(fix(view, CODE, "classify", {"task": "classify"}))
+    if has["constant_one_output"]:
+        ev.update(output_min=out["min"], output_max=out["max"])
+        causes.append("every prediction is exactly 1: a softmax over a single output is the constant 1 "
+                      f"(exp(z) / exp(z)), so {loss} cannot move and nothing is learned")
+        fx.append(logits)
+    if has["output_out_of_range"]:
+        ev.update(output_min=min(o["min"] for o in _outputs(view)), target_min=lab["min"])
+        act = f" (model.output: {output})" if output != "logits" else ""
+        causes.append(f"the outputs are never negative{act} — a sigmoid, ReLU or softmax output — but the "
+                      f"standardised targets reach {g(lab['min'])}: those targets are out of the output's range")
+        fx.append(logits)
     lo = finite(view.loss)
     if has["negative_loss"]:
         ev["min_loss"] = min(lo)

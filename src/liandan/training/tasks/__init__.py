@@ -110,6 +110,9 @@ class Task:
 
     name = ""
     default_loss: str | None = None  # None: the task computes its own loss (lm, gan, diffusion, ...)
+    # The loss a task that computes its own applies to the network's output (lm: cross-entropy over
+    # the vocabulary), which the doctor checks the output against; None: not a per-output loss.
+    own_loss: str | None = None
     higher_is_better: frozenset[str] = frozenset()
     # How the data pipeline treats the source's targets y (it reads this through the TASKS
     # registry: the data layer imports no task). "class": integer class ids, splits stratified,

@@ -80,6 +80,7 @@ class LanguageModel(Task):
     default_loss = None
     higher_is_better = frozenset({"accuracy", "exact_match"})
     generates_text = True
+    own_loss = "cross_entropy"
     export_output = "logits"  # (batch, seq, vocab), no key/value cache
     predict_instead = "liandan generate {run} --prompt TEXT"
 

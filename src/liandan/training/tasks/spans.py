@@ -93,6 +93,7 @@ class TokenClassify(Task):
 
     name = "token_classify"
     hf_head = "token_cls"
+    own_loss = "cross_entropy"
     higher_is_better = frozenset({"accuracy", "precision", "recall", "f1"})
     headline_metric = "f1"
     export_output = "logits"  # token ids (batch, seq) in: the ONNX graph takes input_ids
@@ -281,6 +282,7 @@ class ExtractiveQA(Task):
 
     name = "extractive_qa"
     hf_head = "qa"
+    own_loss = "cross_entropy"
     higher_is_better = frozenset({"exact_match", "f1"})
     headline_metric = "f1"
     export_output = None  # token ids in, start and end logits out: the exporters take images and features
