@@ -7,7 +7,8 @@ instead of settling (AutoTrainer's "oscillating loss"): the windowed training lo
 to ≥ 2× the best it had reached, or the validation loss ends ≥ 1.5× (and 0.1) above its minimum
 while the per-epoch training loss is also ≥ 1.2× above its own (val up alone is overfitting), or
 the quality fell ≥ 0.1 below the best epoch's (AutoTrainer: accuracy swings ≥ ζ), or, with
-updates ≥ 2 %, the loss did not move at all (< 10 % drop, accuracy at chance).
+updates ≥ 2 %, the loss did not move at all (< 10 % drop — for classification counted from ln K
+when it started above, so falling back to chance is no progress — and accuracy at chance).
 A high ratio alone is common in tiny or heavily regularised models whose weights are small.
 Third, the arbiter (one opinion on the rate, :mod:`liandan.doctor.lr_opinion`): the rate lies
 above the LR range test's usable range for this recipe — so ``liandan lr-find``'s suggestion
@@ -24,7 +25,7 @@ from __future__ import annotations
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
-from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, signal_of
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
@@ -60,6 +61,20 @@ def loss_rise(view: RunView) -> float:
     return rise
 
 
+def progress(view: RunView) -> float:
+    """The loss drop, for classification counted from the loss of a uniform guess (ln K) when the
+    run started above it: a large initial loss that falls back only to chance level (2.6 → 2.30
+    on 10 classes) is no progress, although it is a 12 % drop."""
+    import math
+
+    drop = view.loss_drop()
+    if not view.is_classification or view.num_classes < 2 or not math.isfinite(drop):
+        return drop
+    start, end = view.loss_window(True), view.loss_window(False)
+    chance = math.log(view.num_classes)
+    return 1.0 - end / chance if start > chance else drop
+
+
 def _bounce(val: list[float], tr: list[float]) -> Signal:
     """Validation loss up *and* training loss up: oscillation; val up alone is overfitting."""
     if len(val) < 2 or len(tr) < 2:
@@ -93,7 +108,7 @@ def signal(view: RunView) -> Signal:
     upd = update_ratio(view)
     val = finite(view.metric("val", "loss"))
     tr = finite(view.metric("train", "loss"))
-    drop = view.loss_drop()
+    drop = progress(view)
     # big steps, yet no progress at all: jumping around the valley instead of descending into it
     stuck = all_of(flag("train mode", view.mode == "train"), above("update_ratio", upd, 2 * UPDATE),
                    below("loss_drop", drop, 0.1, "odds"), below("best_quality", view.quality(best=True), 0.1, "odds"),
@@ -104,7 +119,12 @@ def signal(view: RunView) -> Signal:
     if not big.fires:
         return all_of(big, any_of(*shows, name="oscillates"))
     within, far = range_checks(view)
-    return all_of(big, any_of(*shows, far, name="oscillates"), within)
+    # the run learns poorly at a rate the range test condemns: the rate is the cause the test names
+    # (a run that learns well at such a rate is left alone). Classification only: accuracy over chance
+    # says "poorly" reliably, while noisy regression sets (diabetes: R² ≈ 0.5 at best) dip below the bar.
+    poor = all_of(flag("classification", view.is_classification), learns_poorly(view),
+                  flag("range test", within.name == "lr_over_range_test"), name="poor_above_range")
+    return all_of(big, any_of(*shows, far, poor, name="oscillates"), within)
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -117,7 +137,7 @@ def lr_too_high(view: RunView) -> Finding | None:
     val = finite(view.metric("val", "loss"))
     rise = loss_rise(view)
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
-    drop = view.loss_drop()
+    drop = progress(view)
     bounce, stuck = sig.find("bounce").fires, sig.find("stuck").fires
     far = sig.find("lr_far_above_range")
     step = next((p["step"] for p in view.probes[1:]
