@@ -2,12 +2,19 @@
 loss or task the candidate trains with.
 
 A fix may change the loss (BCE → cross-entropy) or the task (regression on class ids →
-classification), so the recipe's own validation loss cannot compare candidates. The judge
-evaluates the trained model on the validation split itself:
+classification), so the recipe's own validation loss cannot compare those candidates. For the
+two task families such fixes move between, the judge scores the model's outputs itself:
 - classification: accuracy, and the cross-entropy of softmax(output) as a proper score for ties;
 - regression on class ids: accuracy of the rounded prediction (comparable with the
   classification fix), MSE in standardised units for ties;
 - regression: R², and MSE in standardised units.
+Every other task (lm, mlm, sft, token_classify, extractive_qa, gan, diffusion, contrastive,
+caption, the reward model, GRPO, a plugin's) is asked itself: its own validation pass
+(:func:`liandan.training.loop.evaluate` with the task's forward, loss and tally), whose
+``headline_metric`` is the metric and whose ``loss`` breaks ties — the numbers the run's summary
+reports for its val split (exactly, but for the noise a GAN or a diffusion model draws).
+``higher`` says which way the metric improves (a task whose headline is its loss: lower), so
+:func:`improved` compares any of them.
 """
 
 from __future__ import annotations
@@ -18,43 +25,69 @@ from typing import Any
 TOL_WORSE, MIN_GAIN, LOSS_GAIN = 0.01, 0.005, 0.02
 
 
-def judge_metrics(model: Any, data: Any, info: Any) -> dict[str, Any]:
-    """{"name", "metric", "loss"} of ``model`` on the validation split (train if there is none)."""
+def judge_metrics(model: Any, data: Any, info: Any, recipe: Any = None) -> dict[str, Any]:
+    """{"name", "metric", "loss", "n", "higher"} of ``model`` on the validation split (train if
+    there is none). ``recipe`` (the run's) builds the task's loss for tasks scored by their own
+    validation pass; without it the task's default loss is used."""
+    from liandan.training.tasks import task_class
+
+    split = "val" if data.val is not None else "train"
+    cls = task_class(info.task)
+    if cls.is_classification or cls.is_regression:
+        return _output_metrics(model, data, info, split, cls.is_classification)
+    return _task_metrics(model, data, info, recipe, split)
+
+
+def _output_metrics(model: Any, data: Any, info: Any, split: str, classify: bool) -> dict[str, Any]:
+    """Classification and regression scored from the outputs alone (comparable across a loss or task change)."""
     import torch
     import torch.nn.functional as F
 
-    split = "val" if data.val is not None else "train"
     was = model.training
     model.eval()
     outs, ys = [], []
     try:
         with torch.no_grad():
+            dev = next(model.parameters()).device
             for xb, yb in data.eval_batches(split).epoch(0):
-                dev = next(model.parameters()).device
-                outs.append(model(xb.to(dev)).float().cpu())
+                outs.append(model(xb.to(dev)).float().cpu())  # (B, K) logits or (B, D) values
                 ys.append(yb)
     finally:
         model.train(was)
-    from liandan.training.tasks import task_class
-
     out, y = torch.cat(outs), torch.cat(ys)
     n = len(y)
-    classify = task_class(info.task).is_classification
     if not torch.isfinite(out).all():
         return {"name": "accuracy" if classify or info.class_names else "r2",
-                "metric": None, "loss": None, "n": n}
+                "metric": None, "loss": None, "n": n, "higher": True}
     if classify:
         return {"name": "accuracy", "metric": float((out.argmax(-1) == y).float().mean()),
-                "loss": float(F.cross_entropy(out, y)), "n": n}
+                "loss": float(F.cross_entropy(out, y)), "n": n, "higher": True}
     t = y.float().view_as(out)
     mse = float(((out - t) ** 2).mean())
     if info.class_names:  # class ids regressed: score the rounded prediction as a class
         pred, true = info.denormalize_y(out), info.denormalize_y(t)
         return {"name": "accuracy", "metric": float((pred.round() == true.round()).float().mean()), "loss": mse,
-                "n": n}
+                "n": n, "higher": True}
     sst = float(((t - t.mean(0)) ** 2).mean())
     r2 = 1.0 - mse / sst if sst > 0 else 0.0
-    return {"name": "r2", "metric": r2 if math.isfinite(r2) else None, "loss": mse, "n": n}
+    return {"name": "r2", "metric": r2 if math.isfinite(r2) else None, "loss": mse, "n": n, "higher": True}
+
+
+def _task_metrics(model: Any, data: Any, info: Any, recipe: Any, split: str) -> dict[str, Any]:
+    """The task's own validation pass: its headline metric (or its loss where it has none) and its loss."""
+    from liandan.recipe import LossConfig
+    from liandan.training.loop import evaluate
+    from liandan.training.setup import build_loss
+    from liandan.training.tasks import build_task
+
+    _, loss_fn = build_loss(recipe.loss if recipe is not None else LossConfig(), info.task)
+    task = build_task(info, loss_fn, recipe)
+    device = next(model.parameters()).device
+    m = evaluate(model, data.eval_batches(split), loss_fn, info, device, task=task)
+    key = task.headline_metric
+    fin = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
+    return {"name": key, "metric": fin(m.get(key)), "loss": fin(m.get("loss")),
+            "n": (info.sizes or {}).get(split), "higher": key in task.higher_is_better}
 
 
 def run_metrics(run_dir: Any) -> dict[str, Any]:
@@ -67,7 +100,13 @@ def run_metrics(run_dir: Any) -> dict[str, Any]:
     except LiandanError:
         return {"name": "accuracy", "metric": None, "loss": None}
     data = run.load_data()
-    return judge_metrics(run.model, data, run.info)
+    return judge_metrics(run.model, data, run.info, run.recipe)
+
+
+def gain(new: dict[str, Any], old: dict[str, Any]) -> float:
+    """How much better ``new``'s metric is than ``old``'s (positive: better), whichever way it improves."""
+    d = new["metric"] - old["metric"]
+    return d if new.get("higher", True) else -d
 
 
 def improved(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -78,10 +117,10 @@ def improved(new: dict[str, Any], old: dict[str, Any]) -> bool:
         return new.get("metric") is not None
     if new.get("metric") is None or new.get("name") != old.get("name"):
         return False
-    gain = new["metric"] - old["metric"]
+    g = gain(new, old)
     noise = max(MIN_GAIN, 1.5 / new["n"]) if new.get("name") == "accuracy" and new.get("n") else MIN_GAIN
-    if gain > noise:
+    if g > noise:
         return True
-    if gain < -TOL_WORSE:
+    if g < -TOL_WORSE:
         return False
     return bool(new["loss"] is not None and old["loss"] is not None and new["loss"] < (1 - LOSS_GAIN) * old["loss"])

@@ -146,6 +146,9 @@ def summarize_inputs(batches: list[dict[str, Any]]) -> dict[str, Any]:
         "std_max": std.max().item(), "std_min": live.min().item() if len(live) else 0.0,
         "std_ratio": (live.max() / live.min()).item() if len(live) else 1.0,
         "constant_features": int((std <= 1e-8).sum()),
+        # how far the features sit from zero in units of their spread: ≈ 0 once standardised, ≈ 1
+        # for [0, 1] pixels (LeCun et al., Efficient BackProp §4.3: inputs should average to zero)
+        "off_centre": (mean[std > 1e-8].pow(2).mean().sqrt() / live.pow(2).mean().sqrt()).item() if len(live) else 0.0,
         "mean": mean.tolist()[:MAX_LIST], "std": std.tolist()[:MAX_LIST],
     }
 

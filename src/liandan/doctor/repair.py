@@ -35,7 +35,7 @@ def _train(recipe: Recipe, overrides: dict[str, Any], out: Path, callbacks: Any,
     ov = {**overrides, "doctor.auto_fix": False, "doctor.enabled": True, "report": False}
     run = train(recipe, overrides=ov, out=out, callbacks=callbacks() if callbacks else None, quiet=quiet)
     doc = read_json(run.dir / "doctor.json") if (run.dir / "doctor.json").exists() else {"findings": []}
-    m = judge_metrics(run.model, run.data, run.info)
+    m = judge_metrics(run.model, run.data, run.info, run.recipe)
     m["splits"] = split_metrics(run.dir)
     return run, [Finding.from_dict(d) for d in doc["findings"]], m
 
@@ -55,14 +55,14 @@ def split_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
 def worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
     """Worse on the judge's metric by more than noise — the judge's tolerance, and for accuracy
     1.5 validation samples (on 18 samples one prediction is 0.056) — or no longer finite."""
-    from liandan.doctor.judge import TOL_WORSE
+    from liandan.doctor.judge import TOL_WORSE, gain
 
     if new.get("metric") is None:
         return old.get("metric") is not None
     if old.get("metric") is None or new.get("name") != old.get("name"):
         return False
     noise = max(TOL_WORSE, 1.5 / new["n"]) if new.get("name") == "accuracy" and new.get("n") else TOL_WORSE
-    return new["metric"] < old["metric"] - noise
+    return gain(new, old) < -noise
 
 
 def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | None = None, *, rounds: int | None = None,
@@ -199,7 +199,7 @@ def repair_after_run(trainer: Any, findings: list[Finding], echo: Any = print) -
     from liandan.training.rundir import write_json
 
     run_dir = Path(trainer.dir)
-    start = judge_metrics(trainer.model, trainer.data, trainer.info)
+    start = judge_metrics(trainer.model, trainer.data, trainer.info, trainer.recipe)
     rep = repair(trainer.recipe, rounds=trainer.recipe.doctor.max_rounds, out=run_dir / "repair",
                  baseline=(run_dir, findings, start), echo=echo)
     write_json(run_dir / "repair.json", rep)

@@ -112,9 +112,18 @@ def parse_cases(text: str, group: str) -> list[Case]:
 
 
 def injector(kind: str | None):
-    """A factory of callbacks that plant a fault at fit start (None when nothing to inject)."""
+    """A factory of callbacks that plant a fault in the model (None when nothing to inject).
+
+    The head is a forward hook on the plain model, planted when the trainer is built (``setup``,
+    before the first forward): the model object itself computes ``head(model(x))``, so every
+    consumer sees the fault — the training step (also through a DDP or compiled wrapper, which
+    call the module), validation, early stopping, the final evaluation of every split, the
+    returned ``run.model`` and so the repair judge. The head has no parameters, so the saved
+    weights are the model's own and a fix that drops the injection retrains the same architecture.
+    """
     if not kind:
         return None
+    import torch
     from torch import nn
 
     from liandan.training.callbacks import Callback
@@ -126,9 +135,15 @@ def injector(kind: str | None):
         raise LiandanError(f"unknown bench injection {kind!r}; injections: {', '.join(heads)}")
 
     class Inject(Callback):
-        def on_fit_start(self, trainer: Any) -> None:
-            attr = "net" if hasattr(trainer, "net") else "model"  # the module the loop calls
-            setattr(trainer, attr, nn.Sequential(getattr(trainer, attr), heads[kind]()))
+        def setup(self, trainer: Any) -> None:
+            head = heads[kind]()
+
+            def plant(_m: nn.Module, _inp: tuple, out: Any) -> Any:
+                return head(out) if torch.is_tensor(out) else out  # (B, K) or (B, T, V): over the last axis
+
+            # prepend: the head runs before any other forward hook (the doctor's output probe
+            # must see what the loss sees)
+            trainer.model.register_forward_hook(plant, prepend=True)
 
     return lambda: [Inject()]
 
@@ -194,7 +209,7 @@ def run_case(case: Case, root: Path, repair: bool = True, rounds: int = 3, memor
                 out=out,
                 memory=memory,
                 baseline=(run.dir, [Finding.from_dict(f) for f in doc["findings"]],
-                          judge_metrics(run.model, run.data, run.info)),
+                          judge_metrics(run.model, run.data, run.info, run.recipe)),
                 callbacks=cbs,
             )
         except Exception as e:  # a repair that cannot run (e.g. no judge for this task) has failed

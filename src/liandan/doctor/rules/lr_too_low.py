@@ -1,9 +1,11 @@
 """lr_too_low: updates so small that the loss barely moves.
 
 Symptom: the median update/weight ratio is below 1e-4 (TheDeepChecker: log10 |ΔW|/|W| < -4,
-"parameters change too slowly") while the gradients themselves are not vanishing (the
-vanishing rule suppresses this one). Second signal: the loss fell by less than 30 % or the run
-learns poorly (AutoTrainer's slow convergence, δ = 0.01 per epoch; its repair raises the rate).
+"parameters change too slowly"), or the run's whole travel — that ratio × the optimizer steps — is
+below 0.1 (few steps of a modest rate: a huge batch, a few epochs, SO 44164749), while the
+gradients themselves are not vanishing (the vanishing rule suppresses this one). Second signal:
+the loss fell by less than 30 % or the run learns poorly (AutoTrainer's slow convergence,
+δ = 0.01 per epoch; its repair raises the rate).
 Third, the arbiter (:mod:`liandan.doctor.lr_opinion`): the rate lies below the LR range test's
 usable range (a decade under its suggestion), so ``liandan lr-find``'s suggestion never draws it.
 Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
@@ -21,6 +23,9 @@ from liandan.registry import register_rule
 
 CODE = "lr_too_low"
 UPDATE = 1e-4
+# The whole run's movement, update ratio × optimizer steps: 1e-3 × 500 steps = 0.5 in a healthy
+# short run; 4e-3 × 10 steps (batch 1024 for 5 epochs of 1,437 samples) = 0.04 never gets going.
+TRAVEL = 0.1
 
 
 def range_check(view: RunView) -> Signal:
@@ -35,10 +40,18 @@ def range_check(view: RunView) -> Signal:
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """Update/weight ratio < 1e-4, and the loss fell < 30 % or the run learns poorly; and the rate
-    below the range test's usable range (checked only when the others fire)."""
-    parts = (below("update_ratio", update_ratio(view), UPDATE),
-             any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view)))
+    """Update/weight ratio < 1e-4 and the loss fell < 30 % or the run learns poorly, or the whole
+    run's travel < 0.1 and it learns poorly; and the rate below the range test's usable range
+    (checked only when the others fire)."""
+    upd = update_ratio(view)
+    steps = view.steps[-1] if view.steps else 0
+    # tiny steps and a loss that hardly falls; or few modest steps and a run from scratch that learns
+    # poorly (a fine-tune starts near its answer: it travels little by design)
+    parts = (any_of(all_of(below("update_ratio", upd, UPDATE),
+                           any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view))),
+                    all_of(flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
+                                                     or view.recipe.model.name == "hf")),
+                           below("travel", upd * steps, TRAVEL), learns_poorly(view)), name="small"),)
     if not all(p.fires for p in parts):
         return all_of(*parts)
     return all_of(*parts, range_check(view))
@@ -63,11 +76,19 @@ def lr_too_low(view: RunView) -> Finding | None:
     if rng is not None:
         causes.append(f"the LR range test on this recipe descends fastest at {rng['suggestion']:.3g}: "
                       f"{view.lr:g} is {rng['suggestion'] / view.lr:.3g}× below")
+    steps = view.steps[-1] if view.steps else 0
+    few = upd >= UPDATE and upd * steps < TRAVEL
+    if few:
+        ev.update(steps=steps, travel=upd * steps, batch_size=view.recipe.data.batch_size)
+        causes.append(f"only {steps} optimizer steps (batch {view.recipe.data.batch_size}): at {upd * 100:.2g} % "
+                      f"per step the weights travel {upd * steps:.2g} of their size over the whole run")
     if view.lr < typ / 10:
         causes.append(f"{view.lr:g} is far below the usual {typ:g} for {view.optimizer}")
     if view.recipe.optim.name in ("sgd",) and view.recipe.optim.options.get("momentum", 0) == 0:
         causes.append("plain SGD without momentum: small steps and no acceleration along consistent directions")
+    bs = view.recipe.data.batch_size
     fx = fixes(
+        fix(view, CODE, "smaller_batch", {"data.batch_size": max(16, bs // 16)}) if few and bs >= 128 else None,
         fix(view, CODE, "raise_lr", {"optim.lr": raise_lr(view)}),
         fix(view, CODE, "adam", {"optim.name": "adamw", "optim.lr": 1e-3}) if view.optimizer not in ADAPTIVE
         else None,

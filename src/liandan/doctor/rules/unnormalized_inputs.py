@@ -1,7 +1,9 @@
 """unnormalized_inputs: input features (or regression targets) on wildly different or huge scales.
 
 Symptom, from the first training batches: a feature whose mean or standard deviation exceeds
-10, or per-feature standard deviations that differ by more than 100×, or regression targets
+10, or per-feature standard deviations that differ by more than 100×, or features far off centre
+(root-mean-square feature mean > 0.5 × the root-mean-square feature std: raw [0, 1] pixels sit near
+1, standardised data near 0; LeCun et al. 1998, Efficient BackProp §4.3), or regression targets
 whose mean or std exceeds 10 (scale, not range: standardised data keeps a few outliers). A range rule alone fires on
 healthy runs (UMLAUT flagged all 49 normal CIFAR models with "input exceeds limits";
 DeepDiagnosis's [-1, 1] check likewise), so it needs a second signal: the run learns poorly,
@@ -20,6 +22,7 @@ from liandan.registry import register_rule
 
 CODE = "unnormalized_inputs"
 RANGE, RATIO = 10.0, 100.0
+CENTRE = 0.5  # rms feature mean over rms feature std: ≈ 0 standardised, ≈ 1 for raw [0, 1] pixels
 
 
 def _scales(inp: dict) -> tuple[float, float, float]:
@@ -41,7 +44,8 @@ def signal(view: RunView) -> Signal:
     big, ratio, target = _scales(inp)
     sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
     return all_of(any_of(above("feature_scale", big, RANGE), above("std_ratio", ratio, RATIO),
-                         above("target_scale", target, RANGE), name="scaled"),
+                         above("target_scale", target, RANGE), above("off_centre", inp.get("off_centre", 0.0), CENTRE),
+                         name="scaled"),
                   any_of(learns_poorly(view), count("bad_steps", len(view.bad_steps())),
                          above("max_saturated", max(sat), 0.5, "odds") if sat else flag("max_saturated", False),
                          name="suffers"))
@@ -65,6 +69,12 @@ def unnormalized_inputs(view: RunView) -> Finding | None:
                       f"(std {g(inp.get('std_min', 0))} … {g(inp.get('std_max', 0))}): the loss surface is "
                       "stretched along the large features, so one learning rate is too big for them and too "
                       "small for the rest")
+    centre = inp.get("off_centre", 0.0)
+    if centre > CENTRE:
+        ev["off_centre"] = centre
+        causes.append(f"the features sit {centre:.2g} standard deviations from zero on average (all in "
+                      f"[{g(inp['min'])}, {g(inp['max'])}]): every unit of the first layer gets inputs of one sign, "
+                      "so its weights can only move together (zig-zag updates, LeCun's Efficient BackProp)")
     if target > RANGE:
         ev["target_min"], ev["target_max"] = lab["min"], lab["max"]
         causes.append(f"regression targets range over [{g(lab['min'])}, {g(lab['max'])}]: squared errors "
