@@ -5,8 +5,9 @@ Symptom (AutoTrainer's overfit check, Zhang et al. ICSE 2021): train − val acc
 (UMLAUT's single-epoch rule is too noisy, so we need a trend): the validation loss ended ≥ 10 %
 above its minimum, reached at least two epochs earlier, while the training loss kept falling —
 or, for classification, had already saturated below 5 % of a uniform guess's ln K (the training
-set is memorised: 0.006 → 0.007 is no rise). A training loss that climbs back up is a bouncing
-rate, ``lr_too_high``'s finding.
+set is memorised: 0.006 → 0.007 is no rise); or the validation loss stalled at its minimum for
+≥ 5 epochs and a quarter of the run while the training loss fell ≥ 2× more. A training loss that
+climbs back up is a bouncing rate, ``lr_too_high``'s finding.
 A run whose early stopping restored the best weights has already been treated.
 Notes: 过拟合 — 原因 1–5 (数据太少, 模型太复杂, 正则化不足, 过多 epoch, 分布偏差),
 解决 (数据增强, L1/L2/dropout, 早停, 降低复杂度, 更多数据).
@@ -60,10 +61,17 @@ def signal(view: RunView) -> Signal:
     held = [exceeds("train_loss_fell", tl[best], tl[-1])]
     if view.is_classification:
         held.append(below("train_loss_fitted", tl[-1] / math.log(max(view.num_classes, 2)), 0.05))
-    return all_of(above("val_loss_over_min", vl[-1] / vl[best], 1.1, "excess") if vl[best] > 0
+    rose = all_of(above("val_loss_over_min", vl[-1] / vl[best], 1.1, "excess") if vl[best] > 0
                   else flag("val_loss_over_min", vl[-1] > 1.1 * vl[best]),
                   above("epochs_past_min", len(vl) - 1 - best, 1.5),  # ≥ 2 epochs, an integer
-                  any_of(*held, name="train_loss_held"), big)
+                  any_of(*held, name="train_loss_held"), name="val_rose")
+    # or the validation loss stopped improving long ago (≥ 5 epochs and a quarter of the run) while
+    # the training loss kept falling ≥ 2×: fitting the training set, not the task (facenet#956)
+    past = len(vl) - 1 - best
+    stalled = all_of(above("epochs_past_min", past, max(4.5, 0.25 * len(vl))),
+                     above("train_loss_fall_since", tl[best] / tl[-1] if tl[-1] > 0 else float("inf"), 2.0),
+                     name="val_stalled")
+    return all_of(any_of(rose, stalled, name="trend"), big)
 
 
 @register_rule(CODE, phase="end", modes=("train",))
