@@ -55,11 +55,14 @@ def run_rules(view: RunView) -> list[Finding]:
             continue
         if f is not None:
             found[f.code] = f
-    drop = set()
-    for code in found:
-        entry = RULES.get(code)
-        drop.update(hidden_by(entry, view))
-        if entry.extra.get("generic") and len(found) > 1:
-            drop.add(code)
+    generic = {c for c in found if RULES.get(c).extra.get("generic") and len(found) > 1}
+    # a hidden finding hides nothing itself: dead units hidden behind exploding gradients do not
+    # also hide the rate those gradients spare. Iterate to the fixed point (a few passes at most).
+    drop = set().union(*(hidden_by(RULES.get(c), view) for c in found)) | generic
+    for _ in range(len(found)):
+        again = set().union(*(hidden_by(RULES.get(c), view) for c in found if c not in drop)) | generic
+        if again == drop:
+            break
+        drop = again
     kept = [f for c, f in found.items() if c not in drop]
     return sorted(kept, key=lambda f: (-severity_rank(f.severity), f.step if f.step is not None else 1 << 60))

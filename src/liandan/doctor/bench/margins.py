@@ -41,11 +41,14 @@ def suppressors(code: str, codes: list[str], view: RunView | None = None) -> lis
 
 
 def reported(code: str, sigs: dict[str, Signal], by: list[str] | None = None,
-             view: RunView | None = None) -> tuple[bool, float, str]:
+             view: RunView | None = None, _seen: set[str] | None = None) -> tuple[bool, float, str]:
     """(reported?, margin, the code that sets the margin): ``code`` fires and no suppressor of it
     fires; the margin counts only the suppressors in ``by`` (default: all)."""
     sup = suppressors(code, list(sigs), view)
-    fires = sigs[code].fires and not any(sigs[o].fires for o in sup)
+    # a suppressor hides ``code`` only when it is reported itself (the engine's fixed point)
+    seen = (_seen or set()) | {code}
+    fires = sigs[code].fires and not any(sigs[o].fires and (o in seen or reported(o, sigs, view=view, _seen=seen)[0])
+                                         for o in sup)
     margin, which = sigs[code].margin, code
     for o in sup:
         if (by is None or o in by) and -sigs[o].margin < margin:
