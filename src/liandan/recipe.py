@@ -181,6 +181,9 @@ class DoctorConfig(_Section):
     probe_every: int | None = Field(None, ge=1, description="probe every N steps (default: every "
                                     "⌈1.5 / probe_budget⌉ steps, denser in the first epoch)")
     probe_budget: float = Field(0.02, gt=0, le=1, description="share of training time the probes may take")
+    forgetting: bool = Field(True, description="at the end of a fine-tune (model.from_run) on new data, measure "
+                             "the base run's skill on its own held-out data (catastrophic_forgetting); false: the "
+                             "fine-tune is meant to replace the base's task")
     memory: str | None = Field(None, description="SQLite file of past findings and fixes "
                                "(default: $LIANDAN_HOME/memory.db, else ~/.liandan/memory.db)")
 

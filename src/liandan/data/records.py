@@ -126,8 +126,10 @@ def read_table(path: str, what: str) -> dict[str, Any]:
 class Records:
     """The splits of a records source and how their fields are named; what a row builder reads."""
 
-    def __init__(self, splits: dict[str, Any], fields: dict[str, str], where: dict[str, str]) -> None:
+    def __init__(self, splits: dict[str, Any], fields: dict[str, str], where: dict[str, str],
+                 options: dict[str, Any] | None = None) -> None:
         self.splits, self.fields, self.where = splits, fields, where
+        self.options = dict(options or {})  # a task's own data options (sft: train_on_prompt)
 
     def name(self, field: str) -> str:
         return self.fields.get(field, field)
@@ -194,6 +196,8 @@ def records(
     truncate: bool = False,
     packing: bool = False,
     task: str | None = None,
+    train_on_prompt: bool = False,
+    chat_template: str | None = None,
 ) -> Source:
     """Your own records (JSONL, CSV, Parquet, datasets save_to_disk) tokenized with the model's tokenizer.
 
@@ -216,6 +220,10 @@ def records(
             boundary (position ids restart per example); the training records only when val/test are given
         task: text_classify, sft, token_classify or extractive_qa; inferred from the recipe's task, else
             from the fields present
+        train_on_prompt: sft: learn the prompt tokens too, not only the responses (LLaMA-Factory's option), in
+            every split
+        chat_template: sft: a Jinja chat template (the text, or a file holding it) replacing the tokenizer's, for a
+            tokenizer without one; RUN/hf/ keeps it
     """
     from liandan.models.hf_pretrained import context_length, load_tokenizer
 
@@ -232,11 +240,18 @@ def records(
     for split, file in (("val", val), ("test", test)):
         if file is not None:
             splits[split], where[split] = read_table(file, f"data.{split}")["train"], f"data.{split} ({file})"
-    rec = Records(splits, dict(fields or {}), where)
+    rec = Records(splits, dict(fields or {}), where, {"train_on_prompt": train_on_prompt})
     build = ROWS.get(task or schema_task(rec))
     if build is None:
         raise LiandanError(f"data records serves tasks {', '.join(sorted(ROWS))}, not {task!r}")
+    if (train_on_prompt or chat_template is not None) and build is not ROWS["sft"]:
+        raise LiandanError("data.train_on_prompt and data.chat_template serve sft records (prompt + response or "
+                           "messages)")
     tok = load_tokenizer(tokenizer)
+    if chat_template is not None:
+        from liandan.data.chat import with_template
+
+        tok = with_template(tok, chat_template)
     model_ctx = context_length(tokenizer)
     context = min(c for c in (max_len, model_ctx) if c is not None) if (max_len or model_ctx) else None
     src = build(rec, tok, context=context, truncate=truncate, packing=packing, pack_length=max_len)

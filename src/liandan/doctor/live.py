@@ -65,7 +65,8 @@ class DoctorCallback(Probes):
         # diagnosis judges on the same numbers
         return RunView(trainer.recipe, info.task, info.num_classes, tuple(info.input_shape), list(self.records),
                        class_names=info.class_names, status=trainer.status, phase=phase, mode=self.mode,
-                       overfit_check=self.overfit_check, sizes=dict(info.sizes), extra={"sink": self.add})
+                       overfit_check=self.overfit_check, sizes=dict(info.sizes),
+                       extra={"sink": self.add, "info": info, "model": trainer.model})  # the fine-tune rules read both
 
     def check(self, trainer: Trainer, phase: str) -> list[Finding]:
         found = run_rules(self.view(trainer, phase))

@@ -128,6 +128,14 @@ class RunView:
     def model_option(self, key: str, default: Any = None) -> Any:
         return self.recipe.model.options.get(key, default)
 
+    def data_info(self) -> dict[str, Any]:
+        """The run's data facts as data.json holds them (``extras``: a source's own facts, e.g. whether a
+        chat template rendered its records); {} when the view was built without them."""
+        info = self.extra.get("info")
+        if info is None:
+            return {}
+        return info if isinstance(info, dict) else info.to_dict()
+
     # --- task facts: the task answers, the view never compares its name ---------------------------
 
     @cached_property
@@ -259,7 +267,7 @@ def view_from_run_dir(run_dir: Path) -> RunView:
         records = records_from_metrics(run_dir, recipe, info)
     return RunView(recipe, info["task"], int(info["num_classes"]), tuple(info["input_shape"]), records,
                    class_names=info.get("class_names"), status=summary.get("status", "unknown"),
-                   sizes=dict(info.get("sizes", {})), extra={"summary": summary, "dir": str(run_dir)})
+                   sizes=dict(info.get("sizes", {})), extra={"summary": summary, "dir": str(run_dir), "info": info})
 
 
 def records_from_metrics(run_dir: Path, recipe: Recipe, info: dict[str, Any]) -> list[dict[str, Any]]:

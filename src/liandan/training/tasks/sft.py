@@ -3,7 +3,9 @@
 
 The rows (:mod:`liandan.data.chat`) are next-token pairs of conversations rendered with the
 model's chat template, with -100 on every token that is not an assistant's answer, so the loss
-is the mean cross entropy over response tokens only: a prompt is context, never a target.
+is the mean cross entropy over response tokens only: a prompt is context, never a target
+(``data.train_on_prompt: true``, LLaMA-Factory's option, learns the prompts too;
+the doctor's ``sft_prompt_loss`` speaks up when they then carry most of the loss).
 Packed rows (``(B, 2, T)``: ids and restarting positions) go through the model as they are; it
 keeps attention inside each example. Metrics over the learned tokens: loss, ``perplexity``
 (``exp`` of the token-mean cross entropy) and next-token ``accuracy``.
