@@ -318,8 +318,10 @@ class Probes(Callback):
         """Called after each probe step's record is complete (the live doctor runs its rules)."""
 
     def check_identical(self, trainer: Any) -> None:
+        # LoRA's B starts at zero on purpose (the adapted model starts as the base); the frozen random
+        # A and each output's own gradient break the tie, so it is not the symmetry problem
         fr = {n.removesuffix(".weight"): identical_fraction(p) for n, p in trainer.model.named_parameters()
-              if p.dim() >= 2 and p.requires_grad and p.shape[0] > 1}
+              if p.dim() >= 2 and p.requires_grad and p.shape[0] > 1 and "lora_B" not in n}
         self.add({"type": "identical", "step": trainer.state.step, "epoch": trainer.state.epoch,
                   "layers": {k: v for k, v in fr.items() if v > 0}})
 
