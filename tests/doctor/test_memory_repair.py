@@ -85,3 +85,40 @@ def test_repair_compounds_fixes(tmp_path, monkeypatch):
     assert not r2["accepted"]  # lowered again, but worse
     assert r3["accepted"] and r3["metrics"] == {"test": {"accuracy": 0.95}}
     assert rep["overrides"] == {"optim.lr": 0.05, "schedule.name": "cosine"} and rep["success"]
+
+
+def test_repair_keeps_looking_for_a_better_metric_once_healthy(tmp_path, monkeypatch):
+    """Early stopping hides overfitting without raising validation accuracy: healthy, not better.
+    The next rounds try the finding's other fixes and keep only one that improves and stays
+    healthy (the trainings are scripted)."""
+    from types import SimpleNamespace
+
+    from liandan.doctor import repair as rp
+
+    es, wd, drop = {"train.early_stopping": {"patience": 3}}, {"optim.weight_decay": 0.05}, {"model.dropout": 0.3}
+    overfit = Finding("overfitting", "warning", 3, 0, {}, ["gap"], [Fix("stop early", es), Fix("decay", wd),
+                                                                     Fix("dropout", drop)])
+    script = {  # patch trained -> (findings, val accuracy)
+        '{"train.early_stopping": {"patience": 3}}': ([], 0.80),  # cured, not better
+        '{"optim.weight_decay": 0.05, "train.early_stopping": {"patience": 3}}': ([], 0.80),  # no better: reverted
+        '{"model.dropout": 0.3, "train.early_stopping": {"patience": 3}}': ([], 0.90),  # better and healthy: kept
+    }
+    seen = []
+
+    def fake_train(recipe, overrides, out, callbacks, quiet):
+        import json
+
+        key = json.dumps(overrides, sort_keys=True)
+        seen.append(key)
+        found, acc = script[key]
+        return SimpleNamespace(dir=out), found, {"name": "accuracy", "metric": acc, "loss": 1 - acc, "n": 100,
+                                                 "splits": {}}
+
+    monkeypatch.setattr(rp, "_train", fake_train)
+    start = {"name": "accuracy", "metric": 0.80, "loss": 0.2, "n": 100}
+    rep = rp.repair("wine-mlp", {}, rounds=3, out=tmp_path / "r", memory=Memory(tmp_path / "m.db"),
+                    baseline=(tmp_path / "r0", [overfit], start))
+    assert seen == list(script), rep["rounds"]
+    r1, r2, r3 = rep["rounds"][1:]
+    assert r1["accepted"] and not r1["improved"] and not r2["accepted"] and r3["accepted"] and r3["improved"]
+    assert rep["overrides"] == {**es, **drop} and rep["healthy"] and rep["success"]

@@ -9,7 +9,9 @@ learning rate went the right way but not far enough) or removes its finding with
 metric worse; the next round starts from the recipe with every kept patch, so a lowered rate is
 lowered again (rates step in powers of ten toward the LR range test's suggestion, see
 ``rules._common.lower_lr``) and a schedule change keeps the lowered rate. A fix that does
-neither is reverted and the next-ranked one tried. Memory ranks the fixes that worked on similar
+neither is reverted and the next-ranked one tried. A run made healthy without a better metric
+(early stopping hides overfitting but need not raise validation accuracy) spends the remaining
+rounds on the last findings' other fixes, keeping one only if it improves and stays healthy. Memory ranks the fixes that worked on similar
 runs first (:mod:`liandan.doctor.memory`). Every round's metrics (train / val / test, from the
 run's summary, and the judge's validation metric) go to the report and the echo.
 Departure from DESIGN.md's "retrains from the last good checkpoint": most patches change the
@@ -99,10 +101,14 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
     say(f"repair round 0: {_found(findings)}; {_metrics_line(start)}")
     accepted: dict[str, Any] = {}
     current, cur, tried = findings, start, set()
+    pool = findings  # the findings whose fixes are drawn from (the last ones seen, once healthy)
     for r in range(1, n_rounds + 1):
-        if not current:
+        # healthy but no better (early stopping hides overfitting without raising the validation
+        # metric): the remaining rounds try the last findings' other fixes, kept only if they improve
+        polish = not current
+        if polish and (not accepted or improved(cur, start) or not pool):
             break
-        target, fix = _next_fix(current, mem, sig, tried)
+        target, fix = _next_fix(current or pool, mem, sig, tried)
         if fix is None:
             report["rounds"].append({"round": r, "note": "no untried fix with a recipe patch left"})
             break
@@ -119,7 +125,7 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
         gone = target.code not in {f.code for f in found}
         better = improved(m, cur)
         # compound: keep a fix that helps (its finding may need another step) or that cures without harm
-        ok = better or (gone and not worse(m, cur))
+        ok = (better and not found) if polish else (better or (gone and not worse(m, cur)))
         mem.record_attempt(sig, target.code, fix, gone=gone, improved=better, before=cur["metric"], after=m["metric"],
                            success=ok)
         report["rounds"].append({"round": r, "finding": target.code, "fix": fix.to_dict(), "dir": str(run.dir),
@@ -130,6 +136,7 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
             + (f"; now: {_found(found)}" if ok else ""))
         if ok:
             accepted, current, cur = patch, found, m
+            pool = found or pool
             for f in found:
                 if f.code != target.code:
                     say(format_finding(f))
