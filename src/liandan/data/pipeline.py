@@ -15,6 +15,7 @@ import torch
 
 from liandan.data.base import CLASS, VALUE, Source, check_source
 from liandan.data.loaders import LoaderBatches, TensorBatches, parse_augment
+from liandan.data.shuffle_split import shuffle_split
 from liandan.errors import LiandanError
 from liandan.recipe import DataConfig
 
@@ -153,9 +154,10 @@ def load_source(name: str, options: dict[str, Any], seed: int, task: str | None 
 
 
 def split_indices(src: Source, fractions: list[float], seed: int, stratify: bool = False) -> dict[str, np.ndarray]:
-    """Seeded train/val/test indices; ``stratify``: keep each class's share in every split."""
-    from sklearn.model_selection import train_test_split
+    """Seeded train/val/test indices; ``stratify``: keep each class's share in every split.
 
+    Each cut is scikit-learn's ``train_test_split(idx, test_size=k, random_state=seed,
+    stratify=labels)``, reproduced without importing scikit-learn (``data/shuffle_split.py``)."""
     n = len(src)
     fr = list(fractions) + [0.0] * (3 - len(fractions))
     strat = src.y.numpy() if stratify else None
@@ -163,15 +165,19 @@ def split_indices(src: Source, fractions: list[float], seed: int, stratify: bool
         strat = None  # a class with < 3 samples cannot be spread over three splits
 
     def cut(idx: np.ndarray, frac: float, labels: np.ndarray | None):
+        idx = np.asarray(idx)
         k = int(round(frac * len(idx))) if frac > 0 else 0
         if k == 0:
             return idx, idx[:0]
+        if len(idx) < 2:  # nothing to carve a second split from (scikit-learn raised here)
+            raise LiandanError(f"data.split: {len(idx)} sample cannot be split further; give more data "
+                               f"or a zero fraction for that split")
         k = min(max(k, 1), len(idx) - 1)
         try:
-            a, b = train_test_split(idx, test_size=k, random_state=seed, stratify=labels)
+            a, b = shuffle_split(len(idx), k, seed, labels)
         except ValueError:  # too few samples per class to stratify
-            a, b = train_test_split(idx, test_size=k, random_state=seed)
-        return np.sort(a), np.sort(b)
+            a, b = shuffle_split(len(idx), k, seed)
+        return np.sort(idx[a]), np.sort(idx[b])
 
     if src.fixed_splits:  # the files define test (and val: used as it is); else carve val from train
         train, test = src.fixed_splits["train"], src.fixed_splits.get("test", np.array([], int))

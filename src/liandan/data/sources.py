@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from liandan.data import sklearn_tables
 from liandan.data.base import Source, classification, regression
 from liandan.registry import register_data
 
@@ -20,9 +21,7 @@ def digits(size: int = 8) -> Source:
     Args:
         size: image side in pixels; other than 8: a bilinear resize (32 for LeNet-5's native input)
     """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = sklearn_tables.load("digits")  # sklearn's file, read without importing sklearn (1+ s)
     x = d.images.astype(np.float32)[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
     if size != 8:  # bilinear upsampling, e.g. to LeNet-5's native 32×32
         import torch
@@ -32,40 +31,36 @@ def digits(size: int = 8) -> Source:
     return classification(x, d.target, [str(i) for i in range(10)])
 
 
-def _sklearn_table(loader: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str] | None]:
-    import sklearn.datasets as ds
-
-    d = getattr(ds, loader)()
-    names = getattr(d, "target_names", None)
-    names = [str(n) for n in names] if names is not None else None
-    return d.data.astype(np.float32), d.target, list(d.feature_names), names
+def _sklearn_table(name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str] | None]:
+    d = sklearn_tables.load(name)  # bit-identical to sklearn.datasets.load_<name>()
+    return d.data.astype(np.float32), d.target, d.feature_names, d.target_names
 
 
 @register_data("iris", tags=("tabular",))
 def iris() -> Source:
     """Iris flowers: 150 samples, 4 features, 3 classes (scikit-learn)."""
-    x, y, feats, names = _sklearn_table("load_iris")
+    x, y, feats, names = _sklearn_table("iris")
     return classification(x, y, [str(n) for n in names], feature_names=feats)
 
 
 @register_data("wine", tags=("tabular",))
 def wine() -> Source:
     """Wine cultivars: 178 samples, 13 chemical features, 3 classes (scikit-learn)."""
-    x, y, feats, names = _sklearn_table("load_wine")
+    x, y, feats, names = _sklearn_table("wine")
     return classification(x, y, [str(n) for n in names], feature_names=feats)
 
 
 @register_data("breast_cancer", tags=("tabular",))
 def breast_cancer() -> Source:
     """Breast cancer diagnosis: 569 samples, 30 features, 2 classes (scikit-learn)."""
-    x, y, feats, names = _sklearn_table("load_breast_cancer")
+    x, y, feats, names = _sklearn_table("breast_cancer")
     return classification(x, y, [str(n) for n in names], feature_names=feats)
 
 
 @register_data("diabetes", tags=("tabular",))
 def diabetes() -> Source:
     """Diabetes progression: 442 samples, 10 features, one regression target (scikit-learn)."""
-    x, y, feats, _ = _sklearn_table("load_diabetes")
+    x, y, feats, _ = _sklearn_table("diabetes")
     return regression(x, y.astype(np.float32)[:, None], feature_names=feats)
 
 

@@ -19,9 +19,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from liandan.optim import lazy_dynamo
 from liandan.optim.adabelief import AdaBelief
 from liandan.optim.lean_fused import Adam, AdamW
 from liandan.registry import OPTIMIZERS, register_optimizer
+
+lazy_dynamo.install()  # torch.optim imports torch._dynamo (~1 s) only when something compiles
 
 Params = Iterable[dict]
 
