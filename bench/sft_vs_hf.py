@@ -21,9 +21,10 @@ with response tokens per second.
 
 Last line: ``whole call liandan/hf = X ± s``, the mean ± sd over repeats of the per-repeat ratio.
 
-On the 2-core CPU sandbox (3 alternated repeats, 60 steps, one thread, helpers' tests running on
-the other core; HF's default optimizer is fused AdamW too): loop liandan/HF 0.862 ± 0.015 (2,516
-against 2,168 response tokens/s); whole call 0.970 ± 0.052 (2.06 ± 0.11 s against 2.12 ± 0.01 s).
+On the 2-core CPU sandbox (60 steps, one thread, other jobs on the machine, load ≈ 3; HF's default
+optimizer is fused AdamW too): 5 alternated repeats, whole call 0.923 ± 0.052 (1.97 ± 0.09 s against
+2.14 ± 0.13 s), loop 0.842 ± 0.050 (2,554 against 2,146 response tokens/s); 3 repeats in another call,
+whole call 0.970 ± 0.052, loop 0.862 ± 0.015.
 """
 
 from __future__ import annotations
