@@ -11,9 +11,10 @@ lowered again (rates step in powers of ten toward the LR range test's suggestion
 ``rules._common.lower_lr``) and a schedule change keeps the lowered rate. A fix that does
 neither is reverted and the next-ranked one tried. A run made healthy without a better metric
 (early stopping hides overfitting but need not raise validation accuracy) spends the remaining
-rounds on the last findings' other fixes, keeping one only if it improves and stays healthy. Memory ranks the fixes that worked on similar
-runs first (:mod:`liandan.doctor.memory`). Every round's metrics (train / val / test, from the
-run's summary, and the judge's validation metric) go to the report and the echo.
+rounds on the last findings' other fixes, keeping one only if it improves and stays healthy.
+Memory ranks the fixes that worked on similar runs first (:mod:`liandan.doctor.memory`). Every
+round's metrics (train / val / test, from the run's summary, and the judge's validation metric) go
+to the report and the echo.
 Departure from DESIGN.md's "retrains from the last good checkpoint": most patches change the
 architecture, the init or the data pipeline, so every round retrains from scratch.
 """
