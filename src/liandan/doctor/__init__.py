@@ -19,7 +19,7 @@ CODES = ("nonfinite_loss", "exploding_gradients", "vanishing_gradients", "dead_r
          "lr_too_high", "lr_too_low", "overfitting", "underfitting", "symmetry", "unnormalized_inputs",
          "loss_output_mismatch", "ood_inputs", "loss_scale_blowup", "over_regularization",
          "catastrophic_forgetting", "sft_prompt_loss", "chat_template_missing",
-         "lora_rank_too_low")  # fine-tuning findings: issue 18
+         "lora_rank_too_low", "adapter_collapse")  # fine-tuning findings: issue 18
 
 
 def diagnose(target: str | Path | dict | Any, *, fix: bool = False, overrides: list[str] | dict | None = None,

@@ -93,6 +93,15 @@ def _run(recipe: Any) -> dict[str, Any] | None:
     return summary(finder_key(recipe), res)
 
 
+def rate_above_range(view: Any) -> set[str]:
+    """``{"lr_too_high"}`` when the rate is above the range test's usable range (a test this
+    diagnosis already consulted). A rule that would hide ``lr_too_high`` as its consequence —
+    exploding gradients, a NaN, ReLUs knocked out — spares it then: the rate is the cause upstream
+    of both and is reported beside them; otherwise (an init, unnormalised inputs) it stays hidden."""
+    rng = recorded(view)
+    return {"lr_too_high"} if rng is not None and view.lr > rng["high"] else set()
+
+
 def clear_memo() -> None:
     """Forget the in-process results (tests that change the cache behind the doctor's back)."""
     _MEMO.clear()

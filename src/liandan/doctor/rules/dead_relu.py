@@ -10,6 +10,7 @@ Causes and fixes: notes (ReLU / LeakyReLU / ELU 激活函数, 参数初始化, �
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
+from liandan.doctor.lr_opinion import rate_above_range
 from liandan.doctor.rules._common import fix, fixes, init_desc, layer_numbers, lower_lr, make, pct
 from liandan.doctor.rules._signal import Signal, above, all_of, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median, typical_lr
@@ -32,7 +33,8 @@ def signal(view: RunView) -> Signal:
     return all_of(above("dead_fraction", max(dead.values()), DEAD, "odds", strict=False), learns_poorly(view))
 
 
-@register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high"))
+@register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high"),
+               spares=rate_above_range)  # units knocked out by a rate above the range test's range
 def dead_relu(view: RunView) -> Finding | None:
     """Most units of a ReLU layer output zero for every input (they have stopped learning)."""
     if not signal(view):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
+from liandan.doctor.lr_opinion import rate_above_range
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, init_gain, layer_numbers, lower_lr, make
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, exceeds, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, finite, typical_lr
@@ -43,19 +44,9 @@ def signal(view: RunView) -> Signal:
     return all_of(any_of(*grew, name="grew"), any_of(*worse, learns_poorly(view), name="worse"))
 
 
-def rate_driven(view: RunView) -> set[str]:
-    """``{"lr_too_high"}`` when the rate is above the LR range test's usable range (a test this
-    diagnosis already consulted): the gradients explode *because* of the rate, which is reported
-    beside them as the root cause; otherwise (an init, unnormalised inputs) it stays hidden."""
-    from liandan.doctor.lr_opinion import recorded
-
-    rng = recorded(view)
-    return {"lr_too_high"} if rng is not None and view.lr > rng["high"] else set()
-
-
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
                                                "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"),
-               spares=rate_driven)
+               spares=rate_above_range)
 def exploding_gradients(view: RunView) -> Finding | None:
     """Gradient norms grow by orders of magnitude and the loss gets worse (or NaN)."""
     if not signal(view):

@@ -3,7 +3,7 @@
 Symptom: a run trained through a rank-r adapter (LoRA and the variants with an ``r`` option)
 learns poorly (the quality gate of underfitting), and a probe — the same recipe, from the same base,
 with the rank ×16 and α ×16 (so α/r, the update's scale, stays; Hu et al. 2022 §4.1: only the
-capacity changes) trained for the same steps (at most :data:`PROBE_STEPS`) — clears the quality bar
+capacity changes) trained for the same steps (at most :data:`._retrain.PROBE_STEPS`) — clears the quality bar
 the run missed (its last epoch's validation quality above underfitting's 0.6 accuracy over chance,
 or R² 0.3); for a task without a quality scale (a language model), its training loss is below half
 of the run's (mean of the last 10 % of steps). The low-rank update BA spans at most r directions
@@ -11,27 +11,27 @@ per layer (Hu et al. 2022; Aghajanyan et al. 2021's intrinsic dimension): a task
 cannot be fitted whatever the rate or the epochs.
 The probe trains only for a run that learns poorly, as the LR range test (:mod:`lr_opinion`) runs
 only when its rule's other checks fired; its result is a ``rank_probe`` record in the probe log.
-More specific than ``underfitting`` (suppressed): it names the cause.
+More specific than ``underfitting`` (suppressed): it names the cause. The retraining machinery
+(:mod:`._retrain`) is shared with ``adapter_collapse``, which stays silent whenever this rule fires.
 Notes: 大模型微调方法 (Lora); 欠拟合解决办法: 增加模型容量 (a larger rank is more capacity).
 """
 
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.rules._retrain import cached, quality_of, retrain, run_loss, tail
 from liandan.doctor.rules._signal import Signal, above, all_of, learns_poorly, signal_of, silent
-from liandan.doctor.view import RunView, finite
+from liandan.doctor.view import RunView
 from liandan.registry import register_rule
 
 CODE = "lora_rank_too_low"
 RECORD = "rank_probe"
 FACTOR = 16  # the probe's rank: r × 16 (1 → 16, 4 → 64)
 RATIO = 2.0  # the run's final training loss over the probe's
-PROBE_STEPS = 2000
 
 
 def rank_of(view: RunView) -> tuple[int, float | None] | None:
@@ -49,82 +49,23 @@ def rank_of(view: RunView) -> tuple[int, float | None] | None:
     return (int(r), alpha) if isinstance(r, int) else None
 
 
-def _tail(losses: list[float]) -> float:
-    lo = finite(losses)
-    if not lo:
-        return float("nan")
-    k = max(3, len(lo) // 10)
-    return sum(lo[-k:]) / len(lo[-k:])
-
-
 def probe(view: RunView) -> dict[str, Any] | None:
     """The ``rank_probe`` record: found among the view's records, else trained now."""
-    rec = next((r for r in view.records if r.get("type") == RECORD), None)
-    if rec is None:
-        rec = _train_probe(view)
-        view.records.append(rec)
-        if (sink := view.extra.get("sink")) is not None:
-            sink(rec)
-    return rec if "skipped" not in rec else None
+    return cached(view, RECORD, _train_probe)
 
 
 def _train_probe(view: RunView) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    import torch.distributed as dist
-
-    from liandan.recipe import load_recipe
-    from liandan.training.callbacks import Callback
-    from liandan.training.run import prepare
-    from liandan.training.short_runs import short_fit
-
-    if dist.is_available() and dist.is_initialized():  # rank 0 would train alone while the others wait
-        return {"type": RECORD, "skipped": "distributed run"}
     r, alpha = rank_of(view)
-    steps = min(view.steps[-1] if view.steps else 0, PROBE_STEPS)  # step numbers: a metrics.csv view logs every 10th
-    if steps < 10:
-        return {"type": RECORD, "skipped": "fewer than 10 steps"}
-    patch: dict[str, Any] = {"adapter.r": r * FACTOR, "train.max_steps": steps, "train.early_stopping": None}
+    patch: dict[str, Any] = {"adapter.r": r * FACTOR}
     if alpha is not None:
         patch["adapter.alpha"] = alpha * FACTOR  # the same α/r: only the capacity changes
-
-    class Losses(Callback):
-        def __init__(self) -> None:
-            self.losses: list[float] = []
-            self.metrics: dict[str, Any] = {}
-
-        def on_step_end(self, trainer: Any, loss: Any, grad_norm: Any, applied: bool) -> None:
-            self.losses.append(float(loss))
-
-        def on_epoch_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
-            self.metrics = metrics
-
-    py, npy = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng():  # the running job's random streams stay as they were
-            rc = load_recipe(view.recipe, patch)
-            data, model, _, loss_fn, device = prepare(rc)
-            watch = Losses()
-            short_fit(rc, data, model, loss_fn, device, [watch])
-    except Exception as e:  # noqa: BLE001 (a recipe the probe cannot rebuild: no opinion)
-        return {"type": RECORD, "skipped": f"{type(e).__name__}: {str(e).strip()[:160]}"}
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-    n = len(watch.losses)
-    return {"type": RECORD, "rank": r, "probe_rank": r * FACTOR, "steps": n,
-            "run_loss": _tail([lo for st, lo in zip(view.steps, view.loss, strict=True) if st <= n]),
-            "probe_loss": _tail(watch.losses), "probe_quality": _quality(view, watch.metrics)}
-
-
-def _quality(view: RunView, metrics: dict[str, Any]) -> float | None:
-    """The probe's last epoch on the run's quality scale (:meth:`RunView.quality`); None without one."""
-    if not metrics:
-        return None
-    probe_view = RunView(view.recipe, view.task, view.num_classes, view.input_shape,
-                         [{"type": "epoch", "epoch": 0, **metrics}])
-    q = probe_view.quality()
-    return None if math.isnan(q) else q
+    got = retrain(view, patch)
+    if isinstance(got, str):
+        return {"type": RECORD, "skipped": got}
+    losses, metrics = got
+    n = len(losses)
+    return {"type": RECORD, "rank": r, "probe_rank": r * FACTOR, "steps": n, "run_loss": run_loss(view, n),
+            "probe_loss": tail(losses), "probe_quality": quality_of(view, metrics), "probe_metrics": metrics}
 
 
 @signal_of(CODE)
