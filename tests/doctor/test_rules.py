@@ -61,3 +61,22 @@ def test_healthy_quick_cases_have_no_findings(bench, request):
         assert qb["results"][name]["found"] == [], name
     doc = qb["doc"]
     assert doc["recall"] == 1.0 and doc["precision"] == 1.0 and doc["false_alarm_rate"] == 0.0
+
+
+@pytest.mark.parametrize("hidden, patch", [(4, 64), ([4, 4], [64, 64])])
+def test_width_rules_read_a_recurrent_models_int_hidden(hidden, patch):
+    """``hidden: 4`` (a GRU) made underfitting raise on ``list(4)`` — and the live engine swallows rule
+    errors, so the rule was silent on every recurrent model. Its fix keeps the option's form."""
+    from liandan.doctor.rules.underfitting import underfitting
+    from liandan.doctor.view import RunView
+    from liandan.recipe import load_recipe
+
+    rc = load_recipe({"name": "w", "data": {"source": "sine"}, "model": {"name": "gru" if isinstance(hidden, int)
+                     else "mlp", "hidden": hidden}, "optim": {"name": "sgd", "lr": 1e-4}})
+    n = 40
+    recs = [{"type": "steps", "epoch": 0, "steps": list(range(1, n + 1)), "loss": [1.0] * n, "grad_norm": [1.0] * n,
+             "applied": [True] * n},
+            {"type": "epoch", "epoch": 0, "step": n, "train": {"loss": 1.0}, "val": {"loss": 1.0, "r2": 0.0}}]
+    f = underfitting(RunView(rc, "regress", 0, (20, 1), recs))
+    assert f is not None
+    assert {"model.hidden": patch} in [fx.patch for fx in f.fixes]

@@ -185,3 +185,19 @@ def init_desc(view: RunView) -> str:
     if m.init == "constant":
         return f"constant {m.init_value:g} init"
     return f"{m.init} init"
+
+
+def hidden_widths(view: RunView) -> tuple[list[int], bool]:
+    """The model's ``hidden`` option as a list of widths, and whether the model takes one int (a
+    recurrent model's ``hidden: 32``) rather than a list (an MLP's ``hidden: [64, 64]``)."""
+    h = view.recipe.model.options.get("hidden")
+    if isinstance(h, int) and not isinstance(h, bool):
+        return [h], True
+    if isinstance(h, list) and h and all(isinstance(x, int) for x in h):
+        return list(h), False
+    return [], False
+
+
+def hidden_patch(widths: list[int], scalar: bool) -> int | list[int]:
+    """``model.hidden`` for ``widths`` in the form the model takes (see :func:`hidden_widths`)."""
+    return widths[0] if scalar else widths

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.rules._common import fix, fixes, g, hidden_patch, hidden_widths, make
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, exceeds, flag, signal_of, silent
 from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
@@ -109,6 +109,7 @@ def overfitting(view: RunView) -> Finding | None:
     if not view.recipe.data.augment:
         causes.append("no data augmentation")
     patience = max(3, len(eps) // 15)  # AutoTrainer: max(3, epochs/15)
+    widths, scalar = hidden_widths(view)
     image = len(view.input_shape) == 3
     fx = fixes(
         fix(view, CODE, "early_stopping", {"train.early_stopping": {
@@ -116,8 +117,8 @@ def overfitting(view: RunView) -> Finding | None:
         fix(view, CODE, "weight_decay", {"optim.weight_decay": max(0.05, o.weight_decay * 10)}),
         fix(view, CODE, "dropout", {"model.dropout": 0.3}) if not m.options.get("dropout") else None,
         fix(view, CODE, "augment", {"data.augment": ["crop:2", "noise:0.05"] if image else ["noise:0.1"]}),
-        fix(view, CODE, "smaller", {"model.hidden": [max(8, h // 4) for h in m.options["hidden"]]})
-        if m.options.get("hidden") else None,
+        fix(view, CODE, "smaller", {"model.hidden": hidden_patch([max(8, h // 4) for h in widths], scalar)})
+        if widths else None,
         fix(view, CODE, "l2", {"loss.l2": 1e-4}) if not view.recipe.loss.l2 else None,
         fix(view, CODE, "more_data"),
     )

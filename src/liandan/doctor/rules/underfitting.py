@@ -12,7 +12,7 @@ Notes: 欠拟合 — 原因 1–6 (模型太简单, 特征不足, 学习率太�
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, g, make, raise_lr
+from liandan.doctor.rules._common import fix, fixes, g, hidden_patch, hidden_widths, make, raise_lr
 from liandan.doctor.rules._signal import Signal, below, flag, signal_of
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
@@ -45,7 +45,7 @@ def underfitting(view: RunView) -> Finding | None:
           "still_improving": still}
     if oc:
         ev["overfit_check"] = oc
-    hidden = list(m.options.get("hidden", []))
+    hidden, scalar = hidden_widths(view)
     dropout = float(m.options.get("dropout", 0) or 0)
     causes: list[tuple[float, str]] = []  # (rank, text): the strongest evidence first
     if failed_check:
@@ -69,7 +69,8 @@ def underfitting(view: RunView) -> Finding | None:
     causes.sort(key=lambda c: c[0])
     wider = [max(64, h * 4) for h in hidden] if hidden else None
     fx = fixes(
-        fix(view, CODE, "bigger", {"model.hidden": wider}) if hidden and min(hidden) <= 16 else None,
+        fix(view, CODE, "bigger", {"model.hidden": hidden_patch(wider, scalar)}) if wider and min(hidden) <= 16
+        else None,
         fix(view, CODE, "less_dropout", {"model.dropout": 0.1}) if dropout >= 0.5 else None,
         fix(view, CODE, "less_decay", {"optim.weight_decay": 0.01}) if o.weight_decay >= 0.1 else None,
         fix(view, CODE, "less_decay", {"loss.l2": 0.0, "loss.l1": 0.0}) if view.recipe.loss.l2 or view.recipe.loss.l1
@@ -77,7 +78,7 @@ def underfitting(view: RunView) -> Finding | None:
         fix(view, CODE, "longer", {"train.epochs": t.epochs * 3}) if still else None,
         fix(view, CODE, "raise_lr", {"optim.lr": raise_lr(view)}) if o.lr < typical_lr(o.name) else None,
         fix(view, CODE, "bigger", {"model.hidden": (wider or [128, 64]) + [max(wider or [64]) // 2]})
-        if "hidden" in m.options or m.name == "mlp" else None,
+        if not scalar and ("hidden" in m.options or m.name == "mlp") else None,
         fix(view, CODE, "optimizer", {"optim.name": "adamw", "optim.lr": 1e-3}) if o.name != "adamw" else None,
         fix(view, CODE, "features"),
     )

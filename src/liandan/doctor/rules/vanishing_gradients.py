@@ -11,7 +11,16 @@ Causes and fixes: notes 梯度消失 (原因 1–4, 解决 1–7).
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.rules._common import fix, fixes, he_init_patch, init_desc, layer_numbers, make, pct
+from liandan.doctor.rules._common import (
+    fix,
+    fixes,
+    he_init_patch,
+    hidden_widths,
+    init_desc,
+    layer_numbers,
+    make,
+    pct,
+)
 from liandan.doctor.rules._signal import (
     Signal,
     above,
@@ -98,8 +107,8 @@ def vanishing_gradients(view: RunView) -> Finding | None:
         fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
         fix(view, CODE, "layernorm", {"model.norm": "layer"}),
         fix(view, CODE, "residual"),
-        fix(view, CODE, "shallower", {"model.hidden": list(m.options.get("hidden", []))[:2]})
-        if len(m.options.get("hidden", [])) > 3 else None,
+        fix(view, CODE, "shallower", {"model.hidden": hidden_widths(view)[0][:2]})
+        if len(hidden_widths(view)[0]) > 3 else None,
         fix(view, CODE, "adam", {"optim.name": "adam", "optim.lr": 1e-3}) if view.optimizer not in
         ("adam", "adamw") else None,
     )
