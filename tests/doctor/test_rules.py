@@ -80,3 +80,24 @@ def test_width_rules_read_a_recurrent_models_int_hidden(hidden, patch):
     f = underfitting(RunView(rc, "regress", 0, (20, 1), recs))
     assert f is not None
     assert {"model.hidden": patch} in [fx.patch for fx in f.fixes]
+
+
+@pytest.mark.parametrize("target_min, fires", [(0.3, False), (-0.2, False), (-1.4, True)])
+def test_non_negative_regression_output_against_the_targets_reach(target_min, fires):
+    """A sigmoid/ReLU output (never negative) regressing standardised targets that reach below -0.5
+    is out of range; targets that stay above (or at) 0 are not — and a positive minimum must not
+    break the ratio (a log of a negative number raised, and the guard silenced the whole rule)."""
+    from liandan.doctor.rules.loss_output_mismatch import loss_output_mismatch
+    from liandan.doctor.view import RunView
+    from liandan.recipe import load_recipe
+
+    rc = load_recipe({"name": "o", "data": {"source": "sine"}, "model": {"name": "mlp", "output": "sigmoid"}})
+    out = {"mean": 0.5, "std": 0.1, "min": 0.2, "max": 0.9, "dim": 1}
+    lab = {"kind": "value", "min": target_min, "max": 1.4, "mean": 0.0, "std": 1.0}
+    recs = [{"type": "steps", "epoch": 0, "steps": [1, 2, 3], "loss": [1.0] * 3, "grad_norm": [1.0] * 3,
+             "applied": [True] * 3},
+            {"type": "probe", "step": 1, "output": out, "labels": lab}, {"type": "probe", "step": 3, "output": out}]
+    f = loss_output_mismatch(RunView(rc, "regress", 0, (20,), recs))
+    assert (f is not None) == fires
+    if fires:
+        assert {"model.output": "logits"} in [fx.patch for fx in f.fixes]

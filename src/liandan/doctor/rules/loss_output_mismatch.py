@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
-from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, signal_of
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, signal_of
 from liandan.doctor.view import RunView, finite
 from liandan.registry import register_rule
 
@@ -28,9 +28,9 @@ PROB_LOSSES = ("cross_entropy", "kl_div", "margin_ranking", "distill")
 
 
 REGRESSION_LOSSES = ("mse", "l1", "mae", "smooth_l1", "huber")
-# Standardised targets (regression: the training split's mean 0, std 1) below this value: a share of
-# them (about 30 % of a normal's) that an output bounded below by 0 can never reach.
-NEG_TARGET = -0.5
+# Standardised targets (regression: the training split's mean 0, std 1) below -0.5: a share of them
+# (about 30 % of a normal's) that an output bounded below by 0 can never reach.
+NEG_REACH = 0.5
 
 
 def _loss(view: RunView) -> str:
@@ -80,7 +80,9 @@ def signal(view: RunView) -> Signal:
         all_of(flag("non-negative regression output", view.is_regression and loss in REGRESSION_LOSSES
                     and bool(outs) and all(o["min"] >= 0 for o in outs)
                     and not all(abs(o["min"] - 1) < 1e-6 and abs(o["max"] - 1) < 1e-6 for o in outs)),
-               below("target_min", lab.get("min", 0.0) if lab.get("kind") == "value" else 0.0, NEG_TARGET),
+               # how far the targets reach below 0 (a ratio against 0.5: the threshold must be positive)
+               above("target_reach_below_zero", -lab.get("min", 0.0) if lab.get("kind") == "value" else 0.0,
+                     NEG_REACH),
                name="output_out_of_range"),
     ]
     return any_of(*checks)
