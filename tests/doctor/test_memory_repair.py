@@ -48,10 +48,24 @@ def test_repair_fixes_zero_init(tmp_path):
     assert Memory(mem).attempts("symmetry")[0]["success"] == 1
 
 
+def _scripted(script: dict, seen: list[str], splits: bool = False):
+    """A stand-in for repair's ``_train``: the overrides (as JSON) -> (findings, val accuracy)."""
+    import json
+    from types import SimpleNamespace
+
+    def fake_train(recipe, overrides, out, callbacks, quiet):
+        key = json.dumps(overrides, sort_keys=True)
+        seen.append(key)
+        found, acc = script[key]
+        return SimpleNamespace(dir=out), found, {"name": "accuracy", "metric": acc, "loss": 1 - acc, "n": 100,
+                                                 "splits": {"test": {"accuracy": acc}} if splits else {}}
+
+    return fake_train
+
+
 def test_repair_compounds_fixes(tmp_path, monkeypatch):
     """A fix that helps but leaves its finding is kept and the next round builds on it: a lowered
     rate is lowered again, a schedule change keeps the lowered rate (the trainings are scripted)."""
-    from types import SimpleNamespace
 
     from liandan.doctor import repair as rp
 
@@ -64,18 +78,8 @@ def test_repair_compounds_fixes(tmp_path, monkeypatch):
         '{"optim.lr": 0.01}': ([lr_high({"optim.lr": 0.001})], 0.55),  # worse: reverted
         '{"optim.lr": 0.05, "schedule.name": "cosine"}': ([], 0.95),  # keeps the lowered rate: cured
     }
-    seen = []
-
-    def fake_train(recipe, overrides, out, callbacks, quiet):
-        import json
-
-        key = json.dumps(overrides, sort_keys=True)
-        seen.append(key)
-        found, acc = script[key]
-        return SimpleNamespace(dir=out), found, {"name": "accuracy", "metric": acc, "loss": 1 - acc, "n": 100,
-                                                 "splits": {"test": {"accuracy": acc}}}
-
-    monkeypatch.setattr(rp, "_train", fake_train)
+    seen: list[str] = []
+    monkeypatch.setattr(rp, "_train", _scripted(script, seen, splits=True))
     start = {"name": "accuracy", "metric": 0.3, "loss": 5.0, "n": 100}
     rep = rp.repair("wine-mlp", {"optim.lr": 5.0}, rounds=3, out=tmp_path / "r", memory=Memory(tmp_path / "m.db"),
                     baseline=(tmp_path / "r0", [lr_high({"optim.lr": 0.05})], start))
@@ -91,7 +95,6 @@ def test_repair_keeps_looking_for_a_better_metric_once_healthy(tmp_path, monkeyp
     """Early stopping hides overfitting without raising validation accuracy: healthy, not better.
     The next rounds try the finding's other fixes and keep only one that improves and stays
     healthy (the trainings are scripted)."""
-    from types import SimpleNamespace
 
     from liandan.doctor import repair as rp
 
@@ -103,18 +106,8 @@ def test_repair_keeps_looking_for_a_better_metric_once_healthy(tmp_path, monkeyp
         '{"optim.weight_decay": 0.05, "train.early_stopping": {"patience": 3}}': ([], 0.80),  # no better: reverted
         '{"model.dropout": 0.3, "train.early_stopping": {"patience": 3}}': ([], 0.90),  # better and healthy: kept
     }
-    seen = []
-
-    def fake_train(recipe, overrides, out, callbacks, quiet):
-        import json
-
-        key = json.dumps(overrides, sort_keys=True)
-        seen.append(key)
-        found, acc = script[key]
-        return SimpleNamespace(dir=out), found, {"name": "accuracy", "metric": acc, "loss": 1 - acc, "n": 100,
-                                                 "splits": {}}
-
-    monkeypatch.setattr(rp, "_train", fake_train)
+    seen: list[str] = []
+    monkeypatch.setattr(rp, "_train", _scripted(script, seen))
     start = {"name": "accuracy", "metric": 0.80, "loss": 0.2, "n": 100}
     rep = rp.repair("wine-mlp", {}, rounds=3, out=tmp_path / "r", memory=Memory(tmp_path / "m.db"),
                     baseline=(tmp_path / "r0", [overfit], start))
