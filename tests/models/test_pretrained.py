@@ -24,6 +24,8 @@ from liandan.registry import MODELS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARCHS = ["resnet18", "vgg16", "mobilenet_v2"]
+# vgg16's ImageNet layout is 138M parameters: its costly checks run in the slow tier (make test)
+HEAVY = [pytest.param(a, marks=pytest.mark.slow) if a == "vgg16" else a for a in ARCHS]
 TV_HEAD = {"resnet18": "fc", "vgg16": "classifier.6", "mobilenet_v2": "classifier.1"}  # torchvision's names
 INPUT = {"resnet18": 64, "vgg16": 32, "mobilenet_v2": 64}  # small images through the ImageNet stem: fast
 
@@ -86,7 +88,7 @@ def test_fixture_is_the_zoo_layout_one_to_one(arch: str) -> None:
         assert renamed == []
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", HEAVY)
 def test_torchvision_weights_give_the_same_logits(arch: str) -> None:
     sd = random_state_dict(arch)
     torch.manual_seed(1)
@@ -132,7 +134,7 @@ def test_resnet18_logits_are_torchvisions() -> None:
         torch.testing.assert_close(model.eval()(x), _torchvision_resnet18(sd, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", HEAVY)
 @pytest.mark.parametrize("built_with", [1000, 5])
 def test_head_is_new_when_the_class_count_differs(arch: str, built_with: int) -> None:
     sd = random_state_dict(arch)
