@@ -5,8 +5,10 @@ Cases live in this package as YAML files, one per problem (``<code>.yaml``) plus
 inject: ..., recipe: {...}}``. ``expect`` is what must be found (recall); a finding is correct
 (precision) when its code is in ``expect`` or ``allow`` — ``allow`` lists genuine co-symptoms
 (a blow-up both explodes and goes NaN). Healthy cases expect nothing: any finding is a false
-alarm. ``inject`` plants faults no recipe key can express (``softmax_head``: the model ends in
-a Softmax). Repair success: the ``--fix`` loop ends healthy with a better validation metric.
+alarm. An output activation the loss does not expect is the recipe key ``model.output``
+(``softmax``, ``sigmoid``, ``relu``), so the doctor's fix can remove it; ``inject`` (a head planted
+by a callback) remains for faults no recipe key expresses. Repair success: the ``--fix`` loop
+ends healthy with a better validation metric.
 Like AutoTrainer's evaluation (detection, false positives, repaired share), on our own cases.
 
 ``quick: true`` marks the subset the test suite runs (at the recipes' seeds and shifted by one).
@@ -19,8 +21,8 @@ quick set tests it. ``run_seeds`` (``liandan doctor bench --seeds 0,1,2``) shift
 Generalisation (``real_*.yaml``): cases transcribed from reported training failures (Stack
 Overflow questions and GitHub issues collected by DeepLocalize/DeepDiagnosis, DeepFD,
 TheDeepChecker, AutoTrainer, and issue threads), each with ``source`` (what it transcribes),
-``fix`` (the patch the source's answer applied, as recipe overrides; ``inject: null`` removes a
-planted fault) and ``split``: ``dev`` or ``heldout``, fixed by a hash of the case name
+``fix`` (the patch the source's answer applied, as recipe overrides, e.g. ``model.output:
+logits``) and ``split``: ``dev`` or ``heldout``, fixed by a hash of the case name
 (:func:`split_of`) and written into the files *before* anything was run, so rules are tuned on
 ``dev`` only and ``heldout`` measures generalisation (``--split heldout``). Cases written before
 the split existed carry no ``split``: the rules were tuned on them, so they are ``dev``.
