@@ -116,36 +116,23 @@ def parse_cases(text: str, group: str) -> list[Case]:
 def injector(kind: str | None):
     """A factory of callbacks that plant a fault in the model (None when nothing to inject).
 
-    The head is a forward hook on the plain model, planted when the trainer is built (``setup``,
-    before the first forward): the model object itself computes ``head(model(x))``, so every
-    consumer sees the fault — the training step (also through a DDP or compiled wrapper, which
-    call the module), validation, early stopping, the final evaluation of every split, the
-    returned ``run.model`` and so the repair judge. The head has no parameters, so the saved
-    weights are the model's own and a fix that drops the injection retrains the same architecture.
+    ``<act>_head`` plants :mod:`liandan.models.output`'s activation when the trainer is built
+    (``setup``, before the first forward) — the same hook ``model.output: <act>`` puts there, so
+    every consumer sees the fault (loop, validation, final evaluation, ``run.model``, the judge) —
+    but from a callback, where no recipe key may express the fault.
     """
     if not kind:
         return None
-    import torch
-    from torch import nn
-
+    from liandan.models.output import OUTPUTS, apply_output
     from liandan.training.callbacks import Callback
 
-    # an output activation the loss does not expect: softmax before cross_entropy (or over one
-    # output: a constant 1), sigmoid or ReLU squashing what should be raw logits or values
-    heads = {"softmax_head": lambda: nn.Softmax(dim=-1), "sigmoid_head": nn.Sigmoid, "relu_head": nn.ReLU}
-    if kind not in heads:
-        raise LiandanError(f"unknown bench injection {kind!r}; injections: {', '.join(heads)}")
+    act = kind.removesuffix("_head")
+    if not kind.endswith("_head") or act not in OUTPUTS:
+        raise LiandanError(f"unknown bench injection {kind!r}; injections: {', '.join(f'{k}_head' for k in OUTPUTS)}")
 
     class Inject(Callback):
         def setup(self, trainer: Any) -> None:
-            head = heads[kind]()
-
-            def plant(_m: nn.Module, _inp: tuple, out: Any) -> Any:
-                return head(out) if torch.is_tensor(out) else out  # (B, K) or (B, T, V): over the last axis
-
-            # prepend: the head runs before any other forward hook (the doctor's output probe
-            # must see what the loss sees)
-            trainer.model.register_forward_hook(plant, prepend=True)
+            apply_output(trainer.model, act)
 
     return lambda: [Inject()]
 

@@ -22,6 +22,8 @@ Notes: 学习率对模型训练的影响 — "太大会导致一步跳过山谷,
 
 from __future__ import annotations
 
+import math
+
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
@@ -65,8 +67,6 @@ def progress(view: RunView) -> float:
     """The loss drop, for classification counted from the loss of a uniform guess (ln K) when the
     run started above it: a large initial loss that falls back only to chance level (2.6 → 2.30
     on 10 classes) is no progress, although it is a 12 % drop."""
-    import math
-
     drop = view.loss_drop()
     if not view.is_classification or view.num_classes < 2 or not math.isfinite(drop):
         return drop

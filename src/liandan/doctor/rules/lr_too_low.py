@@ -38,13 +38,17 @@ def range_check(view: RunView) -> Signal:
     return below("lr_under_range_test", view.lr, rng["low"])
 
 
+def _steps(view: RunView) -> int:
+    """Optimizer steps the run took (the last logged step)."""
+    return view.steps[-1] if view.steps else 0
+
+
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
     """Update/weight ratio < 1e-4 and the loss fell < 30 % or the run learns poorly, or the whole
     run's travel < 0.1 and it learns poorly; and the rate below the range test's usable range
     (checked only when the others fire)."""
-    upd = update_ratio(view)
-    steps = view.steps[-1] if view.steps else 0
+    upd, steps = update_ratio(view), _steps(view)
     # tiny steps and a loss that hardly falls; or few modest steps and a run from scratch that learns
     # poorly (a fine-tune starts near its answer: it travels little by design)
     parts = (any_of(all_of(below("update_ratio", upd, UPDATE),
@@ -76,7 +80,7 @@ def lr_too_low(view: RunView) -> Finding | None:
     if rng is not None:
         causes.append(f"the LR range test on this recipe descends fastest at {rng['suggestion']:.3g}: "
                       f"{view.lr:g} is {rng['suggestion'] / view.lr:.3g}× below")
-    steps = view.steps[-1] if view.steps else 0
+    steps = _steps(view)
     few = upd >= UPDATE and upd * steps < TRAVEL
     if few:
         ev.update(steps=steps, travel=upd * steps, batch_size=view.recipe.data.batch_size)

@@ -101,14 +101,14 @@ def vanishing_gradients(view: RunView) -> Finding | None:
     depth = len(names)
     causes.append(f"{depth} weight layers{' without normalisation or shortcuts' if not view.meta.get('norms') else ''}:"
                   f" the gradient is a product of {depth - 1} Jacobians")
+    widths, _ = hidden_widths(view)
     fx = fixes(
         fix(view, CODE, "relu_he", he_init_patch(view)) if n_sat else None,
         fix(view, CODE, "good_init", {"model.init": "kaiming_normal" if not n_sat else "xavier_uniform"}),
         fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
         fix(view, CODE, "layernorm", {"model.norm": "layer"}),
         fix(view, CODE, "residual"),
-        fix(view, CODE, "shallower", {"model.hidden": hidden_widths(view)[0][:2]})
-        if len(hidden_widths(view)[0]) > 3 else None,
+        fix(view, CODE, "shallower", {"model.hidden": widths[:2]}) if len(widths) > 3 else None,
         fix(view, CODE, "adam", {"optim.name": "adam", "optim.lr": 1e-3}) if view.optimizer not in
         ("adam", "adamw") else None,
     )
