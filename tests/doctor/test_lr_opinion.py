@@ -136,6 +136,33 @@ def test_over_regularization_on_synthetic_epochs():
     assert not signal("over_regularization", RunView(heavy, "classify", 10, (64,), fitted)).fires
 
 
+def test_nonfinite_evaluated_loss_is_a_finding():
+    from liandan.doctor.rules.nonfinite_loss import nonfinite_loss
+
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp"}, "optim": {"name": "adam", "lr": 0.3}})
+    finite_run = _epochs([(0.5, 0.9), (0.4, 0.92)], [(0.6, 0.88), (0.5, 0.9)])
+    assert not signal("nonfinite_loss", RunView(rc, "classify", 10, (64,), finite_run)).fires
+    inf_val = _epochs([(0.5, 0.9), (0.4, 0.92)], [(0.6, 0.88), (float("inf"), 0.9)])
+    view = RunView(rc, "classify", 10, (64,), inf_val)
+    assert signal("nonfinite_loss", view).find("nonfinite_eval_losses").value == 1
+    f = nonfinite_loss(view)  # every training step finite: the finding names the evaluated split
+    assert f.evidence["bad_steps"] == 0 and f.evidence["nonfinite_evals"] == [{"epoch": 1, "split": "val",
+                                                                                "loss": float("inf")}]
+    assert f.step == 20 and f.fixes[0].patch["optim.lr"] < 0.3 / 10  # lowered a decade or more
+
+
+def test_regression_over_regularization_needs_the_ablation_probe():
+    rc = load_recipe({"data": {"source": "diabetes"}, "model": {"name": "mlp", "hidden": [64]}, "loss": {"l2": 3.0}})
+    eps = [{"type": "epoch", "epoch": i, "step": 10 * (i + 1), "train": {"loss": 1.0, "r2": 0.0},
+            "val": {"loss": 1.1, "r2": -0.12}} for i in range(3)]
+    for probe_r2, fires in ((0.45, True), (0.05, False)):  # the probe's record, as the live doctor kept it
+        rec = {"type": "reg_probe", "patch": {"loss.l2": 0.0}, "steps": 30, "probe_quality": probe_r2}
+        s = signal("over_regularization", RunView(rc, "regress", 0, (10,), eps + [rec]))
+        assert s.fires is fires and s.find("r2_gap").value == 0.0  # R² below 0 counts as 0: no gap
+    light = load_recipe(rc, {"loss.l2": 0.0})  # no heavy regulariser: no probe is trained at all
+    assert not signal("over_regularization", RunView(light, "regress", 0, (10,), eps)).fires
+
+
 def test_probe_schedule_is_counted_in_steps():
     from liandan.doctor.probes import PROBE_COST, probe_interval
 

@@ -1,7 +1,9 @@
 """nonfinite_loss: the loss or the gradient became NaN/inf.
 
 Detection as DeepLocalize (Wardat et al. ICSE 2021) and AutoTrainer's NaN check: any step whose
-loss or global gradient norm is not finite (the trainer skipped its update). The causes are
+loss or global gradient norm is not finite (the trainer skipped its update) — or an epoch's evaluated
+loss that is (finite training steps, an inf on validation: a probability of exactly 0 under the
+cross-entropy, an activation that overflows only on inputs training never saw). The causes are
 ranked from what preceded the first bad step: a gradient norm that grew by orders of magnitude
 points at the learning rate (notes: 梯度爆炸 原因 2), huge raw inputs at missing normalisation,
 low precision at AMP loss scaling (notes: 梯度爆炸 原因 4, 解决 6).
@@ -14,17 +16,29 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import rate_above_range
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_gain, lower_lr, make
-from liandan.doctor.rules._signal import Signal, count, signal_of
+from liandan.doctor.rules._signal import Signal, any_of, count, signal_of
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
 CODE = "nonfinite_loss"
 
 
+def bad_evals(view: RunView) -> list[tuple[int, str, float, int | None]]:
+    """(epoch, split, loss, step) of every evaluated epoch loss that is NaN or inf."""
+    out = []
+    for e in view.epochs:
+        for split, m in e.items():
+            lo = m.get("loss") if isinstance(m, dict) else None
+            if isinstance(lo, (int, float)) and not math.isfinite(lo):
+                out.append((e.get("epoch", 0), split, float(lo), e.get("step")))
+    return out
+
+
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """Steps whose loss or gradient norm was not finite (any one is a finding)."""
-    return count("bad_steps", len(view.bad_steps()))
+    """Steps whose loss or gradient norm was not finite, or epochs whose evaluated loss was not
+    (any one is a finding)."""
+    return any_of(count("bad_steps", len(view.bad_steps())), count("nonfinite_eval_losses", len(bad_evals(view))))
 
 
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
@@ -35,6 +49,8 @@ def nonfinite_loss(view: RunView) -> Finding | None:
     if not signal(view):
         return None
     bad = view.bad_steps()
+    if not bad:
+        return _eval_only(view)
     first = bad[0]
     steps, loss, gn = view.steps, view.loss, view.grad_norm
     i = steps.index(first)
@@ -89,3 +105,27 @@ def nonfinite_loss(view: RunView) -> Finding | None:
            fix(view, CODE, "warmup", {"schedule.warmup_steps": 100}),
            fix(view, CODE, "check_data")]
     return make(view, CODE, "error", first, ev, causes, fixes(*fx))
+
+
+def _eval_only(view: RunView) -> Finding:
+    """Every training step was finite, but an evaluated loss was not."""
+    evals = bad_evals(view)
+    epoch, split, lo, step = evals[0]
+    ev = {"bad_steps": 0, "nonfinite_evals": [{"epoch": e, "split": sp, "loss": v} for e, sp, v, _ in evals],
+          "lr": view.lr, "status": view.status}
+    causes = [f"every training step's loss was finite, but the {split} loss of epoch {epoch} is {lo}: the model "
+              "outputs, on samples it did not train on, a probability of exactly 0 for the true class (log 0 = −inf) "
+              "or values that overflow"]
+    if view.lr > 3 * typical_lr(view.optimizer):
+        causes.append(f"learning rate {view.lr:g} (usual {typical_lr(view.optimizer):g} for {view.optimizer}) "
+                      "drives the logits to extreme confidence")
+    if not view.recipe.data.normalize:
+        causes.append("inputs are not normalised: unseen samples can push activations far past the training range")
+    fx = fixes(
+        fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}),
+        fix(view, CODE, "clip", {"train.grad_clip": 1.0}) if not view.recipe.train.grad_clip else None,
+        fix(view, CODE, "normalize", {"data.normalize": True}) if not view.recipe.data.normalize else None,
+        fix(view, CODE, "label_smoothing", {"loss.label_smoothing": 0.1}) if view.is_classification else None,
+        fix(view, CODE, "check_data"),
+    )
+    return make(view, CODE, "error", step, ev, causes, fx)

@@ -6,7 +6,12 @@ that fits reaches (quality < 0.95), and train and validation accuracy agree (gap
 generalisation problem). Second signal — the recipe says why: dropout ≥ 0.5, an L2 penalty ≥ 1e-2,
 L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient: SGD, Adam, RMSprop) / ≥ 1 (decoupled:
 AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause.
-Classification only (ln K is a guess's cross-entropy).
+Regression has no uniform guess to compare with, and a noisy target (diabetes tops out near R² 0.5)
+looks the same as a held-back fit, so there the doctor tests the cause: when the recipe is heavy,
+the training R² < 0.65 (the same 0.35 share of the target's variance left unexplained) and train and
+validation R² agree (gap < 0.1, R² below 0 counted as 0), an ablation probe retrains the recipe with the regularisation
+removed for the same steps (:mod:`._retrain`, a ``reg_probe`` record) and the finding needs its
+validation R² ≥ 0.1 above the run's.
 Notes: 欠拟合 原因 5 (正则化太强: dropout、L2 过重); 解决 (减少正则化).
 """
 
@@ -16,6 +21,7 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
+from liandan.doctor.rules._retrain import cached, quality_of, retrain
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, signal_of, silent
 from liandan.doctor.view import RunView
 from liandan.registry import register_rule
@@ -24,7 +30,9 @@ CODE = "over_regularization"
 DROPOUT, L2, L1 = 0.5, 1e-2, 1e-3
 DECAY_COUPLED, DECAY_DECOUPLED = 0.1, 1.0
 LOSS_SHARE, QUALITY, GAP = 0.35, 0.95, 0.05
+R2_GAP, PROBE_GAIN = 0.1, 0.1  # regression: train/val R² agreement, the ablation probe's R² gain
 DECOUPLED = ("adamw", "adabelief")
+RECORD = "reg_probe"
 
 
 def dropout(view: RunView) -> float:
@@ -51,18 +59,65 @@ def heavy(view: RunView) -> Signal:
                   above("weight_decay", o.weight_decay, decay_threshold(view), strict=False), name="heavy")
 
 
-def _last(view: RunView) -> dict | None:
+def _last(view: RunView, key: str = "accuracy") -> dict | None:
     eps = [e for e in view.epochs if isinstance(e.get("train"), dict) and isinstance(e.get("val"), dict)
-           and "accuracy" in e["train"] and "accuracy" in e["val"]]
+           and key in e["train"] and key in e["val"]]
     return eps[-1] if eps else None
+
+
+def unregularised(view: RunView) -> dict:
+    """The recipe overrides that remove every heavy regulariser (what the ablation probe trains)."""
+    o, loss = view.recipe.optim, view.recipe.loss
+    patch: dict = {}
+    if dropout(view) >= DROPOUT and "dropout" in view.recipe.model.options:
+        patch["model.dropout"] = 0.0
+    if loss.l2 >= L2:
+        patch["loss.l2"] = 0.0
+    if loss.l1 >= L1:
+        patch["loss.l1"] = 0.0
+    if o.weight_decay >= decay_threshold(view):
+        patch["optim.weight_decay"] = 0.0
+    return patch
+
+
+def _train_probe(view: RunView) -> dict:
+    patch = unregularised(view)
+    if not patch:
+        return {"type": RECORD, "skipped": "no regulariser the recipe can remove"}
+    got = retrain(view, patch)
+    if isinstance(got, str):
+        return {"type": RECORD, "skipped": got}
+    losses, metrics = got
+    return {"type": RECORD, "patch": patch, "steps": len(losses), "probe_quality": quality_of(view, metrics),
+            "probe_metrics": metrics}
+
+
+def _regression(view: RunView) -> Signal:
+    """Heavy, train R² < 0.65 with val R² within 0.1 of it, and the probe without the regulariser
+    ≥ 0.1 R² better on validation (the probe trains only when the rest fired)."""
+    last = _last(view, "r2")
+    if last is None:
+        return silent("no epoch with train and val R²")
+    tr, va = last["train"]["r2"], last["val"]["r2"]
+    # an R² below 0 explains nothing, like 0: a validation set whose mean differs is no gap
+    cheap = all_of(heavy(view), above("train_unexplained", 1.0 - tr, LOSS_SHARE),
+                   below("r2_gap", max(tr, 0.0) - max(va, 0.0), R2_GAP))
+    if not cheap.fires:
+        return cheap
+    rec = cached(view, RECORD, _train_probe)
+    if rec is None or rec.get("probe_quality") is None:
+        return silent("no ablation probe")
+    return all_of(cheap, above("unregularised_r2_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN))
 
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
     """Train loss ≥ 0.35 · ln K, train quality < 0.95, train − val accuracy < 0.05, and dropout ≥ 0.5,
-    L2 ≥ 1e-2, L1 ≥ 1e-3 or heavy weight decay."""
+    L2 ≥ 1e-2, L1 ≥ 1e-3 or heavy weight decay (regression: :func:`_regression`)."""
+    if view.is_regression:
+        return _regression(view)
     if not view.is_classification:
-        return silent("not classification")
+        return silent("neither classification nor regression")
     last = _last(view)
     if last is None:
         return silent("no epoch with train and val accuracy")
@@ -77,19 +132,29 @@ def signal(view: RunView) -> Signal:
 @register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting",))
 def over_regularization(view: RunView) -> Finding | None:
     """Dropout or weight penalties so strong the model cannot fit its training data: train and
-    validation accuracy agree, both held low, with a training loss near a uniform guess's."""
+    validation agree, both held low (a training loss near a uniform guess's; for regression, a
+    probe without the regulariser fits better)."""
     if not signal(view):
         return None
-    last = _last(view)
-    k = max(view.num_classes, 2)
     o, loss = view.recipe.optim, view.recipe.loss
     p = dropout(view)
-    ev = {"train_loss": last["train"]["loss"], "uniform_loss": math.log(k),
-          "train_accuracy": last["train"]["accuracy"], "val_accuracy": last["val"]["accuracy"], "dropout": p,
-          "weight_decay": o.weight_decay, "l2": loss.l2, "l1": loss.l1, "epochs": len(view.epochs)}
-    causes = [f"the training loss {g(last['train']['loss'])} stays near a uniform guess's ln {k} = "
-              f"{math.log(k):.3g} and training accuracy ({last['train']['accuracy']:.2f}) is no better than "
-              f"validation ({last['val']['accuracy']:.2f}): the model is held back from fitting, not overfitting"]
+    ev = {"dropout": p, "weight_decay": o.weight_decay, "l2": loss.l2, "l1": loss.l1, "epochs": len(view.epochs)}
+    if view.is_regression:
+        last = _last(view, "r2")
+        rec = cached(view, RECORD, _train_probe)
+        ev.update(train_r2=last["train"]["r2"], val_r2=last["val"]["r2"], probe_val_r2=rec["probe_quality"],
+                  probe_patch=rec["patch"], probe_steps=rec["steps"])
+        causes = [f"training R² {last['train']['r2']:.2f} is no better than validation R² {last['val']['r2']:.2f}: "
+                  "the model is held back from fitting, not overfitting; the same recipe without "
+                  f"{', '.join(rec['patch'])} reaches validation R² {rec['probe_quality']:.2f} in {rec['steps']} steps"]
+    else:
+        last = _last(view)
+        k = max(view.num_classes, 2)
+        ev.update(train_loss=last["train"]["loss"], uniform_loss=math.log(k),
+                  train_accuracy=last["train"]["accuracy"], val_accuracy=last["val"]["accuracy"])
+        causes = [f"the training loss {g(last['train']['loss'])} stays near a uniform guess's ln {k} = "
+                  f"{math.log(k):.3g} and training accuracy ({last['train']['accuracy']:.2f}) is no better than "
+                  f"validation ({last['val']['accuracy']:.2f}): the model is held back from fitting, not overfitting"]
     if p >= DROPOUT:
         causes.append(f"dropout {p:g} zeroes {100 * p:.0f} % of the units at every step: the signal that reaches "
                       "the output is mostly noise (正则化太强)")
