@@ -77,11 +77,17 @@ def _nonfinite(r: dict[str, Any]) -> bool:
     return r["status"] == "diverged" or r["bad_steps"] > 0 or bad_loss or (v is not None and v["metric"] is None)
 
 
+def _scored(m: dict[str, Any] | None) -> bool:
+    """Is ``m`` a metric the judge ranks higher-is-better (accuracy, R²)? A language model's is its
+    validation loss (``higher: False``), compared as such below."""
+    return m is not None and m.get("higher", True)
+
+
 def verdict(case: Any, faulty: dict[str, Any], fixed: dict[str, Any] | None) -> tuple[bool, str]:
     """(shows?, why) for one seed."""
     fv = faulty["val"]
     if case.healthy:
-        if fv is None:  # a language model: loss against the uniform guess, ln |V|
+        if not _scored(fv):  # a language model: loss against the uniform guess, ln |V|
             ok = faulty["val_loss"] is not None and faulty["val_loss"] < 0.6 * math.log(faulty["vocab"] or 2)
             return ok, f"val loss {faulty['val_loss']} vs ln|V| {math.log(faulty['vocab'] or 2):.3f}"
         if fv["metric"] is None:
@@ -94,7 +100,7 @@ def verdict(case: Any, faulty: dict[str, Any], fixed: dict[str, Any] | None) -> 
     if _nonfinite(faulty):
         return True, f"not finite ({faulty['status']}, {faulty['bad_steps']} bad steps)"
     xv = fixed["val"]
-    if fv is None or xv is None:  # a language model: validation losses
+    if not _scored(fv) or not _scored(xv):  # a language model: validation losses
         a, b = faulty["val_loss"], fixed["val_loss"]
         ok = a is not None and b is not None and b <= 0.9 * a
         return ok, f"val loss {a} → fixed {b}"

@@ -136,3 +136,22 @@ def test_held_out_cases_run_and_score_by_split(cli, tmp_path):
         if not c.healthy:
             r = doctor_case_check.check((c, tmp_path, 0))
             assert r["shows"], r
+
+
+def test_case_check_compares_a_language_models_loss_lower_is_better():
+    """The judge scores a language model by its validation loss (``higher: False``): the checker
+    must count a fix that lowers it as showing the fault, not as a negative gain."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import doctor_case_check as dcc
+
+    case = next(c for c in REAL if not c.healthy and c.recipe["model"]["name"] == "gpt")
+
+    def run(loss: float) -> dict:
+        return {"val": {"name": "loss", "metric": loss, "higher": False}, "val_loss": loss, "status": "completed",
+                "bad_steps": 0, "train": None, "vocab": 20, "classes": None}
+
+    assert dcc.verdict(case, run(3.97), run(1.25))[0]
+    assert not dcc.verdict(case, run(1.25), run(3.97))[0]
