@@ -5,12 +5,15 @@ Symptom: in some ReLU layer ≥ 70 % of the units output 0 for the whole probe b
 last three probes. Second signal (AutoTrainer's gate): the run does not learn well; a net with
 many dead units that still reaches good accuracy is not a finding.
 Causes and fixes: notes (ReLU / LeakyReLU / ELU 激活函数, 参数初始化, 学习率), AutoTrainer's DR repairs.
+It hides ``lr_too_high`` (both fire when big steps kill the units) except where the rate is the cause
+upstream: above the range test's usable range, or — where the test has no opinion (a flat sweep) —
+units that were alive at the first probe and died under the steps ``lr_too_high`` judged too large.
 """
 
 from __future__ import annotations
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.lr_opinion import rate_above_range
+from liandan.doctor.lr_opinion import rate_above_range, recorded
 from liandan.doctor.rules._common import fix, fixes, init_desc, layer_numbers, lower_lr, make, pct
 from liandan.doctor.rules._signal import Signal, above, all_of, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median, typical_lr
@@ -33,8 +36,22 @@ def signal(view: RunView) -> Signal:
     return all_of(above("dead_fraction", max(dead.values()), DEAD, "odds", strict=False), learns_poorly(view))
 
 
+def killed_by_the_rate(view: RunView) -> set[str]:
+    """``{"lr_too_high"}`` when the rate, not the init, killed the units: it lies above the range
+    test's range, or the test gave no opinion and the worst layer was alive (< 70 % dead) at the
+    first probe."""
+    if rate_above_range(view):
+        return {"lr_too_high"}
+    if recorded(view) is not None or not view.probes:  # the test judged the rate usable, or no probes
+        return set()
+    dead = _dead(view)
+    worst = max(dead, key=dead.get) if dead else None
+    first = view.act_series("dead", view.probes[:1]).get(worst, [1.0]) if worst else [1.0]
+    return {"lr_too_high"} if first[0] < DEAD else set()
+
+
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high"),
-               spares=rate_above_range)  # units knocked out by a rate above the range test's range
+               spares=killed_by_the_rate)  # units knocked out by the rate: it is reported beside them
 def dead_relu(view: RunView) -> Finding | None:
     """Most units of a ReLU layer output zero for every input (they have stopped learning)."""
     if not signal(view):

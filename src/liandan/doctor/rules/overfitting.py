@@ -6,8 +6,12 @@ Symptom (AutoTrainer's overfit check, Zhang et al. ICSE 2021): train − val acc
 above its minimum, reached at least two epochs earlier, while the training loss kept falling —
 or, for classification, had already saturated below 5 % of a uniform guess's ln K (the training
 set is memorised: 0.006 → 0.007 is no rise); or the validation loss stalled at its minimum for
-≥ 5 epochs and a quarter of the run while the training loss fell ≥ 2× more. A training loss that
-climbs back up is a bouncing rate, ``lr_too_high``'s finding.
+≥ 5 epochs and a quarter of the run while the training loss fell ≥ 2× more; or (classification)
+the training set is memorised — training loss below 5 % of ln K — while validation accuracy trails
+by ≥ 0.1 and by ≥ 3 standard errors of the validation accuracy (√(p(1−p)/n): 0.1 is two samples
+of an 18-sample validation set, 85 of digits' 853), however the validation loss moved (autokeras#367:
+90 training digits, validation loss still creeping down, 16 points of accuracy lost). A training
+loss that climbs back up is a bouncing rate, ``lr_too_high``'s finding.
 A run whose early stopping restored the best weights has already been treated.
 Notes: 过拟合 — 原因 1–5 (数据太少, 模型太复杂, 正则化不足, 过多 epoch, 分布偏差),
 解决 (数据增强, L1/L2/dropout, 早停, 降低复杂度, 更多数据).
@@ -71,7 +75,15 @@ def signal(view: RunView) -> Signal:
     stalled = all_of(above("epochs_past_min", past, max(4.5, 0.25 * len(vl))),
                      above("train_loss_fall_since", tl[best] / tl[-1] if tl[-1] > 0 else float("inf"), 2.0),
                      name="val_stalled")
-    return all_of(any_of(rose, stalled, name="trend"), big)
+    trend = [rose, stalled]
+    n_val = view.sizes.get("val", 0)
+    if view.is_classification and n_val:
+        va = eps[-1]["val"].get("accuracy", 0.0)
+        se = math.sqrt(max(va * (1 - va), 1e-12) / n_val)
+        trend.append(all_of(below("train_loss_fitted", tl[-1] / math.log(max(view.num_classes, 2)), 0.05),
+                            above("accuracy_gap", gap, 0.1, "odds", strict=False),
+                            above("gap_in_standard_errors", gap / se, 3.0, strict=False), name="memorised"))
+    return all_of(any_of(*trend, name="trend"), big)
 
 
 @register_rule(CODE, phase="end", modes=("train",))
@@ -97,8 +109,12 @@ def overfitting(view: RunView) -> Finding | None:
         causes.append(f"{params:,} parameters for {n_train:,} training samples: the model can memorise the data")
     elif n_train and n_train < 500:
         causes.append(f"only {n_train} training samples")
-    causes.append(f"trained {len(eps) - 1 - best} epochs past the best validation loss (epoch {best + 1}: "
-                  f"{g(vl[best])} → {g(vl[-1])}) without early stopping")
+    if best < len(eps) - 1:
+        causes.append(f"trained {len(eps) - 1 - best} epochs past the best validation loss (epoch {best + 1}: "
+                      f"{g(vl[best])} → {g(vl[-1])}) without early stopping")
+    else:
+        causes.append(f"the training set is memorised (training loss {g(tl[-1])}, accuracy {tr:.2f}) while "
+                      f"validation accuracy stays at {va:.2f}: what the model learned does not transfer")
     reg = []
     if not m.options.get("dropout") and not view.meta.get("dropout"):
         reg.append("no dropout")
