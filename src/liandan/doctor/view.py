@@ -177,13 +177,14 @@ class RunView:
     def metric(self, split: str, key: str) -> list[float]:
         return [e[split][key] for e in self.epochs if isinstance(e.get(split), dict) and key in e[split]]
 
-    def quality(self, best: bool = False) -> float:
+    def quality(self, best: bool = False, split: str | None = None) -> float:
         """How well the run learned, 0 (chance) .. 1 (perfect): the last epoch's accuracy over
-        chance (classification) or R² (regression), val preferred to train; ``best`` over epochs.
+        chance (classification) or R² (regression), val preferred to train (or ``split``);
+        ``best`` over epochs.
 
         This is the "second signal" that gates symptom rules (AutoTrainer reports VG/EG/DR only
         when training also fails to converge, Zhang et al. ICSE 2021, §2)."""
-        split = "val" if any("val" in e for e in self.epochs) else "train"
+        split = split or ("val" if any("val" in e for e in self.epochs) else "train")
         key = "accuracy" if self.is_classification else "r2"
         vals = self.metric(split, key)
         if not vals:

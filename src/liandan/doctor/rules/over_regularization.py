@@ -5,7 +5,8 @@ epoch: the predicted probabilities stay flat), the training accuracy is well bel
 that fits reaches (quality < 0.95), and train and validation accuracy agree (gap < 0.05: not a
 generalisation problem). Second signal — the recipe says why: dropout ≥ 0.5, an L2 penalty ≥ 1e-2,
 L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient: SGD, Adam, RMSprop) / ≥ 1 (decoupled:
-AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause.
+AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause;
+it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate.
 Regression has no uniform guess to compare with, and a noisy target (diabetes tops out near R² 0.5)
 looks the same as a held-back fit, so there the doctor tests the cause: when the recipe is heavy,
 the training R² < 0.65 (the same 0.35 share of the target's variance left unexplained) and train and
@@ -129,7 +130,10 @@ def signal(view: RunView) -> Signal:
                   below("accuracy_gap", tr_acc - va_acc, GAP))
 
 
-@register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting",))
+# lr_too_high too: weights held tiny inflate the update/weight ratio, and a loss that cannot descend
+# at any rate flattens the range test's curve — the regulariser, not the rate (a lower rate leaves
+# the penalty's minimiser where it is).
+@register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting", "lr_too_high"))
 def over_regularization(view: RunView) -> Finding | None:
     """Dropout or weight penalties so strong the model cannot fit its training data: train and
     validation agree, both held low (a training loss near a uniform guess's; for regression, a

@@ -11,9 +11,11 @@ Notes: 欠拟合 — 原因 1–6 (模型太简单, 特征不足, 学习率太�
 
 from __future__ import annotations
 
+import math
+
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, hidden_patch, hidden_widths, make, raise_lr
-from liandan.doctor.rules._signal import Signal, below, flag, signal_of
+from liandan.doctor.rules._signal import Signal, all_of, below, flag, signal_of
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
@@ -22,12 +24,18 @@ CODE = "underfitting"
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """The final quality below the bar (0.6 over chance, R² 0.3); a probing run: the failed
-    one-batch overfit check."""
+    """The final quality below the bar (0.6 over chance, R² 0.3), on the training split too when it
+    was evaluated (a model that fits its training data but not the validation data is not
+    underfitting: a noisy target — diabetes' validation R² swings 0.25-0.5 by split — or a gap);
+    a probing run: the failed one-batch overfit check."""
     if view.mode == "probe":
         oc = view.overfit_check
         return flag("overfit check failed", bool(oc) and not oc.get("passed", True))
-    return below("quality", view.quality(), view.poor(), "odds")
+    low = below("quality", view.quality(), view.poor(), "odds")
+    train_q = view.quality(split="train")
+    if math.isnan(train_q):
+        return low
+    return all_of(low, below("train_quality", train_q, view.poor(), "odds"))
 
 
 @register_rule(CODE, phase="end", generic=True)
