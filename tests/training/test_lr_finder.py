@@ -48,3 +48,19 @@ def test_the_suggestion_ignores_a_noise_dip_in_the_flat_start() -> None:
     y[80:] = np.linspace(0.5, 3.0, 20)  # past the minimum it diverges
     s = suggest(lrs, list(y))
     assert lrs[60] <= s <= lrs[80], s
+
+
+def test_a_lucky_first_batch_is_not_the_minimum() -> None:
+    """The EMA's first value is the first batch's loss; one low batch there must not become the
+    curve's minimum (the suggestion would be the sweep's smallest rate)."""
+    import numpy as np
+
+    from liandan.training.lr_finder import informative, minimum, suggest
+
+    lrs = list(np.logspace(-7, 1, 100))
+    y = np.ones(100)
+    y[:4] = [0.6, 0.8, 0.9, 0.95]  # the warm-up: a lucky first batch
+    y[60:80] = np.linspace(1.0, 0.7, 20)  # the descent reaches 0.7, above the first batch's 0.6
+    y[80:] = np.linspace(0.7, 3.0, 20)
+    assert minimum(list(y)) == 79 and informative(list(y))
+    assert lrs[60] <= suggest(lrs, list(y)) <= lrs[80]

@@ -49,7 +49,7 @@ class LRFindResult:
 
 
 # Bump when the test or the suggestion changes: cached curves of an older version are ignored.
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 EXTEND = 4  # a flat sweep is repeated with this many times the steps
 # What the curve does not depend on: the rate (the test sets it), the schedule, how long and how
 # the real run trains and is watched.
@@ -185,7 +185,7 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
     if len(lrs) < 5:
         raise LiandanError("lr-find: the loss diverged almost at once; lower start_lr")
     suggestion = suggest(lrs, smoothed, losses)
-    res = LRFindResult(lrs, losses, smoothed, suggestion, min_lr=float(lrs[int(np.argmin(smoothed))]),
+    res = LRFindResult(lrs, losses, smoothed, suggestion, min_lr=float(lrs[minimum(smoothed)]),
                        informative=informative(smoothed, losses))
     remember(finder_key(rec, start_lr, end_lr, num_steps), res)
     if out is not None:
@@ -216,6 +216,14 @@ def _start(smoothed: list[float], losses: list[float] | None = None) -> float:
     return float(np.median(np.asarray(smoothed)[: max(3, len(smoothed) // 10)]))
 
 
+def minimum(smoothed: list[float]) -> int:
+    """Index of the smoothed curve's minimum past the EMA's warm-up (the first tenth, at least one
+    point): there the average is the first batch or two, and one lucky batch would be the minimum
+    at the sweep's smallest rate (diabetes: 0.79 at 1e-7, every later point ≥ 0.79)."""
+    cut = max(1, len(smoothed) // 10) if len(smoothed) > 3 else 0
+    return cut + int(np.argmin(np.asarray(smoothed)[cut:]))
+
+
 def informative(smoothed: list[float], losses: list[float] | None = None) -> bool:
     """Did the loss really descend during the sweep — its smoothed minimum ≥ 5 % below the
     starting level? A flat curve (a ViT that needs warm-up, 100 steps too few) has its
@@ -223,7 +231,7 @@ def informative(smoothed: list[float], losses: list[float] | None = None) -> boo
     if len(smoothed) < 3:
         return False
     start = _start(smoothed, losses)
-    return start > 0 and min(smoothed) <= (1 - MIN_DROP) * start
+    return start > 0 and smoothed[minimum(smoothed)] <= (1 - MIN_DROP) * start
 
 
 def suggest(lrs: list[float], smoothed: list[float], losses: list[float] | None = None) -> float:
@@ -234,11 +242,11 @@ def suggest(lrs: list[float], smoothed: list[float], losses: list[float] | None 
     x = np.log10(np.asarray(lrs))
     y = np.asarray(smoothed)
     cut = max(1, len(y) // 10)  # the first points are dominated by the EMA warm-up
-    end = int(np.argmin(y)) + 1  # nothing past the minimum: the loss is already rising there
+    end = minimum(smoothed) + 1  # nothing past the minimum: the loss is already rising there
     if end - cut < 3:
         cut, end = 0, len(y)
     slope = np.gradient(y[cut:end], x[cut:end])
-    start, low = _start(smoothed, losses), float(y.min())
+    start, low = _start(smoothed, losses), float(y[end - 1])
     down = y[cut:end] <= start - 0.25 * (start - low)  # in the descent, not in the noise before it
     if informative(smoothed, losses) and down.any():
         # only the descent that reaches the minimum: the last stretch of points below the bar. A dip

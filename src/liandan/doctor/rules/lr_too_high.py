@@ -172,9 +172,15 @@ def lr_too_high(view: RunView) -> Finding | None:
         causes.append("a constant rate: no decay lets the weights settle at the end")
     if view.recipe.data.batch_size <= 16:
         causes.append(f"small batches ({view.recipe.data.batch_size}) add gradient noise to the large steps")
+    # a run that learns well and only bounces keeps its rate and decays it (a tenth of the rate would
+    # also learn a tenth as fast); one that learns poorly needs the smaller steps first
+    cosine = fix(view, CODE, "schedule", {"schedule.name": "cosine"}) if view.recipe.schedule.name == "constant" \
+        else None
+    learns = view.quality() >= view.poor()
     fx = fixes(
+        cosine if learns else None,
         fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}),
-        fix(view, CODE, "schedule", {"schedule.name": "cosine"}) if view.recipe.schedule.name == "constant" else None,
+        cosine,
         fix(view, CODE, "warmup", {"schedule.warmup_steps": 100}) if not view.recipe.schedule.warmup_steps else None,
         fix(view, CODE, "clip", {"train.grad_clip": 1.0}) if not view.recipe.train.grad_clip else None,
         fix(view, CODE, "bigger_batch", {"data.batch_size": view.recipe.data.batch_size * 4}),
