@@ -49,7 +49,7 @@ class LRFindResult:
 
 
 # Bump when the test or the suggestion changes: cached curves of an older version are ignored.
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 EXTEND = 4  # a flat sweep is repeated with this many times the steps
 # What the curve does not depend on: the rate (the test sets it), the schedule, how long and how
 # the real run trains and is watched.
@@ -179,14 +179,14 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
         return test
 
     test = sweep(num_steps)
-    if extend > 1 and len(test.lrs) >= 5 and not informative(test.smoothed, test.losses):
+    if extend > 1 and len(test.lrs) >= 5 and not informative(test.smoothed):
         test = sweep(num_steps * extend)
     lrs, losses, smoothed = test.lrs, test.losses, test.smoothed
     if len(lrs) < 5:
         raise LiandanError("lr-find: the loss diverged almost at once; lower start_lr")
-    suggestion = suggest(lrs, smoothed, losses)
+    suggestion = suggest(lrs, smoothed)
     res = LRFindResult(lrs, losses, smoothed, suggestion, min_lr=float(lrs[minimum(smoothed)]),
-                       informative=informative(smoothed, losses))
+                       informative=informative(smoothed))
     remember(finder_key(rec, start_lr, end_lr, num_steps), res)
     if out is not None:
         out = Path(out)
@@ -204,37 +204,40 @@ def lr_find(recipe, overrides: list[str] | dict | None = None, start_lr: float =
 MIN_DROP = 0.05
 
 
-def _start(smoothed: list[float], losses: list[float] | None = None) -> float:
-    """The starting level: the median of the raw losses over the first fifth of the sweep (at least
-    5), where the rate is still too small to move anything — robust to a noisy batch, which the
-    EMA's warm-up (its first values are the first one or two batches) is not: one high first batch
-    of a noisy regression lifts the smoothed start and fakes a descent. Without the raw losses, the
-    median of the first tenth of the smoothed curve (at least 3 points)."""
-    raw = [v for v in (losses or [])[: max(5, len(losses or []) // 5)] if math.isfinite(v)]
-    if raw:
-        return float(np.median(raw))
-    return float(np.median(np.asarray(smoothed)[: max(3, len(smoothed) // 10)]))
+def _start(smoothed: list[float]) -> float:
+    """The starting level: the median of the smoothed curve over the fifth of the sweep (at least 3
+    points) that follows the EMA's warm-up, where the rate is still too small to move anything. The
+    warm-up itself (the first tenth) is the first batch or two: one noisy batch of a regression
+    there lifted or sank the "start" and faked a descent, or hid one."""
+    cut = _warmup(smoothed)
+    return float(np.median(np.asarray(smoothed)[cut: cut + max(3, len(smoothed) // 5)]))
+
+
+def _warmup(smoothed: list[float]) -> int:
+    """How many first points the EMA's warm-up dominates: the first tenth, at least one (none for a
+    curve of three points or fewer)."""
+    return max(1, len(smoothed) // 10) if len(smoothed) > 3 else 0
 
 
 def minimum(smoothed: list[float]) -> int:
     """Index of the smoothed curve's minimum past the EMA's warm-up (the first tenth, at least one
     point): there the average is the first batch or two, and one lucky batch would be the minimum
     at the sweep's smallest rate (diabetes: 0.79 at 1e-7, every later point ≥ 0.79)."""
-    cut = max(1, len(smoothed) // 10) if len(smoothed) > 3 else 0
+    cut = _warmup(smoothed)
     return cut + int(np.argmin(np.asarray(smoothed)[cut:]))
 
 
-def informative(smoothed: list[float], losses: list[float] | None = None) -> bool:
+def informative(smoothed: list[float]) -> bool:
     """Did the loss really descend during the sweep — its smoothed minimum ≥ 5 % below the
     starting level? A flat curve (a ViT that needs warm-up, 100 steps too few) has its
     "steepest descent" and its minimum in the noise: no rate can be read from it."""
     if len(smoothed) < 3:
         return False
-    start = _start(smoothed, losses)
+    start = _start(smoothed)
     return start > 0 and smoothed[minimum(smoothed)] <= (1 - MIN_DROP) * start
 
 
-def suggest(lrs: list[float], smoothed: list[float], losses: list[float] | None = None) -> float:
+def suggest(lrs: list[float], smoothed: list[float]) -> float:
     """The rate at the steepest descent of the smoothed loss, ignoring the noisy ends: only points
     before the minimum, past the EMA's warm-up, and already a quarter of the way down from the
     starting level to the minimum, in the one stretch that stays there down to the minimum — batch
@@ -246,9 +249,9 @@ def suggest(lrs: list[float], smoothed: list[float], losses: list[float] | None 
     if end - cut < 3:
         cut, end = 0, len(y)
     slope = np.gradient(y[cut:end], x[cut:end])
-    start, low = _start(smoothed, losses), float(y[end - 1])
+    start, low = _start(smoothed), float(y[end - 1])
     down = y[cut:end] <= start - 0.25 * (start - low)  # in the descent, not in the noise before it
-    if informative(smoothed, losses) and down.any():
+    if informative(smoothed) and down.any():
         # only the descent that reaches the minimum: the last stretch of points below the bar. A dip
         # in the noisy flat start (diabetes at 1e-6, batch to batch) is below it too, then climbs back.
         above_bar = np.flatnonzero(~down)
