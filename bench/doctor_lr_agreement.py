@@ -1,6 +1,6 @@
 """One opinion on the learning rate: does ``lr-find``'s suggestion pass the doctor?
 
-For each preset: ``liandan.lr_find`` (the range test, default sweep 1e-7..10 over 100 steps)
+For each preset: ``liandan.lr_find`` (the range test, default sweep 1e-7..10 over 100 steps, 400 when flat)
 suggests a rate; the preset is then trained at that rate with the doctor on, and the table shows
 what the doctor found. The doctor judges a rate against the same range test (it reads the curve
 ``lr_find`` cached, :mod:`liandan.doctor.lr_opinion`), so neither ``lr_too_high`` nor
@@ -16,12 +16,13 @@ suggestion worth the name: the doctor takes no opinion from it and judges by its
 such rows are marked ``flat`` and counted apart. Last line: ``N/M preset runs with an informative
 curve draw no lr_too_high / lr_too_low at lr-find's suggestion (K flat curves)``.
 
-Measured (2-core CPU sandbox, load ≈ 9 from other jobs; --epochs 3, seeds 0-2 on nine presets,
-seed 0 on shapes-resnet18: 28 runs): no lr_too_high / lr_too_low on any of the 25 runs with an
-informative curve. digits-vit's curve is flat on all three seeds (its "suggestions" 1.3e-3, 5e-7,
-1.5e-7 are noise; the doctor, taking no opinion from them, called the last two lr_too_low).
-diabetes-regression's noisy curve gives 7.7e-7 on all three seeds: informative (the loss falls
-~14 %), but its steepest point is read from batch noise, and the run underfits.
+Measured (2-core CPU sandbox, --epochs 3, seeds 0-2 on ten presets: 30 runs): no lr_too_high /
+lr_too_low on any of the 30, and no flat curve — a flat 100-step sweep is now repeated with 4× the
+steps (``lr_find(extend=4)``), which gives digits-vit a descending curve. Its suggestion (0.009-0.017)
+still under-trains the ViT in 3 epochs (accuracy 0.13-0.31, ``underfitting``; the preset's 3e-3 with
+warm-up trains it): a range test cannot see that a transformer needs warm-up. diabetes-regression's
+noisy curve gives 0.026-0.51 (seed 5's 0.51 underfits, R² −1.3): its steepest point sits just before
+the divergence.
 """
 
 from __future__ import annotations

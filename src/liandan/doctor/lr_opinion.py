@@ -13,7 +13,8 @@ Where the curve comes from, first hit wins:
    judge the rate (its other checks fired), so healthy runs pay nothing. The test trains a fresh
    copy of the recipe's model; the running job's random streams are saved and restored around it.
 
-A flat curve (the loss never fell 5 % below its start during the sweep) gives no opinion: the
+A flat curve (the loss never fell 5 % below its start, even over the 4× longer sweep ``lr_find``
+then runs) gives no opinion: the
 rules then judge by their own checks alone, as they do with ``LIANDAN_DOCTOR_RANGE_TEST=0``
 (which turns step 3 off).
 """

@@ -173,12 +173,13 @@ def lr_too_high(view: RunView) -> Finding | None:
     if view.recipe.data.batch_size <= 16:
         causes.append(f"small batches ({view.recipe.data.batch_size}) add gradient noise to the large steps")
     # a run that learns well and only bounces keeps its rate and decays it (a tenth of the rate would
-    # also learn a tenth as fast); one that learns poorly needs the smaller steps first
+    # also learn a tenth as fast); one that learns poorly, or whose rate the range test places above
+    # its usable range (lower_lr then goes straight to the range's middle), needs smaller steps first
     cosine = fix(view, CODE, "schedule", {"schedule.name": "cosine"}) if view.recipe.schedule.name == "constant" \
         else None
-    learns = view.quality() >= view.poor()
+    decay_first = view.quality() >= view.poor() and rng is None
     fx = fixes(
-        cosine if learns else None,
+        cosine if decay_first else None,
         fix(view, CODE, "lower_lr", {"optim.lr": lower_lr(view)}),
         cosine,
         fix(view, CODE, "warmup", {"schedule.warmup_steps": 100}) if not view.recipe.schedule.warmup_steps else None,
