@@ -53,7 +53,8 @@ def test_every_pretrained_task_has_a_recipe(pretrained_recipes) -> None:
 
 @pytest.mark.parametrize("task", PRETRAINED_TASKS)
 def test_lr_find_runs_for_every_pretrained_task(task: str, pretrained_recipes, tmp_path) -> None:
-    res = liandan.lr_find(pretrained_recipes[task], num_steps=12, out=tmp_path)
+    # the plumbing in 12 steps; no repeat of a flat sweep (tests/training/test_lr_finder.py tests that)
+    res = liandan.lr_find(pretrained_recipes[task], num_steps=12, out=tmp_path, extend=1)
     assert 5 <= len(res.lrs) <= 12 and all(math.isfinite(v) for v in res.losses)
     assert res.lrs[0] <= res.suggestion <= res.lrs[-1]
 
@@ -94,7 +95,7 @@ def test_every_task_has_a_preset() -> None:
 @pytest.mark.parametrize("task", PRESET_TASKS)
 def test_lr_find_runs_for_every_task(task: str, tmp_path) -> None:
     preset = preset_of_task()[task]
-    res = liandan.lr_find(preset, overrides=small(preset), num_steps=12, out=tmp_path)
+    res = liandan.lr_find(preset, overrides=small(preset), num_steps=12, out=tmp_path, extend=1)  # see above
     assert 5 <= len(res.lrs) <= 12 and all(b > a for a, b in zip(res.lrs, res.lrs[1:], strict=False))
     assert all(math.isfinite(v) for v in res.losses)
     assert res.lrs[0] <= res.suggestion <= res.lrs[-1]
