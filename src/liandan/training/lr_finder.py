@@ -49,7 +49,7 @@ class LRFindResult:
 
 
 # Bump when the test or the suggestion changes: cached curves of an older version are ignored.
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 EXTEND = 4  # a flat sweep is repeated with this many times the steps
 # What the curve does not depend on: the rate (the test sets it), the schedule, how long and how
 # the real run trains and is watched.
@@ -244,12 +244,12 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
     noise at the flat start has steep slopes too."""
     x = np.log10(np.asarray(lrs))
     y = np.asarray(smoothed)
-    cut = max(1, len(y) // 10)  # the first points are dominated by the EMA warm-up
-    end = minimum(smoothed) + 1  # nothing past the minimum: the loss is already rising there
+    cut, m = _warmup(smoothed), minimum(smoothed)  # the first points are dominated by the EMA warm-up
+    end = m + 1  # nothing past the minimum: the loss is already rising there
     if end - cut < 3:
         cut, end = 0, len(y)
     slope = np.gradient(y[cut:end], x[cut:end])
-    start, low = _start(smoothed), float(y[end - 1])
+    start, low = _start(smoothed), float(y[m])
     down = y[cut:end] <= start - 0.25 * (start - low)  # in the descent, not in the noise before it
     if informative(smoothed) and down.any():
         # only the descent that reaches the minimum: the last stretch of points below the bar. A dip
