@@ -3,6 +3,7 @@ clipped y-axis, the two new rules on synthetic epoch records, and the step-based
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -126,14 +127,51 @@ def test_loss_scale_blowup_on_synthetic_epochs():
 def test_over_regularization_on_synthetic_epochs():
     heavy = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [32], "dropout": 0.95}})
     held = _epochs([(2.0, 0.7), (1.9, 0.84), (1.83, 0.86)], [(1.5, 0.85), (1.4, 0.86), (1.4, 0.86)])
-    s = signal("over_regularization", RunView(heavy, "classify", 10, (64,), held))
+    # the ablation probe's record (as the live doctor keeps it): without dropout the fit recovers
+    cured = {"type": "reg_probe", "patch": {"model.dropout": 0.0}, "steps": 30, "probe_quality": 0.95,
+             "probe_train_loss": 0.2}
+    s = signal("over_regularization", RunView(heavy, "classify", 10, (64,), held + [cured]))
     assert s.fires and s.find("dropout").fires
+    assert s.find("unregularised_train_loss_over_uniform").value == pytest.approx(0.2 / math.log(10))
+    # the probe refutes the cause: without dropout the model is no better (the rate, the data...)
+    same = {**cured, "probe_quality": 0.86, "probe_train_loss": 1.8}
+    assert not signal("over_regularization", RunView(heavy, "classify", 10, (64,), held + [same])).fires
     light = load_recipe(heavy, {"model.dropout": 0.1})
     assert not signal("over_regularization", RunView(light, "classify", 10, (64,), held)).fires  # no cause in sight
     l2 = load_recipe(light, {"loss.l2": 1.0})
-    assert signal("over_regularization", RunView(l2, "classify", 10, (64,), held)).fires
+    assert signal("over_regularization", RunView(l2, "classify", 10, (64,), held + [cured])).fires
     fitted = _epochs([(0.05, 1.0)] * 3, [(0.4, 0.9)] * 3)
     assert not signal("over_regularization", RunView(heavy, "classify", 10, (64,), fitted)).fires
+
+
+@pytest.mark.slow
+def test_over_regularization_probe_refutes_a_regulariser_that_is_not_the_cause(tmp_path):
+    """Dropout 0.5 beside a rate 1000× too small: the cheap checks fire (loss near ln K), but the
+    recipe without dropout is held back just as much, so the rate — not the regulariser — is named."""
+    from liandan.training.api import train
+
+    rc = {"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [64], "dropout": 0.5},
+          "optim": {"name": "sgd", "lr": 1e-4}, "train": {"epochs": 4, "tensorboard": False, "threads": 1},
+          "report": False}
+    for seed in (0, 1):
+        run = train(rc, overrides={"seed": seed}, out=tmp_path / str(seed), quiet=True)
+        codes = [f["code"] for f in json.loads((run.dir / "doctor.json").read_text())["findings"]]
+        probe = [json.loads(x) for x in (run.dir / "doctor_probes.jsonl").read_text().splitlines()
+                 if '"reg_probe"' in x]
+        assert probe and probe[0]["probe_train_loss"] > 0.9 * math.log(10)  # still near a uniform guess
+        assert "over_regularization" not in codes and "lr_too_low" in codes
+
+
+def test_out_of_range_output_needs_an_output_bounded_by_construction():
+    """A regression whose outputs stayed ≥ 0 while the targets reach -2: a wiring error when the model
+    ends in a sigmoid/ReLU, a symptom (a collapsed linear head) otherwise."""
+    rc = load_recipe({"data": {"source": "sine"}, "model": {"name": "gru", "hidden": 8}})
+    probes = [{"type": "probe", "step": s, "output": {"dim": 1, "min": 0.0, "max": 0.7}} for s in (10, 20)]
+    facts = [{"type": "inputs", "labels": {"kind": "value", "min": -2.0, "max": 2.0}}] + probes
+    for ends, fires in (("sigmoid", True), ("relu", True), ("logits", False), (None, True)):
+        meta = [{"type": "meta", "layers": [], "activations": [], **({"ends_in": ends} if ends else {})}]
+        s = signal("loss_output_mismatch", RunView(rc, "regress", 0, (20, 1), meta + facts))
+        assert s.fires is fires, ends  # None: a run logged before the model's end was recorded
 
 
 def test_nonfinite_evaluated_loss_is_a_finding():

@@ -52,9 +52,13 @@ def model_facts(model: nn.Module) -> dict[str, Any]:
               for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
     acts = [{"name": n, "kind": ACTIVATIONS[type(m)]} for n, m in model.named_modules() if type(m) in ACTIVATIONS]
     dropout = [float(m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    # what bounds the output by construction: ``model.output`` (a hook), else a last leaf module that
+    # is an activation (a Sequential ending in Sigmoid; a custom model defining its head's activation last)
+    ends_in = getattr(model, "liandan_output", None) or (ACTIVATIONS.get(type(leaves[-1])) if leaves else None)
     return {"layers": layers, "activations": acts, "norms": sum(isinstance(m, NORMS) for m in model.modules()),
             "dropout": dropout, "params": sum(p.numel() for p in model.parameters()),
-            "model_type": type(model).__name__}
+            "model_type": type(model).__name__, "ends_in": ends_in or "logits"}
 
 
 def _thin(t: torch.Tensor) -> torch.Tensor:

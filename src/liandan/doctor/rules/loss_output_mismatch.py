@@ -31,6 +31,7 @@ REGRESSION_LOSSES = ("mse", "l1", "mae", "smooth_l1", "huber")
 # Standardised targets (regression: the training split's mean 0, std 1) below -0.5: a share of them
 # (about 30 % of a normal's) that an output bounded below by 0 can never reach.
 NEG_REACH = 0.5
+NON_NEGATIVE = ("sigmoid", "relu", "softmax", "softplus")
 
 
 def _loss(view: RunView) -> str:
@@ -50,6 +51,14 @@ def _facts(view: RunView) -> tuple[str, dict | None, dict]:
     out = next((p["output"] for p in view.probes if "output" in p), None)
     lab = (view.inputs or {}).get("labels") or next((p["labels"] for p in view.probes if "labels" in p), None) or {}
     return _loss(view), out, lab
+
+
+def _bounded_below(view: RunView) -> bool:
+    """The output is ≥ 0 by construction (a sigmoid, ReLU or softmax at the end), not by accident: a
+    linear head whose outputs happen to be ≥ 0 (a collapsed model) is a symptom, not a wiring error.
+    A run logged before the model's end was recorded counts as bounded (the observed outputs decide)."""
+    ends = view.meta.get("ends_in")
+    return ends is None or ends in NON_NEGATIVE
 
 
 @signal_of(CODE)
@@ -78,7 +87,7 @@ def signal(view: RunView) -> Signal:
         # a sigmoid/ReLU/softmax output (≥ 0 on every probe) regressing standardised targets that go
         # well below 0 (DeepDiagnosis "out of range"): those targets are out of its reach
         all_of(flag("non-negative regression output", view.is_regression and loss in REGRESSION_LOSSES
-                    and bool(outs) and all(o["min"] >= 0 for o in outs)
+                    and _bounded_below(view) and bool(outs) and all(o["min"] >= 0 for o in outs)
                     and not all(abs(o["min"] - 1) < 1e-6 and abs(o["max"] - 1) < 1e-6 for o in outs)),
                # how far the targets reach below 0 (a ratio against 0.5: the threshold must be positive)
                above("target_reach_below_zero", -lab.get("min", 0.0) if lab.get("kind") == "value" else 0.0,

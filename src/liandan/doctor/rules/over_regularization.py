@@ -7,12 +7,17 @@ generalisation problem). Second signal — the recipe says why: dropout ≥ 0.5,
 L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient: SGD, Adam, RMSprop) / ≥ 1 (decoupled:
 AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause;
 it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate.
+Third, the doctor tests the cause (an ablation probe, :mod:`._retrain`, a ``reg_probe`` record):
+the recipe retrained with the heavy regularisers removed, for the run's steps, must end ≥ 0.1
+quality (accuracy over chance, or R²) above the run, or (classification) lose the symptom — its
+training loss below 0.35 · ln K. A rate too low, raw inputs or too small a model hold the fit back
+just as well, and then removing the regulariser does not help. The probe
+trains only when the other checks fired; where none can run (no regulariser a recipe key removes),
+classification falls back on the cheap checks.
 Regression has no uniform guess to compare with, and a noisy target (diabetes tops out near R² 0.5)
-looks the same as a held-back fit, so there the doctor tests the cause: when the recipe is heavy,
-the training R² < 0.65 (the same 0.35 share of the target's variance left unexplained) and train and
-validation R² agree (gap < 0.1, R² below 0 counted as 0), an ablation probe retrains the recipe with the regularisation
-removed for the same steps (:mod:`._retrain`, a ``reg_probe`` record) and the finding needs its
-validation R² ≥ 0.1 above the run's.
+looks the same as a held-back fit: there the cheap checks are the training R² < 0.65 (the same 0.35
+share of the target's variance left unexplained) with train and validation R² agreeing (gap < 0.1,
+R² below 0 counted as 0), and the probe is required.
 Notes: 欠拟合 原因 5 (正则化太强: dropout、L2 过重); 解决 (减少正则化).
 """
 
@@ -90,7 +95,7 @@ def _train_probe(view: RunView) -> dict:
         return {"type": RECORD, "skipped": got}
     losses, metrics = got
     return {"type": RECORD, "patch": patch, "steps": len(losses), "probe_quality": quality_of(view, metrics),
-            "probe_metrics": metrics}
+            "probe_train_loss": (metrics.get("train") or {}).get("loss"), "probe_metrics": metrics}
 
 
 def _regression(view: RunView) -> Signal:
@@ -108,7 +113,12 @@ def _regression(view: RunView) -> Signal:
     rec = cached(view, RECORD, _train_probe)
     if rec is None or rec.get("probe_quality") is None:
         return silent("no ablation probe")
-    return all_of(cheap, above("unregularised_r2_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN))
+    return all_of(cheap, _gain(view, rec, "unregularised_r2_gain"))
+
+
+def _gain(view: RunView, rec: dict, name: str) -> Signal:
+    """The probe without the regulariser ends ≥ 0.1 quality above the run."""
+    return above(name, rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
 
 
 @signal_of(CODE)
@@ -125,9 +135,21 @@ def signal(view: RunView) -> Signal:
     chance = 1.0 / max(view.num_classes, 2)
     tr_acc, va_acc = last["train"]["accuracy"], last["val"]["accuracy"]
     share = last["train"]["loss"] / math.log(max(view.num_classes, 2))
-    return all_of(heavy(view), above("train_loss_over_uniform", share, LOSS_SHARE),
-                  below("train_quality", (tr_acc - chance) / (1 - chance), QUALITY, "odds"),
-                  below("accuracy_gap", tr_acc - va_acc, GAP))
+    cheap = all_of(heavy(view), above("train_loss_over_uniform", share, LOSS_SHARE),
+                   below("train_quality", (tr_acc - chance) / (1 - chance), QUALITY, "odds"),
+                   below("accuracy_gap", tr_acc - va_acc, GAP))
+    if not cheap.fires:
+        return cheap
+    rec = cached(view, RECORD, _train_probe)
+    if rec is None or rec.get("probe_quality") is None:
+        return cheap  # nothing the probe can remove or rebuild: the cheap checks decide
+    # the cause confirmed: without the regulariser the model generalises better, or the symptom
+    # itself goes (its training loss falls below the bar; dropout's noise no longer inflates it)
+    probe_loss = rec.get("probe_train_loss")
+    probe_share = (float("inf") if probe_loss is None else probe_loss) / math.log(max(view.num_classes, 2))
+    return all_of(cheap, any_of(_gain(view, rec, "unregularised_quality_gain"),
+                                below("unregularised_train_loss_over_uniform", probe_share, LOSS_SHARE),
+                                name="probe"))
 
 
 # lr_too_high too: weights held tiny inflate the update/weight ratio, and a loss that cannot descend
@@ -136,8 +158,8 @@ def signal(view: RunView) -> Signal:
 @register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting", "lr_too_high"))
 def over_regularization(view: RunView) -> Finding | None:
     """Dropout or weight penalties so strong the model cannot fit its training data: train and
-    validation agree, both held low (a training loss near a uniform guess's; for regression, a
-    probe without the regulariser fits better)."""
+    validation agree, both held low (a training loss near a uniform guess's), and a probe without
+    the regulariser fits better."""
     if not signal(view):
         return None
     o, loss = view.recipe.optim, view.recipe.loss
@@ -159,6 +181,11 @@ def over_regularization(view: RunView) -> Finding | None:
         causes = [f"the training loss {g(last['train']['loss'])} stays near a uniform guess's ln {k} = "
                   f"{math.log(k):.3g} and training accuracy ({last['train']['accuracy']:.2f}) is no better than "
                   f"validation ({last['val']['accuracy']:.2f}): the model is held back from fitting, not overfitting"]
+        rec = cached(view, RECORD, _train_probe)
+        if rec is not None and rec.get("probe_quality") is not None:
+            ev.update(probe_quality=rec["probe_quality"], probe_patch=rec["patch"], probe_steps=rec["steps"])
+            causes.append(f"the same recipe without {', '.join(rec['patch'])} reaches quality "
+                          f"{rec['probe_quality']:.2f} (run: {max(view.quality(), 0.0):.2f}) in {rec['steps']} steps")
     if p >= DROPOUT:
         causes.append(f"dropout {p:g} zeroes {100 * p:.0f} % of the units at every step: the signal that reaches "
                       "the output is mostly noise (正则化太强)")
