@@ -162,6 +162,22 @@ def test_over_regularization_probe_refutes_a_regulariser_that_is_not_the_cause(t
         assert "over_regularization" not in codes and "lr_too_low" in codes
 
 
+@pytest.mark.slow
+def test_confirmed_over_regularization_hides_its_consequences(tmp_path):
+    """LeNet under weight decay 0.3 (vlfeat/matconvnet#1051): the decay pins the weights near zero, so
+    gradients shrink and ReLUs go quiet too; the probe without the decay recovers, so the regulariser
+    is reported alone — not beside vanishing gradients or dead units it caused."""
+    from liandan.training.api import train
+
+    rc = {"data": {"source": "digits", "batch_size": 32}, "model": {"name": "lenet5"},
+          "optim": {"name": "momentum", "lr": 0.03, "weight_decay": 0.3},
+          "train": {"epochs": 4, "tensorboard": False, "threads": 1}, "report": False}
+    for seed in (0, 1, 2):
+        run = train(rc, overrides={"seed": seed}, out=tmp_path / str(seed), quiet=True)
+        codes = {f["code"] for f in json.loads((run.dir / "doctor.json").read_text())["findings"]}
+        assert codes == {"over_regularization"}, (seed, codes)
+
+
 def test_out_of_range_output_needs_an_output_bounded_by_construction():
     """A regression whose outputs stayed ≥ 0 while the targets reach -2: a wiring error when the model
     ends in a sigmoid/ReLU, a symptom (a collapsed linear head) otherwise."""

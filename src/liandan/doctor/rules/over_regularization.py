@@ -6,7 +6,8 @@ that fits reaches (quality < 0.95), and train and validation accuracy agree (gap
 generalisation problem). Second signal — the recipe says why: dropout ≥ 0.5, an L2 penalty ≥ 1e-2,
 L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient: SGD, Adam, RMSprop) / ≥ 1 (decoupled:
 AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause;
-it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate.
+it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate, and — once the probe
+confirmed the cause — the vanishing gradients and dead ReLUs of weights pinned near zero.
 Third, the doctor tests the cause (an ablation probe, :mod:`._retrain`, a ``reg_probe`` record):
 the recipe retrained with the heavy regularisers removed, for the run's steps, must end ≥ 0.1
 quality (accuracy over chance, or R²) above the run, or (classification) lose the symptom — its
@@ -152,10 +153,23 @@ def signal(view: RunView) -> Signal:
                                 name="probe"))
 
 
+CONSEQUENCES = ("vanishing_gradients", "dead_relu")
+
+
+def unconfirmed(view: RunView) -> set[str]:
+    """The consequences spared from suppression when no ablation probe ran (the cheap checks alone
+    named the regulariser): then they may be causes in their own right."""
+    rec = next((r for r in view.records if r.get("type") == RECORD), None)
+    return set(CONSEQUENCES) if rec is None or rec.get("probe_quality") is None else set()
+
+
 # lr_too_high too: weights held tiny inflate the update/weight ratio, and a loss that cannot descend
 # at any rate flattens the range test's curve — the regulariser, not the rate (a lower rate leaves
-# the penalty's minimiser where it is).
-@register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting", "lr_too_high"))
+# the penalty's minimiser where it is). Weights a penalty pins near zero also starve the gradients
+# and silence ReLU units: with the probe showing the run recovers without the regulariser, those
+# are its consequences, not further causes.
+@register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting", "lr_too_high", *CONSEQUENCES),
+               spares=unconfirmed)
 def over_regularization(view: RunView) -> Finding | None:
     """Dropout or weight penalties so strong the model cannot fit its training data: train and
     validation agree, both held low (a training loss near a uniform guess's), and a probe without
