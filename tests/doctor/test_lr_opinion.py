@@ -178,6 +178,22 @@ def test_confirmed_over_regularization_hides_its_consequences(tmp_path):
         assert codes == {"over_regularization"}, (seed, codes)
 
 
+def test_unnormalized_inputs_that_only_cost_accuracy_need_the_probe():
+    """Raw breast_cancer features (scales up to ~1000) into an MLP that still learns passably
+    (accuracy 0.85, quality 0.7 — above the "learns poorly" bar): standardising in the ablation
+    probe reaches 0.97, so the scales cost it; a probe no better says they did not."""
+    rc = load_recipe({"data": {"source": "breast_cancer", "normalize": False}, "model": {"name": "mlp"}})
+    eps = _epochs([(0.4, 0.85)] * 3, [(0.4, 0.85)] * 3)
+    raw = [{"type": "inputs", "min": 0.0, "max": 4254.0, "std_max": 569.0, "std_min": 0.003, "std_ratio": 2e5,
+            "abs_mean_max": 880.0}]
+    for probe_acc, fires in ((0.97, True), (0.86, False)):
+        rec = {"type": "norm_probe", "patch": {"data.normalize": True}, "steps": 30,
+               "probe_quality": 2 * probe_acc - 1}  # accuracy over chance (2 classes)
+        s = signal("unnormalized_inputs", RunView(rc, "classify", 2, (30,), raw + eps + [rec]))
+        assert s.fires is fires
+        assert s.find("normalised_quality_gain").value == pytest.approx(2 * (probe_acc - 0.85))
+
+
 def test_out_of_range_output_needs_an_output_bounded_by_construction():
     """A regression whose outputs stayed ≥ 0 while the targets reach -2: a wiring error when the model
     ends in a sigmoid/ReLU, a symptom (a collapsed linear head) otherwise."""

@@ -7,8 +7,10 @@ Symptom, from the first training batches: a feature whose mean or standard devia
 whose mean or std exceeds 10 (scale, not range: standardised data keeps a few outliers). A range rule alone fires on
 healthy runs (UMLAUT flagged all 49 normal CIFAR models with "input exceeds limits";
 DeepDiagnosis's [-1, 1] check likewise), so it needs a second signal: the run learns poorly,
-its loss went non-finite, or saturated units. Cockpit shows mis-scaled data in the gradient
-histogram (cockpit-experiments ``06_preprocessing``).
+its loss went non-finite, or saturated units — or, where the run learns passably and
+``data.normalize`` is off, an ablation probe (the recipe with standardised inputs, for the run's
+steps, a ``norm_probe`` record) ends ≥ 0.1 quality above it: the scales cost it that much.
+Cockpit shows mis-scaled data in the gradient histogram (cockpit-experiments ``06_preprocessing``).
 Notes: 归一化 (Normalization) "加快训练速度; 调整输入数据 … 的分布"; BatchNorm "减小不同特征的偏差".
 """
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
+from liandan.doctor.rules._retrain import cached, quality_of, retrain
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, flag, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
 
 CODE = "unnormalized_inputs"
 RANGE, RATIO = 10.0, 100.0
+RECORD, NORMALIZE, PROBE_GAIN = "norm_probe", {"data.normalize": True}, 0.1
 CENTRE = 0.5  # rms feature mean over rms feature std: ≈ 0 standardised, ≈ 1 for raw [0, 1] pixels
 
 
@@ -43,12 +47,31 @@ def signal(view: RunView) -> Signal:
         return silent("no inputs record")
     big, ratio, target = _scales(inp)
     sat = [median(v) for v in view.act_series("saturated", view.last_probes(3)).values()]
-    return all_of(any_of(above("feature_scale", big, RANGE), above("std_ratio", ratio, RATIO),
-                         above("target_scale", target, RANGE), above("off_centre", inp.get("off_centre", 0.0), CENTRE),
-                         name="scaled"),
-                  any_of(learns_poorly(view), count("bad_steps", len(view.bad_steps())),
-                         above("max_saturated", max(sat), 0.5, "odds") if sat else flag("max_saturated", False),
-                         name="suffers"))
+    scaled = any_of(above("feature_scale", big, RANGE), above("std_ratio", ratio, RATIO),
+                    above("target_scale", target, RANGE), above("off_centre", inp.get("off_centre", 0.0), CENTRE),
+                    name="scaled")
+    suffers = [learns_poorly(view), count("bad_steps", len(view.bad_steps())),
+               above("max_saturated", max(sat), 0.5, "odds") if sat else flag("max_saturated", False)]
+    if scaled.fires and not any(s.fires for s in suffers) and not view.recipe.data.normalize:
+        suffers.append(_probe_gain(view))  # the run learns passably: does standardising do clearly better?
+    return all_of(scaled, any_of(*suffers, name="suffers"))
+
+
+def _train_probe(view: RunView) -> dict:
+    got = retrain(view, NORMALIZE)
+    if isinstance(got, str):
+        return {"type": RECORD, "skipped": got}
+    losses, metrics = got
+    return {"type": RECORD, "patch": NORMALIZE, "steps": len(losses), "probe_quality": quality_of(view, metrics)}
+
+
+def _probe_gain(view: RunView) -> Signal:
+    """The ablation probe (:mod:`._retrain`, a ``norm_probe`` record): the recipe with standardised
+    inputs, for the run's steps, ends ≥ 0.1 quality above the run — the scales cost it that much."""
+    rec = cached(view, RECORD, _train_probe)
+    if rec is None or rec.get("probe_quality") is None:
+        return flag("normalised_quality_gain", False)
+    return above("normalised_quality_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
@@ -81,6 +104,11 @@ def unnormalized_inputs(view: RunView) -> Finding | None:
                       f"and their gradients are ~{g(target**2)}× too large")
     if not view.recipe.data.normalize:
         causes.append("data.normalize is off: features are not standardised with training statistics")
+    rec = next((r for r in view.records if r.get("type") == RECORD and r.get("probe_quality") is not None), None)
+    if rec is not None:
+        ev.update(probe_quality=rec["probe_quality"], probe_steps=rec["steps"])
+        causes.append(f"the same recipe with data.normalize reaches quality {rec['probe_quality']:.2f} "
+                      f"(run: {max(view.quality(), 0.0):.2f}) in {rec['steps']} steps")
     fx = fixes(
         fix(view, CODE, "normalize", {"data.normalize": True}),
         fix(view, CODE, "batchnorm", {"model.norm": "batch"}),
