@@ -127,3 +127,22 @@ def test_judge_returns_a_metric_for_every_task(task: str, pretrained_recipes, tm
     assert m["name"] in {head, "accuracy", "r2"}, m  # classification / regression: the judge's own scores
     assert m["metric"] is not None and math.isfinite(m["metric"]), m
     assert m["loss"] is not None and math.isfinite(m["loss"]), m
+
+
+@pytest.mark.slow
+def test_judge_counts_the_responses_whatever_the_run_learned(tmp_path) -> None:
+    """A chat run that learned its prompts (data.train_on_prompt: true) is judged on the response
+    tokens, like one that did not: the score of a model does not depend on the option its recipe
+    trained with, so repair can compare the two (sft_prompt_loss's fix)."""
+    from liandan.data.pipeline import build_data
+    from liandan.recipe import load_recipe
+
+    chat = {"name": "judge-chat", "data": {"source": "instructions", "n": 200, "system": 8, "train_on_prompt": True},
+            "model": {"name": "gpt", "size": "tiny", "layers": 1, "dim": 32, "heads": 2}, "train": {"epochs": 1}}
+    run = liandan.train(chat, overrides=BASE, out=tmp_path / "chat", quiet=True)
+    own = run.summary["final"]["val"]["loss"]  # over prompt and response tokens
+    responses = load_recipe(run.recipe, {"data.train_on_prompt": False})
+    data = build_data(responses.data, responses.seed, responses.task)
+    m, ref = _judge(run), judge_metrics(run.model, data, data.info, responses)
+    assert m["metric"] == pytest.approx(ref["metric"], rel=1e-6) and m["n"] == ref["n"]
+    assert abs(m["metric"] - own) > 0.05  # not the run's own validation loss, which counts the prompts

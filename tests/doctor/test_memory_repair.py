@@ -115,3 +115,28 @@ def test_repair_keeps_looking_for_a_better_metric_once_healthy(tmp_path, monkeyp
     r1, r2, r3 = rep["rounds"][1:]
     assert r1["accepted"] and not r1["improved"] and not r2["accepted"] and r3["accepted"] and r3["improved"]
     assert rep["overrides"] == {**es, **drop} and rep["healthy"] and rep["success"]
+
+
+def test_a_reverted_fix_is_tried_again_once_another_is_kept(tmp_path, monkeypatch):
+    """Two faults: a chat template judged while prompt tokens are still in the loss looks no better
+    and is reverted; once the prompt fix is kept, the template is tried again on top of it and cures
+    the run (the trainings are scripted)."""
+
+    from liandan.doctor import repair as rp
+
+    tpl, resp = {"data.chat_template": True}, {"data.train_on_prompt": False}
+    no_tpl = Finding("chat_template_missing", "warning", 3, 0, {}, ["raw"], [Fix("template", tpl)])
+    prompt = Finding("sft_prompt_loss", "info", 3, 0, {}, ["prompt"], [Fix("responses only", resp)])
+    script = {  # patch trained -> (findings, val accuracy)
+        '{"data.chat_template": true}': ([prompt], 0.40),  # no better while the prompts carry the loss
+        '{"data.train_on_prompt": false}': ([no_tpl], 0.60),  # better, the template still missing: kept
+        '{"data.chat_template": true, "data.train_on_prompt": false}': ([], 0.70),  # retried on top: cured
+    }
+    seen: list[str] = []
+    monkeypatch.setattr(rp, "_train", _scripted(script, seen))
+    start = {"name": "accuracy", "metric": 0.42, "loss": 2.0, "n": 100}
+    rep = rp.repair("wine-mlp", {}, rounds=3, out=tmp_path / "r", memory=Memory(tmp_path / "m.db"),
+                    baseline=(tmp_path / "r0", [no_tpl, prompt], start))
+    assert seen == list(script), rep["rounds"]
+    assert [r["accepted"] for r in rep["rounds"][1:]] == [False, True, True]
+    assert rep["overrides"] == {**tpl, **resp} and rep["success"]

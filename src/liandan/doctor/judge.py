@@ -14,7 +14,8 @@ caption, the reward model, GRPO, a plugin's) is asked itself: its own validation
 ``headline_metric`` is the metric and whose ``loss`` breaks ties — the numbers the run's summary
 reports for its val split (exactly, but for the noise a GAN or a diffusion model draws).
 ``higher`` says which way the metric improves (a task whose headline is its loss: lower), so
-:func:`improved` compares any of them.
+:func:`improved` compares any of them. A task's ``judge_data`` options hold for every candidate
+(sft: responses only), so a fix that changes what the loss counts does not change what is judged.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def _task_metrics(model: Any, data: Any, info: Any, recipe: Any, split: str) -> 
     from liandan.training.setup import build_loss
     from liandan.training.tasks import build_task
 
+    data, info, recipe = _judged_data(data, info, recipe)
     _, loss_fn = build_loss(recipe.loss if recipe is not None else LossConfig(), info.task)
     task = build_task(info, loss_fn, recipe)
     device = next(model.parameters()).device
@@ -88,6 +90,27 @@ def _task_metrics(model: Any, data: Any, info: Any, recipe: Any, split: str) -> 
     fin = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
     return {"name": key, "metric": fin(m.get(key)), "loss": fin(m.get("loss")),
             "n": (info.sizes or {}).get(split), "higher": key in task.higher_is_better}
+
+
+def _judged_data(data: Any, info: Any, recipe: Any) -> tuple[Any, Any, Any]:
+    """The data, info and recipe to score on: the run's own, or — where the run trained with other
+    values of its task's ``judge_data`` options (an SFT run that learned its prompts) — the same
+    data rebuilt under them, so every candidate of a repair is counted on the same tokens."""
+    from pathlib import Path
+
+    from liandan.data.pipeline import build_data
+    from liandan.recipe import load_recipe
+    from liandan.training.run import fine_tune_info
+    from liandan.training.tasks import task_class
+
+    want = task_class(info.task).judge_data
+    if recipe is None or all(recipe.data.options.get(k, v) == v for k, v in want.items()):
+        return data, info, recipe
+    recipe = load_recipe(recipe, {f"data.{k}": v for k, v in want.items()})
+    data = build_data(recipe.data, recipe.seed, recipe.task)
+    if recipe.model.from_run:
+        data.info = fine_tune_info(data.info, Path(recipe.model.from_run), getattr(data.source, "tokenizer", None))
+    return data, data.info, recipe
 
 
 def run_metrics(run_dir: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ After AutoTrainer (Zhang et al. ICSE 2021, ``modules.py: solve``): each candidat
 retrain; a new finding after an accepted fix is chased in the next round. Fixes compound: a fix
 is kept when it improves the validation metric (even if its finding is still there — the
 learning rate went the right way but not far enough) or removes its finding without making the
-metric worse; the next round starts from the recipe with every kept patch, so a lowered rate is
+metric worse; the next round starts from the recipe with every kept patch — fixes reverted
+before it may be tried again on top of it —, so a lowered rate is
 lowered again (rates step in powers of ten toward the LR range test's suggestion, see
 ``rules._common.lower_lr``) and a schedule change keeps the lowered rate. A fix that does
 neither is reverted and the next-ranked one tried. A run made healthy without a better metric
@@ -102,6 +103,7 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
     say(f"repair round 0: {_found(findings)}; {_metrics_line(start)}")
     accepted: dict[str, Any] = {}
     current, cur, tried = findings, start, set()
+    kept: set = set()  # the accepted fixes: never tried twice
     pool = findings  # the findings whose fixes are drawn from (the last ones seen, once healthy)
     for r in range(1, n_rounds + 1):
         # healthy but no better (early stopping hides overfitting without raising the validation
@@ -113,7 +115,8 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
         if fix is None:
             report["rounds"].append({"round": r, "note": "no untried fix with a recipe patch left"})
             break
-        tried.add((target.code, repr(sorted(fix.patch.items()))))
+        key = (target.code, repr(sorted(fix.patch.items())))
+        tried.add(key)
         say(f"repair round {r}: {target.code} → {fix.say} ({_sets(fix.patch)})")
         patch = {**accepted, **fix.patch}
         try:
@@ -137,6 +140,10 @@ def repair(recipe: str | Path | dict | Recipe, overrides: list[str] | dict | Non
             + (f"; now: {_found(found)}" if ok else ""))
         if ok:
             accepted, current, cur = patch, found, m
+            # a fix reverted on the old recipe may help on the new one (a chat template judged on
+            # prompt tokens, retried once they are out of the loss): only kept fixes stay tried
+            kept.add(key)
+            tried = set(kept)
             pool = found or pool
             for f in found:
                 if f.code != target.code:

@@ -139,6 +139,10 @@ class Task:
     # The Hugging Face head a pre-trained model takes for this task (``model: {name: hf, head: auto}``):
     # causal_lm, seq_cls, token_cls, qa, masked_lm; None: the recipe names one.
     hf_head: str | None = None
+    # Data options (recipe ``data.<key>``) the doctor's repair judge scores every candidate under,
+    # whatever the candidate trained with: a fix that changes what the loss counts (sft: the prompt
+    # tokens) must not change what the judge counts, or the two validation scores are not comparable.
+    judge_data: dict[str, Any] = {}
 
     def __init__(self, info: DataInfo, loss_fn, recipe: Recipe) -> None:
         self.info, self.loss_fn, self.recipe = info, loss_fn, recipe

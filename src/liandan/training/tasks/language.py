@@ -83,6 +83,8 @@ class LanguageModel(Task):
     own_loss = "cross_entropy"
     export_output = "logits"  # (batch, seq, vocab), no key/value cache
     predict_instead = "liandan generate {run} --prompt TEXT"
+    # chat sources: the judge scores the responses (the default loss's tokens), never the prompts
+    judge_data = {"train_on_prompt": False}
 
     def metric_names(self) -> list[str]:
         return ["accuracy", "perplexity", "exact_match"]
