@@ -194,6 +194,24 @@ def test_unnormalized_inputs_that_only_cost_accuracy_need_the_probe():
         assert s.find("normalised_quality_gain").value == pytest.approx(2 * (probe_acc - 0.85))
 
 
+def test_vanishing_needs_a_gradient_at_the_last_layer():
+    """Zero gradient everywhere (every unit of the last ReLU layer dead: no path back) is a cut
+    network, dead_relu's; a first layer starved while the last still learns is vanishing."""
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [128, 64]}})
+    stuck = _epochs([(2.3, 0.1)] * 3, [(2.3, 0.1)] * 3)
+
+    def probes(first: float, last: float) -> list[dict]:
+        layer = lambda g: {"grad": g, "grad_mean": g / 100, "update": 1e-3}  # noqa: E731
+        return [{"type": "probe", "step": s, "applied": True, "acts": {"2": {"dead": 1.0}, "4": {"dead": 1.0}},
+                 "layers": {"0": layer(first), "2": layer(first), "4": layer(last)}} for s in (10, 20, 30)]
+
+    cut = signal("vanishing_gradients", RunView(rc, "classify", 10, (64,), stuck + probes(0.0, 0.0)))
+    assert not cut.fires and not cut.find("last layer has a gradient").fires
+    assert signal("dead_relu", RunView(rc, "classify", 10, (64,), stuck + probes(0.0, 0.0))).fires
+    starved = signal("vanishing_gradients", RunView(rc, "classify", 10, (64,), stuck + probes(1e-9, 0.5)))
+    assert starved.fires
+
+
 def test_out_of_range_output_needs_an_output_bounded_by_construction():
     """A regression whose outputs stayed ≥ 0 while the targets reach -2: a wiring error when the model
     ends in a sigmoid/ReLU, a symptom (a collapsed linear head) otherwise."""

@@ -2,7 +2,9 @@
 
 Symptom (AutoTrainer, Zhang et al. ICSE 2021): G_first/G_last < 1e-3 and G_first < 1e-4, the
 L2 norms of the first and last weight gradients; or the first layer's mean |g| < 1e-7
-(DeepDiagnosis; SageMaker Debugger's VanishingGradient default). Medians over the probe steps.
+(DeepDiagnosis; SageMaker Debugger's VanishingGradient default) while the last layer still gets
+one — zero gradients everywhere are a cut network (a ReLU layer entirely dead: ``dead_relu``; a
+zero init: ``symmetry``), not a gradient shrinking on its way back. Medians over the probe steps.
 Second signal, as AutoTrainer: the run also fails to converge (a small gradient alone on a run
 that learns well is not a finding).
 Causes and fixes: notes 梯度消失 (原因 1–4, 解决 1–7).
@@ -64,7 +66,10 @@ def signal(view: RunView) -> Signal:
     return all_of(learns_poorly(view),
                   any_of(all_of(below("first_last_ratio", first / last if last > 0 else float("nan"), RATIO),
                                 below("first_grad_norm", first, FIRST)),
-                         below("first_mean_abs_grad", means[names[0]], MEAN_ABS), name="vanished"),
+                         # a gradient that vanishes on its way back: the last layer still gets one (none
+                         # anywhere is a cut network — every unit of a ReLU layer dead, or a zero init)
+                         all_of(below("first_mean_abs_grad", means[names[0]], MEAN_ABS),
+                                flag("last layer has a gradient", last > 0)), name="vanished"),
                   negate(killed, "not killed ReLUs"))
 
 
