@@ -12,9 +12,9 @@ Third, the doctor tests the cause (an ablation probe, :mod:`._retrain`, a ``reg_
 the recipe retrained with the heavy regularisers removed, for the run's steps, must end ≥ 0.1
 quality (accuracy over chance, or R²) above the run, or (classification) lose the symptom — its
 training loss below 0.35 · ln K. A rate too low, raw inputs or too small a model hold the fit back
-just as well, and then removing the regulariser does not help. The probe
-trains only when the other checks fired; where none can run (no regulariser a recipe key removes),
-classification falls back on the cheap checks.
+just as well, and then removing the regulariser does not help. The probe trains only when the
+other checks fired; where none can run (no regulariser a recipe key removes), classification
+falls back on the cheap checks.
 Regression has no uniform guess to compare with, and a noisy target (diabetes tops out near R² 0.5)
 looks the same as a held-back fit: there the cheap checks are only that something is left to fit
 (training R² < 0.95) with train and validation R² agreeing (gap < 0.1, R² below 0 counted as 0), and
@@ -119,15 +119,15 @@ def _regression(view: RunView) -> Signal:
     if rec is None or rec.get("probe_quality") is None:
         return silent("no ablation probe")
     left = 1.0 - max(view.quality(), 0.0)  # the run's unexplained share of the validation variance
-    halved = all_of(above("unregularised_r2_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN / 2),
+    halved = all_of(_gain(view, rec, "unregularised_r2_gain", PROBE_GAIN / 2),
                     below("unexplained_left_by_probe", (1.0 - rec["probe_quality"]) / left if left > 0 else 1.0,
                           0.5), name="halved")
     return all_of(cheap, any_of(_gain(view, rec, "unregularised_r2_gain"), halved, name="probe"))
 
 
-def _gain(view: RunView, rec: dict, name: str) -> Signal:
-    """The probe without the regulariser ends ≥ 0.1 quality above the run."""
-    return above(name, rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
+def _gain(view: RunView, rec: dict, name: str, bar: float = PROBE_GAIN) -> Signal:
+    """The probe without the regulariser ends ≥ ``bar`` quality above the run."""
+    return above(name, rec["probe_quality"] - max(view.quality(), 0.0), bar)
 
 
 @signal_of(CODE)
