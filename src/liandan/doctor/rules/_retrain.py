@@ -106,6 +106,24 @@ def retrain(view: RunView, patch: dict[str, Any]) -> tuple[list[float], dict[str
     return watch.losses, {k: dict(v) for k, v in watch.metrics.items() if isinstance(v, dict)}
 
 
+def ablation(view: RunView, kind: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """The ``kind`` record of an ablation probe: the run's recipe with ``patch`` (a regulariser
+    removed, the inputs standardised), its steps, its quality on the run's scale and its last
+    training loss — or why it was skipped."""
+    got = retrain(view, patch)
+    if isinstance(got, str):
+        return {"type": kind, "skipped": got}
+    losses, metrics = got
+    return {"type": kind, "patch": patch, "steps": len(losses), "probe_quality": quality_of(view, metrics),
+            "probe_train_loss": (metrics.get("train") or {}).get("loss"), "probe_metrics": metrics}
+
+
+def measured(view: RunView, kind: str) -> dict[str, Any] | None:
+    """The ``kind`` probe record already among the view's records, if it measured a quality
+    (read only: nothing is trained)."""
+    return next((r for r in view.records if r.get("type") == kind and r.get("probe_quality") is not None), None)
+
+
 def quality_of(view: RunView, metrics: dict[str, Any]) -> float | None:
     """A probe's last epoch on the run's quality scale (:meth:`RunView.quality`); None without one."""
     if not metrics:

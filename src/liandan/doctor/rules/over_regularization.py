@@ -29,7 +29,7 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
-from liandan.doctor.rules._retrain import cached, quality_of, retrain
+from liandan.doctor.rules._retrain import ablation, cached, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, signal_of, silent
 from liandan.doctor.view import RunView
 from liandan.registry import register_rule
@@ -93,12 +93,7 @@ def _train_probe(view: RunView) -> dict:
     patch = unregularised(view)
     if not patch:
         return {"type": RECORD, "skipped": "no regulariser the recipe can remove"}
-    got = retrain(view, patch)
-    if isinstance(got, str):
-        return {"type": RECORD, "skipped": got}
-    losses, metrics = got
-    return {"type": RECORD, "patch": patch, "steps": len(losses), "probe_quality": quality_of(view, metrics),
-            "probe_train_loss": (metrics.get("train") or {}).get("loss"), "probe_metrics": metrics}
+    return ablation(view, RECORD, patch)
 
 
 def _regression(view: RunView) -> Signal:
@@ -167,8 +162,7 @@ CONSEQUENCES = ("vanishing_gradients", "dead_relu")
 def unconfirmed(view: RunView) -> set[str]:
     """The consequences spared from suppression when no ablation probe ran (the cheap checks alone
     named the regulariser): then they may be causes in their own right."""
-    rec = next((r for r in view.records if r.get("type") == RECORD), None)
-    return set(CONSEQUENCES) if rec is None or rec.get("probe_quality") is None else set()
+    return set(CONSEQUENCES) if measured(view, RECORD) is None else set()
 
 
 # lr_too_high too: weights held tiny inflate the update/weight ratio, and a loss that cannot descend
@@ -203,8 +197,8 @@ def over_regularization(view: RunView) -> Finding | None:
         causes = [f"the training loss {g(last['train']['loss'])} stays near a uniform guess's ln {k} = "
                   f"{math.log(k):.3g} and training accuracy ({last['train']['accuracy']:.2f}) is no better than "
                   f"validation ({last['val']['accuracy']:.2f}): the model is held back from fitting, not overfitting"]
-        rec = cached(view, RECORD, _train_probe)
-        if rec is not None and rec.get("probe_quality") is not None:
+        rec = measured(view, RECORD)
+        if rec is not None:
             ev.update(probe_quality=rec["probe_quality"], probe_patch=rec["patch"], probe_steps=rec["steps"])
             causes.append(f"the same recipe without {', '.join(rec['patch'])} reaches quality "
                           f"{rec['probe_quality']:.2f} (run: {max(view.quality(), 0.0):.2f}) in {rec['steps']} steps")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
-from liandan.doctor.rules._retrain import cached, quality_of, retrain
+from liandan.doctor.rules._retrain import ablation, cached, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, flag, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
@@ -57,18 +57,10 @@ def signal(view: RunView) -> Signal:
     return all_of(scaled, any_of(*suffers, name="suffers"))
 
 
-def _train_probe(view: RunView) -> dict:
-    got = retrain(view, NORMALIZE)
-    if isinstance(got, str):
-        return {"type": RECORD, "skipped": got}
-    losses, metrics = got
-    return {"type": RECORD, "patch": NORMALIZE, "steps": len(losses), "probe_quality": quality_of(view, metrics)}
-
-
 def _probe_gain(view: RunView) -> Signal:
     """The ablation probe (:mod:`._retrain`, a ``norm_probe`` record): the recipe with standardised
     inputs, for the run's steps, ends ≥ 0.1 quality above the run — the scales cost it that much."""
-    rec = cached(view, RECORD, _train_probe)
+    rec = cached(view, RECORD, lambda v: ablation(v, RECORD, NORMALIZE))
     if rec is None or rec.get("probe_quality") is None:
         return flag("normalised_quality_gain", False)
     return above("normalised_quality_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
@@ -104,7 +96,7 @@ def unnormalized_inputs(view: RunView) -> Finding | None:
                       f"and their gradients are ~{g(target**2)}× too large")
     if not view.recipe.data.normalize:
         causes.append("data.normalize is off: features are not standardised with training statistics")
-    rec = next((r for r in view.records if r.get("type") == RECORD and r.get("probe_quality") is not None), None)
+    rec = measured(view, RECORD)
     if rec is not None:
         ev.update(probe_quality=rec["probe_quality"], probe_steps=rec["steps"])
         causes.append(f"the same recipe with data.normalize reaches quality {rec['probe_quality']:.2f} "
