@@ -64,3 +64,39 @@ def test_a_lucky_first_batch_is_not_the_minimum() -> None:
     y[80:] = np.linspace(0.7, 3.0, 20)
     assert minimum(list(y)) == 79 and informative(list(y))
     assert lrs[60] <= suggest(lrs, list(y)) <= lrs[80]
+
+
+class _Trainer:
+    status = "running"
+
+    def optimizers(self) -> list:
+        return []
+
+
+def _sweep(losses: list[float]):
+    from liandan.training.lr_finder import RangeTest
+
+    test, trainer = RangeTest(1e-7, 10 ** 0.08, 100, 0.98, 4.0), _Trainer()
+    for v in losses:
+        test.on_batch_start(trainer, None, None)
+        test.on_step_end(trainer, v, 1.0, True)
+        if trainer.status == "completed":
+            break
+    return test
+
+
+def test_range_test_stops_where_the_raw_loss_climbs_back_above_its_start() -> None:
+    """Adam's sweep on a digits MLP: the loss settles near 0.9 (start 2.3), then one batch jumps to
+    3.4 — the lagging EMA barely moves, but training broke at that rate, so the sweep ends there and
+    names it. Batch noise is no descent: a flat start with one lucky batch (0.38 among values near
+    1.2), or a fine-tune's low, scattered losses."""
+    broke = _sweep([2.3] * 10 + [2.0, 1.5, 1.1, 0.9, 0.9, 0.95, 0.9, 0.88, 3.4] + [0.8] * 20)
+    assert len(broke.lrs) == 19 and broke.diverged_at == pytest.approx(broke.lrs[-1])
+    assert broke.smoothed[-1] < 4 * min(broke.smoothed)  # the EMA alone would have gone on
+    noisy = _sweep([1.37, 1.58, 1.36, 1.14, 1.09, 1.03, 1.2, 1.36, 1.26, 1.07, 1.22, 0.38, 1.4] + [1.2] * 20)
+    assert noisy.diverged_at is None and len(noisy.lrs) == 33
+    # a fine-tune: batches scatter 0.04-0.19 around a low start, five in a row may sit at 0.05
+    tune = _sweep([0.07, 0.07, 0.14, 0.10, 0.10, 0.19, 0.04, 0.14, 0.14, 0.05] + [0.04, 0.05, 0.06, 0.04, 0.05, 0.2])
+    assert tune.diverged_at is None
+    nan = _sweep([2.3] * 8 + [float("nan")])
+    assert nan.diverged_at is not None and len(nan.lrs) == 8  # the skipped step's rate is where it broke

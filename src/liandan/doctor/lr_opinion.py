@@ -59,8 +59,8 @@ def usable_range(view: Any, run: bool = True) -> dict[str, Any] | None:
     _MEMO[key] = doc
     if doc is None:
         return None
-    rec = {"type": RECORD, "source": source, **{k: doc.get(k) for k in ("suggestion", "min_lr", "low", "high",
-                                                                         "points", "key", "informative")}}
+    keys = ("suggestion", "min_lr", "low", "high", "points", "key", "informative", "diverged_at")
+    rec = {"type": RECORD, "source": source, **{k: doc.get(k) for k in keys}}
     view.records.append(rec)
     sink = view.extra.get("sink")
     if sink is not None:  # the live doctor keeps it in its probe log

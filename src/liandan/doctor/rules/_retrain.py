@@ -1,4 +1,4 @@
-"""Retraining probes the fine-tuning rules share: the run's own recipe with a few keys changed
+"""Retraining probes rules share: the run's own recipe with a few keys changed
 (a larger rank for ``lora_rank_too_low``, no adapter for ``adapter_collapse``), trained from the
 same base for the run's number of steps, its numbers kept as one record in the probe log.
 

@@ -14,7 +14,11 @@ Third, the arbiter (one opinion on the rate, :mod:`liandan.doctor.lr_opinion`): 
 above the LR range test's usable range for this recipe — so ``liandan lr-find``'s suggestion
 never draws this finding. A rate more than 10× above that range is too high on the test's
 own evidence (its curve turns up well below it) even where this run's loss happened to settle.
-The test runs only once the updates are large.
+The test runs only once the updates are large. Where nothing else shows it but the rate is above
+the usable range, an ablation probe trains the recipe at the test's suggestion for the run's steps:
+≥ 0.1 quality better there confirms the rate as the cause (a run that settles at a high rate).
+The test's own break counts as well: a rate at or above where the sweep's loss diverged, or climbed
+back above its start (:class:`liandan.training.lr_finder.RangeTest`), is condemned like one 10× above.
 Overfitting is not suppressed: a run that fits its training set and loses the validation set is
 overfitting first; this finding is then reported as ``info`` (a secondary cause) behind it.
 Notes: 学习率对模型训练的影响 — "太大会导致一步跳过山谷, 对面再跳回来, 震荡".
@@ -27,13 +31,15 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
+from liandan.doctor.rules._retrain import ablation, cached, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
 CODE = "lr_too_high"
-UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
+RECORD = "rate_probe"
+UPDATE, RISE, COLLAPSE, FAR, PROBE_GAIN = 1e-2, 2.0, 0.1, 10.0, 0.1
 
 
 def update_ratio(view: RunView) -> float:
@@ -87,15 +93,19 @@ def _bounce(val: list[float], tr: list[float]) -> Signal:
 
 
 def range_checks(view: RunView) -> tuple[Signal, Signal]:
-    """(the rate above the range test's usable range — or no test: no veto —, the rate more than
-    a decade above it: the test's own curve condemns it, whatever this run's loss shows)."""
+    """(the rate above the range test's usable range — or no test: no veto —, the test's own curve
+    condemns the rate, whatever this run's loss shows: more than a decade above that range, or at
+    or above the rate where the sweep broke — its loss diverged or climbed back above its start)."""
     from liandan.doctor.lr_opinion import usable_range
 
     rng = usable_range(view)
     if rng is None:
         return flag("no range test", True), flag("lr_far_above_range", False)
-    return (above("lr_over_range_test", view.lr, rng["high"]),
-            above("lr_far_above_range", view.lr, FAR * rng["high"]))
+    far = above("lr_far_above_range", view.lr, FAR * rng["high"])
+    broke = rng.get("diverged_at")
+    if broke:
+        far = any_of(far, above("lr_at_sweep_break", view.lr, broke, strict=False), name="condemned")
+    return above("lr_over_range_test", view.lr, rng["high"]), far
 
 
 @signal_of(CODE)
@@ -124,7 +134,29 @@ def signal(view: RunView) -> Signal:
     # says "poorly" reliably, while noisy regression sets (diabetes: R² ≈ 0.5 at best) dip below the bar.
     poor = all_of(flag("classification", view.is_classification), learns_poorly(view),
                   flag("range test", within.name == "lr_over_range_test"), name="poor_above_range")
-    return all_of(big, any_of(*shows, far, poor, name="oscillates"), within)
+    said = [*shows, far, poor]
+    if within.fires and within.name == "lr_over_range_test" and not any(s.fires for s in said):
+        said.append(_probe_gain(view))  # nothing shows it yet: does the test's own rate do clearly better?
+    return all_of(big, any_of(*said, name="oscillates"), within)
+
+
+def _probe(view: RunView) -> dict:
+    rng = recorded(view)
+    if rng is None:
+        return {"type": RECORD, "skipped": "no range test"}
+    return ablation(view, RECORD, {"optim.lr": float(rng["suggestion"])})
+
+
+def _probe_gain(view: RunView) -> Signal:
+    """The ablation probe (:mod:`._retrain`, a ``rate_probe`` record): the recipe at the range
+    test's suggestion, for the run's steps, ends ≥ 0.1 quality above the run — the rate, above the
+    test's usable range, costs it that much. Asked only once the steps are large and the rate is
+    above that range, and nothing else showed it (a run that settles at a high rate, like a
+    fine-tune that quietly loses what its base knew)."""
+    rec = cached(view, RECORD, _probe)
+    if rec is None or rec.get("probe_quality") is None:
+        return flag("lower_rate_quality_gain", False)
+    return above("lower_rate_quality_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -139,7 +171,7 @@ def lr_too_high(view: RunView) -> Finding | None:
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = progress(view)
     bounce, stuck = sig.find("bounce").fires, sig.find("stuck").fires
-    far = sig.find("lr_far_above_range")
+    far = sig.find("condemned") if sig.find("condemned") is not None else sig.find("lr_far_above_range")
     step = next((p["step"] for p in view.probes[1:]
                  if median([st.get("update", 0) for st in p.get("layers", {}).values()], 0) > UPDATE),
                 view.probes[-1]["step"] if view.probes else None)
@@ -149,7 +181,7 @@ def lr_too_high(view: RunView) -> Finding | None:
           "val_loss_min": min(val) if val else None, "val_loss_final": val[-1] if val else None,
           "quality": view.quality()}
     if rng is not None:
-        ev["range_test"] = {"suggestion": rng["suggestion"], "low": rng["low"], "high": rng["high"]}
+        ev["range_test"] = {k: rng.get(k) for k in ("suggestion", "low", "high", "diverged_at")}
     typ = typical_lr(view.optimizer)
     causes = [f"learning rate {view.lr:g} moves the weights by {pct(upd)} per step (healthy ≈ 0.1 %): "
               "each step jumps across the valley and back, so the loss oscillates"]
@@ -157,6 +189,13 @@ def lr_too_high(view: RunView) -> Finding | None:
         causes.append(f"the LR range test on this recipe finds rates up to {rng['high']:.3g} usable (steepest "
                       f"descent at {rng['suggestion']:.3g}): {view.lr:g} is {view.lr / rng['high']:.3g}× above"
                       + (" — where its loss curve has long turned up" if far is not None and far.fires else ""))
+        if rng.get("diverged_at") and view.lr >= rng["diverged_at"]:
+            causes.append(f"the range test's training broke at {rng['diverged_at']:.3g} (its loss diverged or climbed "
+                          f"back above where it started): {view.lr:g} is at or beyond it")
+    if (probe := measured(view, RECORD)) is not None:
+        ev.update(probe_quality=probe["probe_quality"], probe_steps=probe["steps"])
+        causes.append(f"the same recipe at the test's rate {probe['patch']['optim.lr']:.3g} reaches quality "
+                      f"{probe['probe_quality']:.2f} (run: {max(view.quality(), 0.0):.2f}) in {probe['steps']} steps")
     if rise >= RISE:
         causes.append(f"the training loss climbed back to {rise:.3g}× the best it had reached")
     if stuck:
