@@ -14,9 +14,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below
 from liandan.doctor.view import RunView, finite
 
 PROBE_STEPS = 2000  # at most: a probe costs at most this many steps of the recipe
+PROBE_GAIN = 0.1  # quality an ablation probe must gain over the run to confirm the cause
 
 
 def tail(losses: list[float]) -> float:
@@ -132,3 +134,15 @@ def quality_of(view: RunView, metrics: dict[str, Any]) -> float | None:
                          [{"type": "epoch", "epoch": 0, **metrics}])
     q = probe_view.quality()
     return None if math.isnan(q) else q
+
+
+def gain(view: RunView, rec: dict[str, Any], name: str) -> Signal:
+    """An ablation probe confirms its cause: it ends ≥ 0.1 quality above the run, or ≥ 0.05 above
+    it while leaving at most half the run's shortfall (quality 0.85 → 0.94, or R² 0.89 → 0.98: the
+    change removed most of what was left to learn)."""
+    run = max(view.quality(), 0.0)
+    left = 1.0 - run
+    share = (1.0 - rec["probe_quality"]) / left if left > 0 else 1.0
+    halved = all_of(above(name, rec["probe_quality"] - run, PROBE_GAIN / 2),
+                    below("shortfall_left_by_probe", share, 0.5), name="halved")
+    return any_of(above(name, rec["probe_quality"] - run, PROBE_GAIN), halved, name="probe_gain")

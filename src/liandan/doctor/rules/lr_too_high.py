@@ -31,7 +31,7 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
-from liandan.doctor.rules._retrain import ablation, cached, measured
+from liandan.doctor.rules._retrain import ablation, cached, gain, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
@@ -39,7 +39,7 @@ from liandan.registry import register_rule
 
 CODE = "lr_too_high"
 RECORD = "rate_probe"
-UPDATE, RISE, COLLAPSE, FAR, PROBE_GAIN = 1e-2, 2.0, 0.1, 10.0, 0.1
+UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
 
 
 def update_ratio(view: RunView) -> float:
@@ -149,14 +149,14 @@ def _probe(view: RunView) -> dict:
 
 def _probe_gain(view: RunView) -> Signal:
     """The ablation probe (:mod:`._retrain`, a ``rate_probe`` record): the recipe at the range
-    test's suggestion, for the run's steps, ends ≥ 0.1 quality above the run — the rate, above the
-    test's usable range, costs it that much. Asked only once the steps are large and the rate is
+    test's suggestion, for the run's steps, ends clearly above the run (:func:`._retrain.gain`) —
+    the rate, above the test's usable range, costs it that much. Asked only once the steps are large and the rate is
     above that range, and nothing else showed it (a run that settles at a high rate, like a
     fine-tune that quietly loses what its base knew)."""
     rec = cached(view, RECORD, _probe)
     if rec is None or rec.get("probe_quality") is None:
         return flag("lower_rate_quality_gain", False)
-    return above("lower_rate_quality_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
+    return gain(view, rec, "lower_rate_quality_gain")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))

@@ -10,16 +10,16 @@ it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate, a
 confirmed the cause — the vanishing gradients and dead ReLUs of weights pinned near zero.
 Third, the doctor tests the cause (an ablation probe, :mod:`._retrain`, a ``reg_probe`` record):
 the recipe retrained with the heavy regularisers removed, for the run's steps, must end ≥ 0.1
-quality (accuracy over chance, or R²) above the run, or (classification) lose the symptom — its
-training loss below 0.35 · ln K. A rate too low, raw inputs or too small a model hold the fit back
+quality (accuracy over chance, or R²) above the run, or ≥ 0.05 while leaving at most half the run's
+shortfall (:func:`._retrain.gain`), or (classification) lose the symptom — its training loss below
+0.35 · ln K. A rate too low, raw inputs or too small a model hold the fit back
 just as well, and then removing the regulariser does not help. The probe trains only when the
 other checks fired; where none can run (no regulariser a recipe key removes), classification
 falls back on the cheap checks.
 Regression has no uniform guess to compare with, and a noisy target (diabetes tops out near R² 0.5)
 looks the same as a held-back fit: there the cheap checks are only that something is left to fit
 (training R² < 0.95) with train and validation R² agreeing (gap < 0.1, R² below 0 counted as 0), and
-the probe decides: ≥ 0.1 R² better, or ≥ 0.05 better while leaving at most half the run's
-unexplained variance (weight decay holding a GRU at R² 0.89 that fits 0.98 without it).
+the probe decides (weight decay holding a GRU at R² 0.89 that fits 0.98 without it).
 Notes: 欠拟合 原因 5 (正则化太强: dropout、L2 过重); 解决 (减少正则化).
 """
 
@@ -29,7 +29,7 @@ import math
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
-from liandan.doctor.rules._retrain import ablation, cached, measured
+from liandan.doctor.rules._retrain import ablation, cached, gain, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, signal_of, silent
 from liandan.doctor.view import RunView
 from liandan.registry import register_rule
@@ -38,7 +38,7 @@ CODE = "over_regularization"
 DROPOUT, L2, L1 = 0.5, 1e-2, 1e-3
 DECAY_COUPLED, DECAY_DECOUPLED = 0.1, 1.0
 LOSS_SHARE, QUALITY, GAP = 0.35, 0.95, 0.05
-R2_GAP, PROBE_GAIN = 0.1, 0.1  # regression: train/val R² agreement, the ablation probe's R² gain
+R2_GAP = 0.1  # regression: train/val R² agreement
 R2_LEFT = 0.05  # regression: training variance left unexplained before the probe is asked (R² < 0.95)
 DECOUPLED = ("adamw", "adabelief")
 RECORD = "reg_probe"
@@ -113,16 +113,7 @@ def _regression(view: RunView) -> Signal:
     rec = cached(view, RECORD, _train_probe)
     if rec is None or rec.get("probe_quality") is None:
         return silent("no ablation probe")
-    left = 1.0 - max(view.quality(), 0.0)  # the run's unexplained share of the validation variance
-    halved = all_of(_gain(view, rec, "unregularised_r2_gain", PROBE_GAIN / 2),
-                    below("unexplained_left_by_probe", (1.0 - rec["probe_quality"]) / left if left > 0 else 1.0,
-                          0.5), name="halved")
-    return all_of(cheap, any_of(_gain(view, rec, "unregularised_r2_gain"), halved, name="probe"))
-
-
-def _gain(view: RunView, rec: dict, name: str, bar: float = PROBE_GAIN) -> Signal:
-    """The probe without the regulariser ends ≥ ``bar`` quality above the run."""
-    return above(name, rec["probe_quality"] - max(view.quality(), 0.0), bar)
+    return all_of(cheap, gain(view, rec, "unregularised_r2_gain"))
 
 
 @signal_of(CODE)
@@ -151,7 +142,7 @@ def signal(view: RunView) -> Signal:
     # itself goes (its training loss falls below the bar; dropout's noise no longer inflates it)
     probe_loss = rec.get("probe_train_loss")
     probe_share = (float("inf") if probe_loss is None else probe_loss) / math.log(max(view.num_classes, 2))
-    return all_of(cheap, any_of(_gain(view, rec, "unregularised_quality_gain"),
+    return all_of(cheap, any_of(gain(view, rec, "unregularised_quality_gain"),
                                 below("unregularised_train_loss_over_uniform", probe_share, LOSS_SHARE),
                                 name="probe"))
 

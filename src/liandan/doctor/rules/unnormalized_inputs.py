@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
-from liandan.doctor.rules._retrain import ablation, cached, measured
+from liandan.doctor.rules._retrain import ablation, cached, gain, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, flag, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
 
 CODE = "unnormalized_inputs"
 RANGE, RATIO = 10.0, 100.0
-RECORD, NORMALIZE, PROBE_GAIN = "norm_probe", {"data.normalize": True}, 0.1
+RECORD, NORMALIZE = "norm_probe", {"data.normalize": True}
 CENTRE = 0.5  # rms feature mean over rms feature std: ≈ 0 standardised, ≈ 1 for raw [0, 1] pixels
 
 
@@ -63,7 +63,7 @@ def _probe_gain(view: RunView) -> Signal:
     rec = cached(view, RECORD, lambda v: ablation(v, RECORD, NORMALIZE))
     if rec is None or rec.get("probe_quality") is None:
         return flag("normalised_quality_gain", False)
-    return above("normalised_quality_gain", rec["probe_quality"] - max(view.quality(), 0.0), PROBE_GAIN)
+    return gain(view, rec, "normalised_quality_gain")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
