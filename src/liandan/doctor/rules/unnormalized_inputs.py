@@ -9,7 +9,8 @@ healthy runs (UMLAUT flagged all 49 normal CIFAR models with "input exceeds limi
 DeepDiagnosis's [-1, 1] check likewise), so it needs a second signal: the run learns poorly,
 its loss went non-finite, or saturated units — or, where the run learns passably and
 ``data.normalize`` is off, an ablation probe (the recipe with standardised inputs, for the run's
-steps, a ``norm_probe`` record) ends ≥ 0.1 quality above it: the scales cost it that much.
+steps, a ``norm_probe`` record) ends clearly above it (:func:`._retrain.gain`: ≥ 0.1 quality, or
+≥ 0.05 while leaving at most half its shortfall): the scales cost it that much.
 Cockpit shows mis-scaled data in the gradient histogram (cockpit-experiments ``06_preprocessing``).
 Notes: 归一化 (Normalization) "加快训练速度; 调整输入数据 … 的分布"; BatchNorm "减小不同特征的偏差".
 """
@@ -59,7 +60,7 @@ def signal(view: RunView) -> Signal:
 
 def _probe_gain(view: RunView) -> Signal:
     """The ablation probe (:mod:`._retrain`, a ``norm_probe`` record): the recipe with standardised
-    inputs, for the run's steps, ends ≥ 0.1 quality above the run — the scales cost it that much."""
+    inputs, for the run's steps, ends clearly above the run — the scales cost it that much."""
     rec = cached(view, RECORD, lambda v: ablation(v, RECORD, NORMALIZE))
     if rec is None or rec.get("probe_quality") is None:
         return flag("normalised_quality_gain", False)
