@@ -14,6 +14,9 @@ offset checked,
 - (cases expecting ``overfitting``) its train − validation gap is ≥ 0.1 and ≥ the fixed run's
   gap + 0.05.
 
+A case expecting ``nonfinite_loss`` shows only by the first: its fault is the NaN itself, so a run
+that stays finite and merely learns worse (a rate too high that never overflows) does not carry it.
+
 A healthy case must learn: accuracy at least halfway from chance to 1, R² ≥ 0.3, or a language
 model's validation loss under 60 % of ln(vocabulary). A case that fails is removed from the
 bench, not explained away.
@@ -99,6 +102,8 @@ def verdict(case: Any, faulty: dict[str, Any], fixed: dict[str, Any] | None) -> 
         return fv["metric"] >= 0.3, f"val R² {fv['metric']:.3f} (bar 0.300)"
     if _nonfinite(faulty):
         return True, f"not finite ({faulty['status']}, {faulty['bad_steps']} bad steps)"
+    if "nonfinite_loss" in case.expect:  # its fault is the NaN itself: a run that only learns worse lacks it
+        return False, "expects nonfinite_loss, but every loss and output stayed finite"
     xv = fixed["val"]
     if not _scored(fv) or not _scored(xv):  # a language model: validation losses
         a, b = faulty["val_loss"], fixed["val_loss"]

@@ -161,8 +161,15 @@ def lr_find(
     import liandan
 
     res = liandan.lr_find(recipe, overrides=set_ or None, start_lr=start_lr, end_lr=end_lr, num_steps=steps, out=out)
-    doc = {"suggestion": res.suggestion, "csv": res.csv_path, "plot": res.plot_path, "points": len(res.lrs)}
+    low, high = res.usable
+    doc = {"suggestion": res.suggestion, "usable": [low, high], "diverged_at": res.diverged_at,
+           "informative": res.informative, "csv": res.csv_path, "plot": res.plot_path, "points": len(res.lrs)}
     if json_:
         print_json(doc)
     else:
-        typer.echo(f"suggested learning rate: {res.suggestion:.3g}  (curve: {res.csv_path})")
+        broke = f"; training broke at {res.diverged_at:.3g}" if res.diverged_at else ""
+        if not res.informative:
+            typer.echo(f"the loss never fell 5 % during the sweep: no rate can be read (curve: {res.csv_path})")
+            return
+        typer.echo(f"suggested learning rate: {res.suggestion:.3g}  (usable {low:.3g} … {high:.3g}{broke}; "
+                   f"curve: {res.csv_path})")

@@ -2,7 +2,9 @@
 
 Train from the recipe's initial weights while the rate grows exponentially from ``start_lr`` to
 ``end_lr``; record the loss, smooth it with a bias-corrected EMA, and stop once it exceeds
-``diverge`` × its minimum. The suggestion is the rate where the smoothed loss falls fastest
+``diverge`` × its minimum — or once the raw loss climbs back above where it started after settling
+well below it (:meth:`RangeTest._spike`: the EMA lags too far behind to see a spike); the rate the
+sweep broke at is kept (``diverged_at``). The suggestion is the rate where the smoothed loss falls fastest
 (steepest negative slope against log lr): large enough to learn quickly, still well below where
 training blows up. The usable range (:func:`usable_range`) runs from a decade below the suggestion
 up to the larger of the suggestion and a tenth of the rate at the loss minimum (fastai's

@@ -16,7 +16,8 @@ never draws this finding. A rate more than 10× above that range is too high on 
 own evidence (its curve turns up well below it) even where this run's loss happened to settle.
 The test runs only once the updates are large. Where nothing else shows it but the rate is above
 the usable range, an ablation probe trains the recipe at the test's suggestion for the run's steps:
-≥ 0.1 quality better there confirms the rate as the cause (a run that settles at a high rate).
+ending clearly better there (:func:`._retrain.gain`) confirms the rate as the cause (a run that
+settles at a high rate).
 The test's own break counts as well: a rate at or above where the sweep's loss diverged, or climbed
 back above its start (:class:`liandan.training.lr_finder.RangeTest`), is condemned like one 10× above.
 Overfitting is not suppressed: a run that fits its training set and loses the validation set is
@@ -150,9 +151,9 @@ def _probe(view: RunView) -> dict:
 def _probe_gain(view: RunView) -> Signal:
     """The ablation probe (:mod:`._retrain`, a ``rate_probe`` record): the recipe at the range
     test's suggestion, for the run's steps, ends clearly above the run (:func:`._retrain.gain`) —
-    the rate, above the test's usable range, costs it that much. Asked only once the steps are large and the rate is
-    above that range, and nothing else showed it (a run that settles at a high rate, like a
-    fine-tune that quietly loses what its base knew)."""
+    the rate, above the test's usable range, costs it that much. Asked only once the steps are
+    large and the rate above that range, and nothing else showed it: a run that settles at a high
+    rate (mlx#188: Adam at 0.1 on an MLP ends at 0.85 where the test's rate reaches 0.94)."""
     rec = cached(view, RECORD, _probe)
     if rec is None or rec.get("probe_quality") is None:
         return flag("lower_rate_quality_gain", False)
