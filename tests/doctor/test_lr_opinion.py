@@ -334,24 +334,3 @@ def test_lr_too_high_on_a_run_that_settles_asks_the_test():
     healthy = view(None, 0.95)
     healthy.records[-2]["high"] = 0.2  # the rate inside the usable range: no probe is asked
     assert not signal("lr_too_high", healthy).fires
-
-
-def test_lr_too_high_with_modest_steps_asks_the_probe_when_the_run_falls_short():
-    """Updates of 0.5 % of the weights (below the 1 % the oscillation checks need) and accuracy 0.7
-    on digits at a rate 10× above the test's usable range: the probe at the test's rate decides. A
-    run that learns well (0.95) asks nothing."""
-    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [128]},
-                      "optim": {"name": "momentum", "lr": 0.5}})
-    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 5e-3}, "2": {"update": 5e-3}}}
-              for s in (10, 20, 30)]
-    rng = {"type": "lr_find", "source": "test", "suggestion": 0.05, "low": 0.005, "high": 0.05}
-
-    def view(acc: float, probe_acc: float) -> RunView:
-        eps = _epochs([(1.0, acc - 0.1), (0.9, acc)], [(1.0, acc - 0.1), (0.9, acc)])
-        rec = {"type": "rate_probe", "patch": {"optim.lr": 0.05}, "steps": 30, "probe_quality": (probe_acc - 0.1) / 0.9}
-        return RunView(rc, "classify", 10, (64,), eps + probes + [rng, rec])
-
-    s = signal("lr_too_high", view(0.7, 0.9))
-    assert s.fires and s.find("probe_above_range").fires and not s.find("update_ratio").fires
-    assert not signal("lr_too_high", view(0.7, 0.72)).fires  # the test's rate does no better
-    assert signal("lr_too_high", view(0.95, 1.0)).find("probe_above_range") is None  # learns well: no probe

@@ -14,11 +14,10 @@ Third, the arbiter (one opinion on the rate, :mod:`liandan.doctor.lr_opinion`): 
 above the LR range test's usable range for this recipe — so ``liandan lr-find``'s suggestion
 never draws this finding. A rate more than 10× above that range is too high on the test's
 own evidence (its curve turns up well below it) even where this run's loss happened to settle.
-The test runs only once the updates are large, or once a run with modest steps falls short of
-quality 0.9. Where nothing else shows it but the rate is above the usable range, an ablation probe
-trains the recipe at the test's suggestion for the run's steps: ending clearly better there
-(:func:`._retrain.gain`) confirms the rate as the cause (a run that settles at a high rate, or whose
-updates stay under 1 % of the weights yet still overshoot).
+The test runs only once the updates are large. Where nothing else shows it but the rate is above
+the usable range, an ablation probe trains the recipe at the test's suggestion for the run's steps:
+ending clearly better there (:func:`._retrain.gain`) confirms the rate as the cause (a run that
+settles at a high rate).
 The test's own break counts as well: a rate at or above where the sweep's loss diverged, or climbed
 back above its start (:class:`liandan.training.lr_finder.RangeTest`), is condemned like one 10× above.
 Overfitting is not suppressed: a run that fits its training set and loses the validation set is
@@ -42,7 +41,6 @@ from liandan.registry import register_rule
 CODE = "lr_too_high"
 RECORD = "rate_probe"
 UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
-SHORT = 0.9  # a run below this quality with modest steps asks whether its rate is above the range
 
 
 def update_ratio(view: RunView) -> float:
@@ -130,17 +128,7 @@ def signal(view: RunView) -> Signal:
     shows = (_bounce(val, tr), above("loss_rise", loss_rise(view), RISE, "excess", strict=False),
              above("quality_drop", view.quality(best=True) - view.quality(), COLLAPSE, "odds", strict=False), stuck)
     if not big.fires:
-        small = all_of(big, any_of(*shows, name="oscillates"))
-        short = all_of(flag("train mode", view.mode == "train"), below("quality", view.quality(), SHORT, "odds"),
-                       name="short_of_good")
-        if not short.fires:
-            return small
-        # modest steps, yet the run falls short: is its rate above the range test's usable range, and
-        # does the test's own rate do clearly better in the same steps?
-        within, _ = range_checks(view)
-        if not (within.fires and within.name == "lr_over_range_test"):
-            return small
-        return any_of(small, all_of(short, within, _probe_gain(view), name="probe_above_range"))
+        return all_of(big, any_of(*shows, name="oscillates"))
     within, far = range_checks(view)
     # the run learns poorly at a rate the range test condemns: the rate is the cause the test names
     # (a run that learns well at such a rate is left alone). Classification only: accuracy over chance
