@@ -167,9 +167,9 @@ def lr_find(
     if json_:
         print_json(doc)
     else:
-        broke = f"; training broke at {res.diverged_at:.3g}" if res.diverged_at else ""
         if not res.informative:
             typer.echo(f"the loss never fell 5 % during the sweep: no rate can be read (curve: {res.csv_path})")
             return
+        broke = f"; training broke at {res.diverged_at:.3g}" if res.diverged_at else ""
         typer.echo(f"suggested learning rate: {res.suggestion:.3g}  (usable {low:.3g} … {high:.3g}{broke}; "
                    f"curve: {res.csv_path})")

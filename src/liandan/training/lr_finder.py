@@ -130,6 +130,7 @@ class RangeTest(Callback):
         self._avg, self._best, self._lr = 0.0, math.inf, start_lr
         self.diverged_at: float | None = None  # the rate of the step at which training broke
         self._settled = math.inf  # the lowest median of 5 consecutive raw losses so far
+        self._start: tuple[float, float] | None = None  # (start level, settled bar) from the first 10
 
     def _spike(self, v: float) -> bool:
         """The raw loss climbs back above where the sweep began after it had settled well below it
@@ -140,13 +141,14 @@ class RangeTest(Callback):
         rate 5× above the spike usable. The median and the noise bar keep batch noise from counting
         as a descent: a fine-tune whose batches scatter 0.04–0.19 at the start, or diabetes (one
         0.38 among values near 1.2)."""
-        n = len(self.losses)
-        if n < 10:
+        if len(self.losses) < 10:
             return False
+        if self._start is None:  # the start level and the bar a descent must pass, fixed once
+            first = np.asarray(self.losses[:10])
+            start = float(np.median(first))
+            self._start = (start, min(FELL * start, start - 5 * float(first.std())))
         self._settled = min(self._settled, float(np.median(self.losses[-5:])))
-        first = np.asarray(self.losses[:10])
-        start = float(np.median(first))
-        bar = min(FELL * start, start - 5 * float(first.std()))
+        start, bar = self._start
         return start > 0 and self._settled <= bar and v > start
 
     def on_batch_start(self, trainer: Trainer, x: Any, y: Any) -> None:

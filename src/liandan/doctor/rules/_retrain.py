@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below
+from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag
 from liandan.doctor.view import RunView, finite
 
 PROBE_STEPS = 2000  # at most: a probe costs at most this many steps of the recipe
@@ -146,3 +146,12 @@ def gain(view: RunView, rec: dict[str, Any], name: str) -> Signal:
     halved = all_of(above(name, rec["probe_quality"] - run, PROBE_GAIN / 2),
                     below("shortfall_left_by_probe", share, 0.5), name="halved")
     return any_of(above(name, rec["probe_quality"] - run, PROBE_GAIN), halved, name="probe_gain")
+
+
+def confirms(view: RunView, kind: str, train: Callable[[RunView], dict[str, Any]], name: str) -> Signal:
+    """The ``kind`` probe (found among the records, else trained by ``train``) ends clearly above
+    the run (:func:`gain`); a probe that was skipped or measured nothing confirms nothing."""
+    rec = cached(view, kind, train)
+    if rec is None or rec.get("probe_quality") is None:
+        return flag(name, False)
+    return gain(view, rec, name)

@@ -32,7 +32,7 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
-from liandan.doctor.rules._retrain import ablation, cached, gain, measured
+from liandan.doctor.rules._retrain import ablation, confirms, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
@@ -154,10 +154,7 @@ def _probe_gain(view: RunView) -> Signal:
     the rate, above the test's usable range, costs it that much. Asked only once the steps are
     large and the rate above that range, and nothing else showed it: a run that settles at a high
     rate (mlx#188: Adam at 0.1 on an MLP ends at 0.85 where the test's rate reaches 0.94)."""
-    rec = cached(view, RECORD, _probe)
-    if rec is None or rec.get("probe_quality") is None:
-        return flag("lower_rate_quality_gain", False)
-    return gain(view, rec, "lower_rate_quality_gain")
+    return confirms(view, RECORD, _probe, "lower_rate_quality_gain")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -172,7 +169,7 @@ def lr_too_high(view: RunView) -> Finding | None:
     collapse = view.quality(best=True) - view.quality()  # learned, then lost it again
     drop = progress(view)
     bounce, stuck = sig.find("bounce").fires, sig.find("stuck").fires
-    far = sig.find("condemned") if sig.find("condemned") is not None else sig.find("lr_far_above_range")
+    far = cond if (cond := sig.find("condemned")) is not None else sig.find("lr_far_above_range")
     step = next((p["step"] for p in view.probes[1:]
                  if median([st.get("update", 0) for st in p.get("layers", {}).values()], 0) > UPDATE),
                 view.probes[-1]["step"] if view.probes else None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make
-from liandan.doctor.rules._retrain import ablation, cached, gain, measured
+from liandan.doctor.rules._retrain import ablation, confirms, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, flag, learns_poorly, signal_of, silent
 from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
@@ -61,10 +61,7 @@ def signal(view: RunView) -> Signal:
 def _probe_gain(view: RunView) -> Signal:
     """The ablation probe (:mod:`._retrain`, a ``norm_probe`` record): the recipe with standardised
     inputs, for the run's steps, ends clearly above the run — the scales cost it that much."""
-    rec = cached(view, RECORD, lambda v: ablation(v, RECORD, NORMALIZE))
-    if rec is None or rec.get("probe_quality") is None:
-        return flag("normalised_quality_gain", False)
-    return gain(view, rec, "normalised_quality_gain")
+    return confirms(view, RECORD, lambda v: ablation(v, RECORD, NORMALIZE), "normalised_quality_gain")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting", "lr_too_high", "lr_too_low", "dead_relu",
