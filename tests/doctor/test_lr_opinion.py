@@ -334,3 +334,23 @@ def test_lr_too_high_on_a_run_that_settles_asks_the_test():
     healthy = view(None, 0.95)
     healthy.records[-2]["high"] = 0.2  # the rate inside the usable range: no probe is asked
     assert not signal("lr_too_high", healthy).fires
+
+
+def test_ablation_probes_train_only_at_the_end():
+    """A probe asked after an early epoch would train that epoch's steps and, cached, be compared
+    with the finished run: it trains only once the run has ended (``phase == "end"``)."""
+    from liandan.doctor.rules._retrain import confirms
+
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp"}})
+    eps = _epochs([(0.9, 0.7)], [(0.9, 0.7)])
+    asked: list[str] = []
+
+    def train(v: RunView) -> dict:
+        asked.append(v.phase)
+        return {"type": "rate_probe", "patch": {}, "steps": 30, "probe_quality": 0.99}
+
+    early = RunView(rc, "classify", 10, (64,), list(eps), phase="epoch")
+    assert not confirms(early, "rate_probe", train, "gain").fires and asked == []
+    end = RunView(rc, "classify", 10, (64,), list(eps), phase="end")
+    assert confirms(end, "rate_probe", train, "gain").fires and asked == ["end"]
+    assert confirms(end, "rate_probe", train, "gain").fires and asked == ["end"]  # cached: trained once

@@ -150,7 +150,11 @@ def gain(view: RunView, rec: dict[str, Any], name: str) -> Signal:
 
 def confirms(view: RunView, kind: str, train: Callable[[RunView], dict[str, Any]], name: str) -> Signal:
     """The ``kind`` probe (found among the records, else trained by ``train``) ends clearly above
-    the run (:func:`gain`); a probe that was skipped or measured nothing confirms nothing."""
+    the run (:func:`gain`); a probe that was skipped or measured nothing confirms nothing.
+    It trains only at the run's end: asked after an early epoch, it would train that epoch's steps
+    and be compared, cached, with the finished run — a probe shorter than the run it judges."""
+    if view.phase != "end":
+        return flag(name, False)
     rec = cached(view, kind, train)
     if rec is None or rec.get("probe_quality") is None:
         return flag(name, False)
