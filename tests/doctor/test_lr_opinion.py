@@ -354,3 +354,37 @@ def test_ablation_probes_train_only_at_the_end():
     end = RunView(rc, "classify", 10, (64,), list(eps), phase="end")
     assert confirms(end, "rate_probe", train, "gain").fires and asked == ["end"]
     assert confirms(end, "rate_probe", train, "gain").fires and asked == ["end"]  # cached: trained once
+
+
+def test_lr_too_low_when_the_range_test_condemns_the_rate():
+    """Adam at 1e-4 on a spirals MLP: steps of 0.08 % of the weights look healthy, yet the run stays
+    near chance; the range test descends fastest at 1.1e-2, so 1e-4 is more than a decade under its
+    usable range (vde6). A rate within a decade of the range is not condemned, nor is one in a
+    network with a hidden layer narrower than its classes (the bottleneck holds it back)."""
+    def view(hidden: list[int], low: float) -> RunView:
+        rc = load_recipe({"data": {"source": "spirals"}, "model": {"name": "mlp", "hidden": hidden},
+                          "optim": {"name": "adam", "lr": 1e-4}})
+        eps = _epochs([(1.1, 0.36), (1.05, 0.38), (1.03, 0.40)], [(1.1, 0.36), (1.05, 0.38), (1.02, 0.41)])
+        probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 7.6e-4}}} for s in (100, 200, 300, 400)]
+        n = list(range(10, 410, 10))
+        steps = [{"type": "steps", "steps": n, "loss": [1.1 - s * 2e-4 for s in n], "grad_norm": [1.0] * len(n),
+                  "applied": [True] * len(n)}]  # 400 steps: travel 0.3, no few-steps case
+        recs = [{"type": "lr_find", "source": "test", "suggestion": 10 * low, "low": low, "high": 10 * low}]
+        return RunView(rc, "classify", 3, (2,), eps + probes + steps + recs)
+
+    s = signal("lr_too_low", view([64, 64], 1.1e-3))
+    assert s.fires and s.find("lr_far_below_range").margin > 0 and not s.find("update_ratio").fires
+    assert not signal("lr_too_low", view([64, 64], 5e-4)).fires  # 1e-4 is only 5× under the range
+    assert not signal("lr_too_low", view([2], 1.1e-3)).fires  # 2 units for 3 classes
+
+
+def test_overfitting_when_the_training_error_is_a_tenth_of_the_validation_error():
+    """A transformer on 90 digits: one training sample wrong (1.1 % error, loss 0.19 — not near
+    zero) against 30 % on 853 validation samples, the validation loss flat: the training set is
+    memorised all the same (yolov7#1241). A training error of 5 % against 30 % is not memorised."""
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "transformer"}})
+    for train_acc, fires in ((0.989, True), (0.95, False)):
+        eps = _epochs([(0.5, 0.9), (0.25, 0.97), (0.19, train_acc)], [(1.0, 0.69), (1.02, 0.70), (1.0, 0.70)])
+        s = signal("overfitting", RunView(rc, "classify", 10, (64,), eps, sizes={"train": 90, "val": 853}))
+        assert s.fires is fires
+        assert s.find("val_over_train_error").value == pytest.approx(0.3 / (1 - train_acc))

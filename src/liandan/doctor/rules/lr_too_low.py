@@ -8,6 +8,8 @@ the loss fell by less than 30 % or the run learns poorly (AutoTrainer's slow con
 δ = 0.01 per epoch; its repair raises the rate).
 Third, the arbiter (:mod:`liandan.doctor.lr_opinion`): the rate lies below the LR range test's
 usable range (a decade under its suggestion), so ``liandan lr-find``'s suggestion never draws it.
+A run that learns poorly at a rate more than a decade below that range is too slow on the test's own
+evidence, whatever its update ratio (the mirror of ``lr_too_high``'s condemned rate).
 Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
 """
 
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
-from liandan.doctor.rules._common import fix, fixes, g, make, pct, raise_lr
-from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, learns_poorly, signal_of
+from liandan.doctor.rules._common import fix, fixes, g, hidden_widths, make, pct, raise_lr
+from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, learns_poorly, negate, signal_of
 from liandan.doctor.rules.lr_too_high import update_ratio
 from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
 from liandan.registry import register_rule
@@ -26,16 +28,20 @@ UPDATE = 1e-4
 # The whole run's movement, update ratio × optimizer steps: 1e-3 × 500 steps = 0.5 in a healthy
 # short run; 4e-3 × 10 steps (batch 1024 for 5 epochs of 1,437 samples) = 0.04 never gets going.
 TRAVEL = 0.1
+FAR = 10.0  # a rate this far under the range test's usable range is condemned by the test's own curve
 
 
-def range_check(view: RunView) -> Signal:
-    """The rate below the range test's usable range (or no test: no veto)."""
+def range_checks(view: RunView) -> tuple[Signal, Signal]:
+    """(the rate below the range test's usable range — or no test: no veto —, the test condemns the
+    rate on its own curve: more than a decade below that range, where the sweep's loss had not yet
+    begun to fall)."""
     from liandan.doctor.lr_opinion import usable_range
 
     rng = usable_range(view)
     if rng is None:
-        return flag("no range test", True)
-    return below("lr_under_range_test", view.lr, rng["low"])
+        return flag("no range test", True), flag("lr_far_below_range", False)
+    return (below("lr_under_range_test", view.lr, rng["low"]),
+            below("lr_far_below_range", view.lr, rng["low"] / FAR))
 
 
 def _steps(view: RunView) -> int:
@@ -56,9 +62,19 @@ def signal(view: RunView) -> Signal:
                     all_of(flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
                                                      or view.recipe.model.name == "hf")),
                            below("travel", upd * steps, TRAVEL), learns_poorly(view)), name="small"),)
-    if not all(p.fires for p in parts):
+    poorly = learns_poorly(view)
+    if not all(p.fires for p in parts) and not poorly.fires:
         return all_of(*parts)
-    return all_of(*parts, range_check(view))
+    within, far = range_checks(view)
+    # the run learns poorly at a rate the range test condemns (more than a decade under its usable
+    # range): the rate is the cause the test names, whatever the update ratio says — Adam's steps are
+    # ~lr per weight whatever the gradient, so 1e-4 moves a small MLP's weights 0.08 % a step and
+    # looks healthy while the spirals it should fit stay at chance (vde6)
+    # — unless a hidden layer is narrower than the classes it must tell apart: that bottleneck, not
+    # the rate, holds the run back (a [2]-unit MLP on 10 digits also descends fastest at a high rate)
+    widths, _ = hidden_widths(view)
+    narrow = flag("bottleneck", view.is_classification and bool(widths) and min(widths) < view.num_classes)
+    return any_of(all_of(*parts, within), all_of(poorly, far, negate(narrow), name="condemned"), name="lr_too_low")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
