@@ -388,3 +388,21 @@ def test_overfitting_when_the_training_error_is_a_tenth_of_the_validation_error(
         s = signal("overfitting", RunView(rc, "classify", 10, (64,), eps, sizes={"train": 90, "val": 853}))
         assert s.fires is fires
         assert s.find("val_over_train_error").value == pytest.approx(0.3 / (1 - train_acc))
+
+
+def test_a_loss_climb_the_run_recovered_from_is_no_bounce():
+    """A warmed-up ResNet at 0.2 climbs to 1.95× its best loss at the peak of its warmup, then its
+    decay takes it to its best loss and accuracy 0.93: a transient. The same climb with a loss that
+    ends 1.5× above its best is a rate that keeps the run bouncing."""
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp"}, "optim": {"name": "momentum", "lr": 0.2}})
+    eps = _epochs([(0.6, 0.8), (0.4, 0.9), (0.3, 0.93)], [(0.6, 0.8), (0.4, 0.9), (0.3, 0.93)])
+    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 0.03}}} for s in (50, 100, 150)]
+    recs = [{"type": "lr_find", "source": "test", "suggestion": 0.05, "low": 0.005, "high": 0.05},
+            {"type": "rate_probe", "patch": {"optim.lr": 0.05}, "steps": 200, "probe_quality": 0.9}]
+    for end, fires in ((0.3, False), (0.75, True)):
+        loss = [2.0 - i * 0.03 for i in range(50)] + [1.0] * 20 + [2.0] * 30 + [0.6] * 80 + [end] * 20
+        n = list(range(1, len(loss) + 1))
+        steps = [{"type": "steps", "steps": n, "loss": loss, "grad_norm": [1.0] * len(n), "applied": [True] * len(n)}]
+        s = signal("lr_too_high", RunView(rc, "classify", 10, (64,), eps + probes + steps + recs))
+        assert s.find("loss_rise").fires and s.fires is fires
+        assert s.find("loss_end_over_best").value == pytest.approx(end / 0.6 if end > 0.6 else 1.0, rel=0.05)

@@ -4,7 +4,9 @@ Symptom: the median update/weight ratio |ΔW|/|W| over layers and probe steps ex
 (TheDeepChecker flags log10 ratio > -1 as "changing too quickly"; healthy runs here sit near
 1e-3, the classic heuristic, Karpathy's cs231n notes). Second signal — the loss oscillates
 instead of settling (AutoTrainer's "oscillating loss"): the windowed training loss climbs back
-to ≥ 2× the best it had reached, or the validation loss ends ≥ 1.5× (and 0.1) above its minimum
+to ≥ 2× the best it had reached (in a run that learns well, only if it also ends ≥ 1.2× above its
+best: a climb the run recovered from — a warmup's peak its decay settles — is a transient), or
+the validation loss ends ≥ 1.5× (and 0.1) above its minimum
 while the per-epoch training loss is also ≥ 1.2× above its own (val up alone is overfitting), or
 the quality fell ≥ 0.1 below the best epoch's (AutoTrainer: accuracy swings ≥ ζ), or, with
 updates ≥ 2 %, the loss did not move at all (< 10 % drop — for classification counted from ln K
@@ -53,21 +55,32 @@ def update_ratio(view: RunView) -> float:
     return median(per_probe)
 
 
+def _windows(view: RunView) -> list[float]:
+    """Mean training loss over windows of 5 % of the run (at least 5 steps), half-overlapping."""
+    lo = view.loss
+    w = max(5, len(lo) // 20)
+    out = []
+    for i in range(0, max(1, len(lo) - w + 1), max(1, w // 2)):
+        if seg := finite(lo[i:i + w]):
+            out.append(sum(seg) / len(seg))
+    return out
+
+
 def loss_rise(view: RunView) -> float:
     """Largest ratio of a windowed mean training loss to the best windowed mean before it
     (1 = the loss never climbed back up; 3 = it bounced to three times its best)."""
-    lo = view.loss
-    w = max(5, len(lo) // 20)
     best, rise = float("inf"), 1.0
-    for i in range(0, max(1, len(lo) - w + 1), max(1, w // 2)):
-        seg = finite(lo[i:i + w])
-        if not seg:
-            continue
-        m = sum(seg) / len(seg)
+    for m in _windows(view):
         if 0 < best < float("inf"):
             rise = max(rise, m / best)
         best = min(best, m)
     return rise
+
+
+def end_over_best(view: RunView) -> float:
+    """The last window's mean training loss over the best window's (1 = the run ended at its best)."""
+    ws = _windows(view)
+    return ws[-1] / min(ws) if ws and min(ws) > 0 else float("nan")
 
 
 def progress(view: RunView) -> float:
@@ -125,7 +138,13 @@ def signal(view: RunView) -> Signal:
                    below("loss_drop", drop, 0.1, "odds"), below("best_quality", view.quality(best=True), 0.1, "odds"),
                    name="stuck")
     big = above("update_ratio", upd, UPDATE)
-    shows = (_bounce(val, tr), above("loss_rise", loss_rise(view), RISE, "excess", strict=False),
+    rise = above("loss_rise", loss_rise(view), RISE, "excess", strict=False)
+    if not view.learns_poorly():
+        # a climb the run recovered from — ending within 1.2× its best loss, learning well — is a
+        # transient, not a rate that keeps it bouncing (a warmed-up ResNet at 0.2 climbs 1.95× at the
+        # peak of its warmup, then its cosine decay takes it to its best loss and 0.93 accuracy)
+        rise = all_of(rise, above("loss_end_over_best", end_over_best(view), 1.2, "excess"), name="rise_unrecovered")
+    shows = (_bounce(val, tr), rise,
              above("quality_drop", view.quality(best=True) - view.quality(), COLLAPSE, "odds", strict=False), stuck)
     if not big.fires:
         return all_of(big, any_of(*shows, name="oscillates"))
