@@ -406,3 +406,25 @@ def test_a_loss_climb_the_run_recovered_from_is_no_bounce():
         s = signal("lr_too_high", RunView(rc, "classify", 10, (64,), eps + probes + steps + recs))
         assert s.find("loss_rise").fires and s.fires is fires
         assert s.find("loss_end_over_best").value == pytest.approx(end / 0.6 if end > 0.6 else 1.0, rel=0.05)
+
+
+def test_lr_too_low_on_a_slow_run_from_scratch_the_range_test_condemns():
+    """Plain SGD at 3e-4 on a linear diabetes model: validation R² 0.40 clears the "learns poorly"
+    bar, but the loss fell only 16 % at a rate 1,700× under the range test's suggestion (ustcml47).
+    A fine-tune that falls as little at that rate starts near its answer: no finding."""
+    def view(from_run: str | None) -> RunView:
+        rc = load_recipe({"data": {"source": "diabetes"}, "model": {"name": "mlp", "hidden": [], "from_run": from_run},
+                          "optim": {"name": "sgd", "lr": 3e-4}})
+        eps = [{"type": "epoch", "epoch": i, "step": 10 * (i + 1),
+                "train": {"loss": 0.75 - 0.02 * i, "r2": 0.25 + 0.02 * i},
+                "val": {"loss": 0.66 - 0.01 * i, "r2": 0.36 + 0.02 * i}} for i in range(3)]
+        probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 1e-3}}} for s in (100, 200, 300, 400)]
+        n = list(range(10, 410, 10))
+        steps = [{"type": "steps", "steps": n, "loss": [0.84 - s * 3.4e-4 for s in n], "grad_norm": [1.0] * len(n),
+                  "applied": [True] * len(n)}]
+        recs = [{"type": "lr_find", "source": "test", "suggestion": 0.51, "low": 0.051, "high": 0.51}]
+        return RunView(rc, "regress", 0, (10,), eps + probes + steps + recs)
+
+    s = signal("lr_too_low", view(None))
+    assert s.fires and s.find("condemned").fires and not s.find("quality").fires
+    assert not signal("lr_too_low", view("runs/base")).fires

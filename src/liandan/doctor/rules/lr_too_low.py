@@ -8,8 +8,9 @@ the loss fell by less than 30 % or the run learns poorly (AutoTrainer's slow con
 δ = 0.01 per epoch; its repair raises the rate).
 Third, the arbiter (:mod:`liandan.doctor.lr_opinion`): the rate lies below the LR range test's
 usable range (a decade under its suggestion), so ``liandan lr-find``'s suggestion never draws it.
-A run that learns poorly at a rate more than a decade below that range is too slow on the test's own
-evidence, whatever its update ratio (the mirror of ``lr_too_high``'s condemned rate).
+A run that learns poorly (or, from scratch, whose loss fell < 30 %) at a rate more than a decade below
+that range is too slow on the test's own evidence, whatever its update ratio (the mirror of
+``lr_too_high``'s condemned rate).
 Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
 """
 
@@ -55,26 +56,27 @@ def signal(view: RunView) -> Signal:
     run's travel < 0.1 and it learns poorly; and the rate below the range test's usable range
     (checked only when the others fire)."""
     upd, steps = update_ratio(view), _steps(view)
+    poorly = learns_poorly(view)
+    scratch = flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
+                                        or view.recipe.model.name == "hf"))
     # tiny steps and a loss that hardly falls; or few modest steps and a run from scratch that learns
     # poorly (a fine-tune starts near its answer: it travels little by design)
     parts = (any_of(all_of(below("update_ratio", upd, UPDATE),
-                           any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), learns_poorly(view))),
-                    all_of(flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
-                                                     or view.recipe.model.name == "hf")),
-                           below("travel", upd * steps, TRAVEL), learns_poorly(view)), name="small"),)
-    poorly = learns_poorly(view)
-    if not all(p.fires for p in parts) and not poorly.fires:
+                           any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), poorly)),
+                    all_of(scratch, below("travel", upd * steps, TRAVEL), poorly), name="small"),)
+    # the same second signal — learns poorly, or (from scratch) a loss that fell < 30 % — at a rate the
+    # range test condemns (more than a decade under its usable range) names the rate whatever the update
+    # ratio says: Adam's steps are ~lr per weight whatever the gradient, so 1e-4 moves a small MLP's
+    # weights 0.08 % a step and looks healthy while the spirals it should fit stay at chance (vde6)
+    slow = any_of(poorly, all_of(scratch, below("loss_drop", view.loss_drop(), 0.3, "odds")), name="slow")
+    if not all(p.fires for p in parts) and not slow.fires:
         return all_of(*parts)
     within, far = range_checks(view)
-    # the run learns poorly at a rate the range test condemns (more than a decade under its usable
-    # range): the rate is the cause the test names, whatever the update ratio says — Adam's steps are
-    # ~lr per weight whatever the gradient, so 1e-4 moves a small MLP's weights 0.08 % a step and
-    # looks healthy while the spirals it should fit stay at chance (vde6)
     # — unless a hidden layer is narrower than the classes it must tell apart: that bottleneck, not
     # the rate, holds the run back (a [2]-unit MLP on 10 digits also descends fastest at a high rate)
     widths, _ = hidden_widths(view)
     narrow = flag("bottleneck", view.is_classification and bool(widths) and min(widths) < view.num_classes)
-    return any_of(all_of(*parts, within), all_of(poorly, far, negate(narrow), name="condemned"), name="lr_too_low")
+    return any_of(all_of(*parts, within), all_of(slow, far, negate(narrow), name="condemned"), name="lr_too_low")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
