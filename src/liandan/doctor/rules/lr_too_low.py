@@ -68,7 +68,10 @@ def signal(view: RunView) -> Signal:
     # range test condemns (more than a decade under its usable range) names the rate whatever the update
     # ratio says: Adam's steps are ~lr per weight whatever the gradient, so 1e-4 moves a small MLP's
     # weights 0.08 % a step and looks healthy while the spirals it should fit stay at chance (vde6)
-    slow = any_of(poorly, all_of(scratch, below("loss_drop", view.loss_drop(), 0.3, "odds")), name="slow")
+    # (classifying or regressing, where quality is measured: for a language model "learns poorly" is a loss
+    # that fell < 20 %, true of every short smoke run, and each would pay a range test)
+    slow = all_of(flag("quality measured", view.is_classification or view.is_regression),
+                  any_of(poorly, all_of(scratch, below("loss_drop", view.loss_drop(), 0.3, "odds"))), name="slow")
     if not all(p.fires for p in parts) and not slow.fires:
         return all_of(*parts)
     within, far = range_checks(view)
