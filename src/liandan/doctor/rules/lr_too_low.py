@@ -54,7 +54,8 @@ def _steps(view: RunView) -> int:
 def signal(view: RunView) -> Signal:
     """Update/weight ratio < 1e-4 and the loss fell < 30 % or the run learns poorly, or the whole
     run's travel < 0.1 and it learns poorly; and the rate below the range test's usable range
-    (checked only when the others fire)."""
+    (checked only when the others fire) — or, slow (learns poorly, or from scratch a loss that fell
+    < 30 %), a rate more than a decade below that range and no hidden layer narrower than the classes."""
     upd, steps = update_ratio(view), _steps(view)
     poorly = learns_poorly(view)
     scratch = flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
