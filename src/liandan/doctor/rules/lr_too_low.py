@@ -58,12 +58,13 @@ def signal(view: RunView) -> Signal:
     < 30 %), a rate more than a decade below that range and no hidden layer narrower than the classes."""
     upd, steps = update_ratio(view), _steps(view)
     poorly = learns_poorly(view)
+    hardly = below("loss_drop", view.loss_drop(), 0.3, "odds")
     scratch = flag("from scratch", not (view.recipe.model.from_run or view.recipe.model.weights
                                         or view.recipe.model.name == "hf"))
     # tiny steps and a loss that hardly falls; or few modest steps and a run from scratch that learns
     # poorly (a fine-tune starts near its answer: it travels little by design)
     parts = (any_of(all_of(below("update_ratio", upd, UPDATE),
-                           any_of(below("loss_drop", view.loss_drop(), 0.3, "odds"), poorly)),
+                           any_of(hardly, poorly)),
                     all_of(scratch, below("travel", upd * steps, TRAVEL), poorly), name="small"),)
     # the same second signal — learns poorly, or (from scratch) a loss that fell < 30 % — at a rate the
     # range test condemns (more than a decade under its usable range) names the rate whatever the update
@@ -72,7 +73,7 @@ def signal(view: RunView) -> Signal:
     # (classifying or regressing, where quality is measured: for a language model "learns poorly" is a loss
     # that fell < 20 %, true of every short smoke run, and each would pay a range test)
     slow = all_of(flag("quality measured", view.is_classification or view.is_regression),
-                  any_of(poorly, all_of(scratch, below("loss_drop", view.loss_drop(), 0.3, "odds"))), name="slow")
+                  any_of(poorly, all_of(scratch, hardly)), name="slow")
     if not all(p.fires for p in parts) and not slow.fires:
         return all_of(*parts)
     within, far = range_checks(view)
