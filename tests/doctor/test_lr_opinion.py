@@ -144,6 +144,22 @@ def test_over_regularization_on_synthetic_epochs():
     assert not signal("over_regularization", RunView(heavy, "classify", 10, (64,), fitted)).fires
 
 
+@pytest.mark.parametrize(("optim", "heavy"), [("adam", True), ("rmsprop", True), ("momentum", False),
+                                               ("adamw", False)])
+def test_weight_decay_coupled_to_an_adaptive_optimizer_is_heavy_sooner(optim: str, heavy: bool):
+    """Weight decay 0.05 coupled to Adam holds a LeNet at chance (loss ln 10, VCN#11): Adam rescales
+    the decay term like the gradient, so the pull to zero is ~lr a step. Coupled to momentum SGD it is
+    wd × lr a step (heavy from 0.1); decoupled, AdamW's 0.05 is an ordinary setting (heavy from 1).
+    The recipe's default 0.01 is heavy for none of them."""
+    from liandan.doctor.rules.over_regularization import heavy as is_heavy
+
+    rc = load_recipe({"data": {"source": "shapes"}, "model": {"name": "lenet5"},
+                      "optim": {"name": optim, "lr": 2e-3, "weight_decay": 0.05}})
+    assert is_heavy(RunView(rc, "classify", 10, (1, 16, 16), [])).fires is heavy
+    default = load_recipe(rc, {"optim.weight_decay": 0.01})
+    assert not is_heavy(RunView(default, "classify", 10, (1, 16, 16), [])).fires
+
+
 @pytest.mark.slow
 def test_over_regularization_probe_refutes_a_regulariser_that_is_not_the_cause(tmp_path):
     """Dropout 0.5 beside a rate 1000× too small: the cheap checks fire (loss near ln K), but the
@@ -361,7 +377,7 @@ def test_lr_too_low_when_the_range_test_condemns_the_rate():
     near chance; the range test descends fastest at 1.1e-2, so 1e-4 is more than a decade under its
     usable range (vde6). A rate within a decade of the range is not condemned, nor is one in a
     network with a hidden layer narrower than its classes (the bottleneck holds it back)."""
-    def view(hidden: list[int], low: float) -> RunView:
+    def view(hidden: list[int], low: float, probe: float | None = None) -> RunView:
         rc = load_recipe({"data": {"source": "spirals"}, "model": {"name": "mlp", "hidden": hidden},
                           "optim": {"name": "adam", "lr": 1e-4}})
         eps = _epochs([(1.1, 0.36), (1.05, 0.38), (1.03, 0.40)], [(1.1, 0.36), (1.05, 0.38), (1.02, 0.41)])
@@ -370,12 +386,42 @@ def test_lr_too_low_when_the_range_test_condemns_the_rate():
         steps = [{"type": "steps", "steps": n, "loss": [1.1 - s * 2e-4 for s in n], "grad_norm": [1.0] * len(n),
                   "applied": [True] * len(n)}]  # 400 steps: travel 0.3, no few-steps case
         recs = [{"type": "lr_find", "source": "test", "suggestion": 10 * low, "low": low, "high": 10 * low}]
+        if probe is not None:  # the rate ablation, measured: the recipe at the test's suggestion
+            recs.append({"type": "rate_probe", "patch": {"optim.lr": 10 * low}, "steps": 400, "probe_quality": probe})
         return RunView(rc, "classify", 3, (2,), eps + probes + steps + recs)
 
     s = signal("lr_too_low", view([64, 64], 1.1e-3))
     assert s.fires and s.find("lr_far_below_range").margin > 0 and not s.find("update_ratio").fires
-    assert not signal("lr_too_low", view([64, 64], 5e-4)).fires  # 1e-4 is only 5× under the range
-    assert not signal("lr_too_low", view([2], 1.1e-3)).fires  # 2 units for 3 classes
+    # 1e-4 is only 5× under the range: not condemned by the curve; the rate changed alone decides
+    assert not signal("lr_too_low", view([64, 64], 5e-4, probe=0.12)).fires  # run: quality 0.115
+    s = signal("lr_too_low", view([64, 64], 5e-4, probe=0.9))
+    assert s.fires and not s.find("condemned").fires and s.find("rate_ablation").fires
+    assert not signal("lr_too_low", view([2], 1.1e-3, probe=0.9)).fires  # 2 units for 3 classes
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_lr_too_high_by_the_rate_ablation(nan: bool):
+    """Adam at 0.02 on a wide spirals MLP moves the weights only 0.5 % a step (no large-update
+    signal) yet stays near chance; the range test's usable range ends at 5e-3, and the same recipe at
+    its suggestion reaches 0.9: the rate alone, changed, is the cause. A probe that gains nothing
+    names nothing; nor does one beside a run whose loss went NaN (the non-finite rules' story)."""
+    rc = load_recipe({"data": {"source": "spirals"}, "model": {"name": "mlp", "hidden": [256, 256]},
+                      "optim": {"name": "adam", "lr": 0.02}})
+    eps = _epochs([(1.1, 0.36), (1.08, 0.38), (1.07, 0.40)], [(1.1, 0.36), (1.09, 0.38), (1.08, 0.41)])
+    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 5e-3}}} for s in (100, 200, 300, 400)]
+    n = list(range(10, 410, 10))
+    loss = [1.1 - s * 1e-4 for s in n]
+    if nan:
+        loss[-1] = float("nan")
+    steps = [{"type": "steps", "steps": n, "loss": loss, "grad_norm": [1.0] * len(n), "applied": [True] * len(n)}]
+    rng = [{"type": "lr_find", "source": "test", "suggestion": 1e-3, "low": 1e-4, "high": 5e-3}]
+
+    def probe(q: float) -> list[dict]:
+        return [{"type": "rate_probe", "patch": {"optim.lr": 1e-3}, "steps": 400, "probe_quality": q}]
+
+    gains = signal("lr_too_high", RunView(rc, "classify", 3, (2,), eps + probes + steps + rng + probe(0.9)))
+    assert gains.fires is not nan and not gains.find("update_ratio").fires
+    assert not signal("lr_too_high", RunView(rc, "classify", 3, (2,), eps + probes + steps + rng + probe(0.15))).fires
 
 
 def test_overfitting_when_the_training_error_is_a_tenth_of_the_validation_error():

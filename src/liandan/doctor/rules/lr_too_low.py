@@ -19,8 +19,10 @@ from __future__ import annotations
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, hidden_widths, make, pct, raise_lr
+from liandan.doctor.rules._retrain import measured
 from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, learns_poorly, negate, signal_of
-from liandan.doctor.rules.lr_too_high import update_ratio
+from liandan.doctor.rules.lr_too_high import RECORD as RATE_PROBE
+from liandan.doctor.rules.lr_too_high import rate_ablation, update_ratio
 from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
 from liandan.registry import register_rule
 
@@ -74,14 +76,20 @@ def signal(view: RunView) -> Signal:
     # that fell < 20 %, true of every short smoke run, and each would pay a range test)
     slow = all_of(flag("quality measured", view.is_classification or view.is_regression),
                   any_of(poorly, all_of(scratch, hardly)), name="slow")
-    if not all(p.fires for p in parts) and not slow.fires:
-        return all_of(*parts)
-    within, far = range_checks(view)
     # — unless a hidden layer is narrower than the classes it must tell apart: that bottleneck, not
     # the rate, holds the run back (a [2]-unit MLP on 10 digits also descends fastest at a high rate)
     widths, _ = hidden_widths(view)
     narrow = flag("bottleneck", view.is_classification and bool(widths) and min(widths) < view.num_classes)
-    return any_of(all_of(*parts, within), all_of(slow, far, negate(narrow), name="condemned"), name="lr_too_low")
+    if not all(p.fires for p in parts) and not slow.fires:
+        said = all_of(*parts)
+    else:
+        within, far = range_checks(view)
+        said = any_of(all_of(*parts, within), all_of(slow, far, negate(narrow), name="condemned"), name=CODE)
+    if said.fires or narrow.fires:
+        return said
+    # below the range but not condemned by it, or updates that look healthy in a run below its ceiling:
+    # change the rate alone and see (the probe at the test's suggestion, shared with lr_too_high)
+    return any_of(said, rate_ablation(view, above_range=False), name=CODE)
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -99,10 +107,16 @@ def lr_too_low(view: RunView) -> Finding | None:
         ev["range_test"] = {"suggestion": rng["suggestion"], "low": rng["low"], "high": rng["high"]}
     typ = typical_lr(view.optimizer)
     causes = [f"learning rate {view.lr:g} moves the weights by {upd * 100:.2g} % per step (healthy ≈ 0.1 %) "
-              f"although the gradient norm is {g(grad)}: the loss fell only {pct(max(drop, 0.0))}"]
+              f"although the gradient norm is {g(grad)}: the loss fell only {pct(max(drop, 0.0))}" if upd < UPDATE else
+              f"at learning rate {view.lr:g} the loss fell only {pct(max(drop, 0.0))} and the run learns poorly "
+              f"(quality {max(view.quality(), 0.0):.2f})"]
     if rng is not None:
         causes.append(f"the LR range test on this recipe descends fastest at {rng['suggestion']:.3g}: "
                       f"{view.lr:g} is {rng['suggestion'] / view.lr:.3g}× below")
+    if (probe := measured(view, RATE_PROBE)) is not None:
+        ev.update(probe_quality=probe["probe_quality"], probe_steps=probe["steps"])
+        causes.append(f"the same recipe at the test's rate {probe['patch']['optim.lr']:.3g} reaches quality "
+                      f"{probe['probe_quality']:.2f} (run: {max(view.quality(), 0.0):.2f}) in {probe['steps']} steps")
     steps = _steps(view)
     few = upd >= UPDATE and upd * steps < TRAVEL
     if few:

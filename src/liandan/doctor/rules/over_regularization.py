@@ -4,8 +4,9 @@ Symptom: the training loss stays near the loss of a uniform guess (≥ 0.35 · l
 epoch: the predicted probabilities stay flat), the training accuracy is well below what a model
 that fits reaches (quality < 0.95), and train and validation accuracy agree (gap < 0.05: not a
 generalisation problem). Second signal — the recipe says why: dropout ≥ 0.5, an L2 penalty ≥ 1e-2,
-L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient: SGD, Adam, RMSprop) / ≥ 1 (decoupled:
-AdamW, AdaBelief). More specific than ``underfitting`` (which it suppresses): it names the cause;
+L1 ≥ 1e-3, or weight decay ≥ 0.1 (coupled to the gradient of SGD), ≥ 0.02 (coupled to an adaptive
+optimizer's: Adam, RMSprop — :func:`decay_threshold`), ≥ 1 (decoupled: AdamW, AdaBelief).
+More specific than ``underfitting`` (which it suppresses): it names the cause;
 it also hides ``lr_too_high``, whose update/weight ratio tiny weights inflate, and — once the probe
 confirmed the cause — the vanishing gradients and dead ReLUs of weights pinned near zero.
 Third, the doctor tests the cause (an ablation probe, :mod:`._retrain`, a ``reg_probe`` record):
@@ -31,12 +32,12 @@ from liandan.doctor.findings import Finding
 from liandan.doctor.rules._common import fix, fixes, g, make
 from liandan.doctor.rules._retrain import ablation, cached, gain, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, signal_of, silent
-from liandan.doctor.view import RunView
+from liandan.doctor.view import ADAPTIVE, RunView
 from liandan.registry import register_rule
 
 CODE = "over_regularization"
 DROPOUT, L2, L1 = 0.5, 1e-2, 1e-3
-DECAY_COUPLED, DECAY_DECOUPLED = 0.1, 1.0
+DECAY_COUPLED, DECAY_DECOUPLED, DECAY_ADAPTIVE = 0.1, 1.0, 0.02
 LOSS_SHARE, QUALITY, GAP = 0.35, 0.95, 0.05
 R2_GAP = 0.1  # regression: train/val R² agreement
 R2_LEFT = 0.05  # regression: training variance left unexplained before the probe is asked (R² < 0.95)
@@ -56,9 +57,15 @@ def dropout(view: RunView) -> float:
 
 
 def decay_threshold(view: RunView) -> float:
+    """Heavy weight decay: ≥ 1 decoupled (AdamW), ≥ 0.1 coupled to plain or momentum SGD, ≥ 0.02 (above
+    the recipe's default 0.01) coupled to an adaptive optimizer — Adam divides the decay term by the
+    gradient's running scale like the data gradient, so where the data gradient is small the pull to
+    zero is a full step of ~lr per weight, not wd × lr (Loshchilov & Hutter 2019, §2: L2 and weight
+    decay differ under Adam). The ablation probe then decides whether the decay holds the fit back."""
     o = view.recipe.optim
-    decoupled = o.name in DECOUPLED and o.options.get("decoupled", True)
-    return DECAY_DECOUPLED if decoupled else DECAY_COUPLED
+    if o.name in DECOUPLED and o.options.get("decoupled", True):
+        return DECAY_DECOUPLED
+    return DECAY_ADAPTIVE if o.name in ADAPTIVE else DECAY_COUPLED
 
 
 def heavy(view: RunView) -> Signal:
@@ -158,10 +165,12 @@ def unconfirmed(view: RunView) -> set[str]:
 
 # lr_too_high too: weights held tiny inflate the update/weight ratio, and a loss that cannot descend
 # at any rate flattens the range test's curve — the regulariser, not the rate (a lower rate leaves
-# the penalty's minimiser where it is). Weights a penalty pins near zero also starve the gradients
-# and silence ReLU units: with the probe showing the run recovers without the regulariser, those
-# are its consequences, not further causes.
-@register_rule(CODE, phase="end", modes=("train",), suppresses=("underfitting", "lr_too_high", *CONSEQUENCES),
+# the penalty's minimiser where it is). lr_too_low likewise: a faster rate can make up part of what
+# dropout's noise costs, but the regulariser is what holds the fit back. Weights a penalty pins near
+# zero also starve the gradients and silence ReLU units: with the probe showing the run recovers
+# without the regulariser, those are its consequences, not further causes.
+@register_rule(CODE, phase="end", modes=("train",),
+               suppresses=("underfitting", "lr_too_high", "lr_too_low", *CONSEQUENCES),
                spares=unconfirmed)
 def over_regularization(view: RunView) -> Finding | None:
     """Dropout or weight penalties so strong the model cannot fit its training data: train and
@@ -208,7 +217,8 @@ def over_regularization(view: RunView) -> Finding | None:
         fix(view, CODE, "less_penalty", {"loss.l2": loss.l2 / 100 if loss.l2 >= L2 else loss.l2,
                                          "loss.l1": loss.l1 / 100 if loss.l1 >= L1 else loss.l1})
         if loss.l2 >= L2 or loss.l1 >= L1 else None,
-        fix(view, CODE, "less_decay", {"optim.weight_decay": 0.01}) if o.weight_decay >= decay_threshold(view)
+        fix(view, CODE, "less_decay", {"optim.weight_decay": min(0.01, decay_threshold(view) / 10)})
+        if o.weight_decay >= decay_threshold(view)
         else None,
         fix(view, CODE, "wider"),
     )
