@@ -474,3 +474,30 @@ def test_lr_too_low_on_a_slow_run_from_scratch_the_range_test_condemns():
     s = signal("lr_too_low", view(None))
     assert s.fires and s.find("condemned").fires and not s.find("quality").fires
     assert not signal("lr_too_low", view("runs/base")).fires
+
+
+@pytest.mark.parametrize(("probe_val_loss", "travel_per_step", "fires"),
+                         [(1.34, 1.9e-4, True), (2.0, 1.9e-4, False), (1.34, 4e-3, False)])
+def test_lr_too_low_on_a_language_model_by_the_rate_ablation(probe_val_loss: float, travel_per_step: float,
+                                                             fires: bool):
+    """A tiny GPT on arith under AdamW at 3e-5: 57 steps move its weights 0.01 of their size in all,
+    the loss falls 28 % (not "poorly" by a language model's 20 % bar), and there is no accuracy scale to
+    call it below its ceiling. The range test's usable range starts at 7e-4 and the recipe at its
+    suggestion ends at validation loss 1.34 against the run's 2.16 (1.6× lower): the rate. A probe only
+    1.08× lower names nothing; nor is a run whose weights travelled 0.2 asked at all (DeepFD's
+    learning-rate fault class)."""
+    rc = load_recipe({"data": {"source": "arith"}, "model": {"name": "gpt", "size": "tiny"},
+                      "optim": {"name": "adamw", "lr": 3e-5}})
+    n = list(range(1, 58))
+    steps = [{"type": "steps", "steps": n, "loss": [3.0 - 0.83 * s / 57 for s in n], "grad_norm": [1.0] * len(n),
+              "applied": [True] * len(n)}]
+    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": travel_per_step}}} for s in (1, 20, 40, 57)]
+    eps = [{"type": "epoch", "epoch": i, "step": 19 * (i + 1), "train": {"loss": tl}, "val": {"loss": vl}}
+           for i, (tl, vl) in enumerate([(2.8, 2.7), (2.45, 2.4), (2.18, 2.16)])]
+    recs = [{"type": "lr_find", "source": "test", "suggestion": 7e-3, "low": 7e-4, "high": 7e-3},
+            {"type": "rate_probe", "patch": {"optim.lr": 7e-3}, "steps": 57, "probe_quality": None,
+             "probe_metrics": {"val": {"loss": probe_val_loss}}}]
+    s = signal("lr_too_low", RunView(rc, "lm", 0, (12,), steps + probes + eps + recs))
+    assert s.fires is fires
+    if fires:
+        assert s.find("run_over_probe_val_loss").value == pytest.approx(2.16 / probe_val_loss)

@@ -34,7 +34,7 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
-from liandan.doctor.rules._retrain import ablation, confirms, measured
+from liandan.doctor.rules._retrain import ablation, cached, confirms, measured
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
@@ -43,6 +43,7 @@ from liandan.registry import register_rule
 CODE = "lr_too_high"
 RECORD = "rate_probe"
 UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
+LOSS_GAIN = 1.2  # no quality scale: the rate probe's validation loss must end this many times lower
 CEILING = 0.85  # classification quality under which a rate outside the range test's range is tested
 
 
@@ -162,7 +163,7 @@ def signal(view: RunView) -> Signal:
     return all_of(big, any_of(*said, name="oscillates"), within)
 
 
-def rate_ablation(view: RunView, above_range: bool) -> Signal:
+def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) -> Signal:
     """The rate alone, tested by changing it: a run below its ceiling (where quality is measured:
     classifying, quality < 0.85; regressing, R² < 0.3) at a rate outside the LR range test's usable
     range — above it for ``lr_too_high``, below it for ``lr_too_low`` — and the same recipe at the
@@ -171,18 +172,24 @@ def rate_ablation(view: RunView, above_range: bool) -> Signal:
     are ~lr per weight, so a rate far too high for a recipe can move a wide net's weights < 1 % a step
     while it stays near chance). Alone, on the development half's transcribed runs (seed offset 0),
     this check names 35 of the 46 rate faults in the right direction and none of the 41 healthy runs;
-    the rest are language models, runs gone NaN, or ones whose probe gains too little."""
+    the rest are language models, runs gone NaN, or ones whose probe gains too little.
+    A run with no quality scale (a language model) is tested only behind the caller's ``gate`` (its
+    own symptom), and the probe then confirms by a validation loss ≥ 1.2× lower than the run's."""
     from liandan.doctor.lr_opinion import usable_range
+
+    measured_quality = view.is_classification or view.is_regression
+    if not measured_quality and gate is None:
+        return flag("quality measured", False)
 
     # below the ceiling: accuracy under 0.85 of the way from chance to perfect (a fine-tune at its
     # pre-training rate ends at 0.81 where the test's rate reaches 0.94 — vig176), R² under the usual bar.
     # A run whose loss went NaN is the non-finite and exploding rules' story (the rate is reported beside
     # them when the range test places it above its range, :func:`.lr_opinion.rate_above_range`): a probe
     # at a lower rate that stays finite would "gain" whatever blew the run up — a deep init as well
-    poorly = all_of(flag("quality measured", view.is_classification or view.is_regression),
-                    flag("run ended", view.phase == "end"),
+    poorly = all_of(flag("run ended", view.phase == "end"),
                     flag("finite loss", len(finite(view.loss)) == len(view.loss)),
-                    learns_poorly(view, CEILING if view.is_classification else None), name="below_ceiling")
+                    learns_poorly(view, CEILING if view.is_classification else None) if measured_quality else gate,
+                    name="below_ceiling")
     if not poorly.fires:
         return poorly
     rng = usable_range(view)
@@ -192,7 +199,8 @@ def rate_ablation(view: RunView, above_range: bool) -> Signal:
         else below("lr_under_range_test", view.lr, rng["low"])
     if not outside.fires:
         return all_of(poorly, outside, name="rate_ablation")
-    return all_of(poorly, outside, _probe_gain(view), name="rate_ablation")
+    return all_of(poorly, outside, _probe_gain(view) if measured_quality else _probe_loss_gain(view),
+                  name="rate_ablation")
 
 
 def _probe(view: RunView) -> dict:
@@ -209,6 +217,34 @@ def _probe_gain(view: RunView) -> Signal:
     large and the rate above that range, and nothing else showed it: a run that settles at a high
     rate (mlx#188: Adam at 0.1 on an MLP ends at 0.85 where the test's rate reaches 0.94)."""
     return confirms(view, RECORD, _probe, "lower_rate_quality_gain")
+
+
+def _probe_loss_gain(view: RunView) -> Signal:
+    """The rate probe on a run with no quality scale: its validation loss ends ≥ 1.2× below the run's
+    (a tiny GPT at 3e-5 ends at 2.16 nats, at the test's rate 1.3)."""
+    if view.phase != "end":
+        return flag("lower_val_loss_at_test_rate", False)
+    rec = cached(view, RECORD, _probe)
+    run = finite(view.metric("val", "loss"))
+    probe = ((rec or {}).get("probe_metrics") or {}).get("val", {}).get("loss")
+    if not run or not isinstance(probe, (int, float)) or not math.isfinite(probe) or probe <= 0:
+        return flag("lower_val_loss_at_test_rate", False)
+    return above("run_over_probe_val_loss", run[-1] / probe, LOSS_GAIN)
+
+
+def probe_said(view: RunView) -> str | None:
+    """The rate probe's result in words (for the finding), if one was measured."""
+    rec = next((r for r in view.records if r.get("type") == RECORD and "probe_metrics" in r), None)
+    if rec is None:
+        return None
+    lr, steps = rec["patch"]["optim.lr"], rec["steps"]
+    if rec.get("probe_quality") is not None:
+        return (f"the same recipe at the test's rate {lr:.3g} reaches quality {rec['probe_quality']:.2f} "
+                f"(run: {max(view.quality(), 0.0):.2f}) in {steps} steps")
+    probe, run = (rec["probe_metrics"].get("val") or {}).get("loss"), finite(view.metric("val", "loss"))
+    if probe is None or not run:
+        return None
+    return f"the same recipe at the test's rate {lr:.3g} ends at validation loss {probe:.3g} (run: {run[-1]:.3g})"
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -248,8 +284,8 @@ def lr_too_high(view: RunView) -> Finding | None:
                           f"back above where it started): {view.lr:g} is at or beyond it")
     if (probe := measured(view, RECORD)) is not None:
         ev.update(probe_quality=probe["probe_quality"], probe_steps=probe["steps"])
-        causes.append(f"the same recipe at the test's rate {probe['patch']['optim.lr']:.3g} reaches quality "
-                      f"{probe['probe_quality']:.2f} (run: {max(view.quality(), 0.0):.2f}) in {probe['steps']} steps")
+    if (said := probe_said(view)) is not None:
+        causes.append(said)
     if rise >= RISE:
         causes.append(f"the training loss climbed back to {rise:.3g}× the best it had reached")
     if stuck:
