@@ -170,9 +170,10 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
     test's suggestion, trained for the run's steps, ends clearly better (:func:`._retrain.gain`).
     Whatever the update ratio says: the probe is the experiment the ratio only hints at (Adam's steps
     are ~lr per weight, so a rate far too high for a recipe can move a wide net's weights < 1 % a step
-    while it stays near chance). Alone, on the development half's transcribed runs (seed offset 0),
-    this check names 35 of the 46 rate faults in the right direction and none of the 41 healthy runs;
-    the rest are language models, runs gone NaN, or ones whose probe gains too little.
+    while it stays near chance). Alone, on the development half's transcribed runs (seed offset 0,
+    before language models were asked), this check names 35 of the 46 rate faults in the right direction
+    and none of the 41 healthy runs; the rest are language models, runs gone NaN, or ones whose probe
+    gains too little.
     A run with no quality scale (a language model) is tested only behind the caller's ``gate`` (its
     own symptom), and the probe then confirms by a validation loss ≥ 1.2× lower than the run's."""
     from liandan.doctor.lr_opinion import usable_range
