@@ -34,7 +34,7 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, lower_lr, make, pct
-from liandan.doctor.rules._retrain import ablation, cached, confirms, measured
+from liandan.doctor.rules._retrain import ablation, cached, confirms
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
@@ -233,19 +233,23 @@ def _probe_loss_gain(view: RunView) -> Signal:
     return above("run_over_probe_val_loss", run[-1] / probe, LOSS_GAIN)
 
 
-def probe_said(view: RunView) -> str | None:
-    """The rate probe's result in words (for the finding), if one was measured."""
+def report_probe(view: RunView, ev: dict, causes: list[str]) -> None:
+    """Add the rate probe's result, if one was measured, to a rate finding's evidence and causes
+    (its quality, or — no quality scale — its validation loss against the run's)."""
     rec = next((r for r in view.records if r.get("type") == RECORD and "probe_metrics" in r), None)
     if rec is None:
-        return None
+        return
     lr, steps = rec["patch"]["optim.lr"], rec["steps"]
     if rec.get("probe_quality") is not None:
-        return (f"the same recipe at the test's rate {lr:.3g} reaches quality {rec['probe_quality']:.2f} "
-                f"(run: {max(view.quality(), 0.0):.2f}) in {steps} steps")
+        ev.update(probe_quality=rec["probe_quality"], probe_steps=steps)
+        causes.append(f"the same recipe at the test's rate {lr:.3g} reaches quality {rec['probe_quality']:.2f} "
+                      f"(run: {max(view.quality(), 0.0):.2f}) in {steps} steps")
+        return
     probe, run = (rec["probe_metrics"].get("val") or {}).get("loss"), finite(view.metric("val", "loss"))
-    if probe is None or not run:
-        return None
-    return f"the same recipe at the test's rate {lr:.3g} ends at validation loss {probe:.3g} (run: {run[-1]:.3g})"
+    if probe is not None and run:
+        ev.update(probe_val_loss=probe, probe_steps=steps)
+        causes.append(f"the same recipe at the test's rate {lr:.3g} ends at validation loss {probe:.3g} "
+                      f"(run: {run[-1]:.3g})")
 
 
 @register_rule(CODE, phase="epoch", suppresses=("underfitting",))
@@ -283,10 +287,7 @@ def lr_too_high(view: RunView) -> Finding | None:
         if rng.get("diverged_at") and view.lr >= rng["diverged_at"]:
             causes.append(f"the range test's training broke at {rng['diverged_at']:.3g} (its loss diverged or climbed "
                           f"back above where it started): {view.lr:g} is at or beyond it")
-    if (probe := measured(view, RECORD)) is not None:
-        ev.update(probe_quality=probe["probe_quality"], probe_steps=probe["steps"])
-    if (said := probe_said(view)) is not None:
-        causes.append(said)
+    report_probe(view, ev, causes)
     if rise >= RISE:
         causes.append(f"the training loss climbed back to {rise:.3g}× the best it had reached")
     if stuck:

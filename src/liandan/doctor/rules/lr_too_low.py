@@ -21,10 +21,8 @@ import math
 from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import recorded
 from liandan.doctor.rules._common import fix, fixes, g, hidden_widths, make, pct, raise_lr
-from liandan.doctor.rules._retrain import measured
 from liandan.doctor.rules._signal import Signal, all_of, any_of, below, flag, learns_poorly, negate, signal_of
-from liandan.doctor.rules.lr_too_high import RECORD as RATE_PROBE
-from liandan.doctor.rules.lr_too_high import probe_said, rate_ablation, update_ratio
+from liandan.doctor.rules.lr_too_high import rate_ablation, report_probe, update_ratio
 from liandan.doctor.view import ADAPTIVE, RunView, median, typical_lr
 from liandan.registry import register_rule
 
@@ -93,8 +91,9 @@ def signal(view: RunView) -> Signal:
     # change the rate alone and see (the probe at the test's suggestion, shared with lr_too_high). A run
     # with no quality scale (a language model) is asked only when its weights barely moved over the whole
     # run and its loss fell less than half: a GPT at 3e-5 travels 0.01 in 57 steps, its loss down 28 %
-    gate = all_of(scratch, below("travel", upd * steps, TRAVEL), below("loss_drop", view.loss_drop(), 0.5, "odds"),
-                  name="barely_moved")
+    gate = None if view.is_classification or view.is_regression else all_of(
+        scratch, below("travel", upd * steps, TRAVEL), below("loss_drop", view.loss_drop(), 0.5, "odds"),
+        name="barely_moved")
     return any_of(said, rate_ablation(view, above_range=False, gate=gate), name=CODE)
 
 
@@ -120,10 +119,7 @@ def lr_too_low(view: RunView) -> Finding | None:
     if rng is not None:
         causes.append(f"the LR range test on this recipe descends fastest at {rng['suggestion']:.3g}: "
                       f"{view.lr:g} is {rng['suggestion'] / view.lr:.3g}× below")
-    if (probe := measured(view, RATE_PROBE)) is not None:
-        ev.update(probe_quality=probe["probe_quality"], probe_steps=probe["steps"])
-    if (said := probe_said(view)) is not None:
-        causes.append(said)
+    report_probe(view, ev, causes)
     steps = _steps(view)
     few = upd >= UPDATE and upd * steps < TRAVEL
     if few:
