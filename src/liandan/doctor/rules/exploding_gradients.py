@@ -6,6 +6,11 @@ layer ratio G_first/G_last > 70 fires on healthy MLPs by itself (DeepDiagnosis r
 15 normal Blob/Circle models), so, as AutoTrainer does, it only counts with a second signal:
 here the loss got worse, went non-finite, or the run learned poorly.
 Causes and fixes: notes 梯度爆炸 (原因 1–4, 解决 1–6).
+Dead ReLUs are hidden as the blow-up's consequence, except where they are not (only) that
+(:func:`units_outlived_blowup`): most units of a layer were dead at a probe *before* the first
+blown-up or non-finite step (a cause precedes its effect), or the blow-up was over — every step
+finite, the last gradients back within 10× of the first step's — while the units stayed dead: the
+damage that keeps the run at chance is then the dead units, reported beside the blow-up.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import rate_above_range
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_desc, init_gain, layer_numbers, lower_lr, make
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, count, exceeds, learns_poorly, signal_of, silent
-from liandan.doctor.view import RunView, finite, typical_lr
+from liandan.doctor.rules.dead_relu import DEAD
+from liandan.doctor.rules.dead_relu import signal as dead_signal
+from liandan.doctor.view import RunView, finite, median, typical_lr
 from liandan.registry import register_rule
 
 CODE = "exploding_gradients"
@@ -44,23 +51,57 @@ def signal(view: RunView) -> Signal:
     return all_of(any_of(*grew, name="grew"), any_of(*worse, learns_poorly(view), name="worse"))
 
 
+def blowup_step(view: RunView) -> int | None:
+    """The first step whose gradient norm is > 1e3× the first step's (or > 1e6), or non-finite after
+    growing > 10× (None: no such step)."""
+    steps, gn = view.steps, view.grad_norm
+    fin = finite(gn)
+    if not fin:
+        return None
+    base = fin[0]
+    for i, (s, x) in enumerate(zip(steps, gn, strict=True)):
+        if math.isfinite(x) and (x > GROWTH * base or x > ABSOLUTE):
+            return s
+        if not math.isfinite(x) and max(finite(gn[:i]) or [0.0]) > 10 * base:
+            return s  # grew, then overflowed
+    return None
+
+
+def units_outlived_blowup(view: RunView) -> set[str]:
+    """``{"dead_relu"}`` where dead units are not (only) a blow-up's consequence: the dead-ReLU signal
+    holds, and most units of a layer were already dead at a probe before the first blown-up or
+    non-finite step, or the blow-up was over (every step finite, the median gradient norm of the last
+    10 % of steps within 10× of the first step's) while the units stayed dead."""
+    if not dead_signal(view).fires:
+        return set()
+    bad = view.bad_steps()
+    marks = [s for s in (blowup_step(view), bad[0] if bad else None) if s is not None]
+    start = min(marks) if marks else None
+    dead_before = start is not None and any(
+        p["step"] < start and max((a.get("dead", 0.0) for a in p.get("acts", {}).values()), default=0.0) >= DEAD
+        for p in view.probes)
+    fin = finite(view.grad_norm)
+    tail = fin[-max(1, len(fin) // 10):]
+    over = not bad and bool(fin) and median(tail) <= 10 * fin[0]
+    return {"dead_relu"} if dead_before or over else set()
+
+
+def spared(view: RunView) -> set[str]:
+    """What a blow-up (exploding gradients, a NaN) reports beside itself although it would hide it:
+    the rate above the range test's range (its cause upstream), units dead before it or after it."""
+    return rate_above_range(view) | units_outlived_blowup(view)
+
+
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
                                                "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"),
-               spares=rate_above_range)
+               spares=spared)
 def exploding_gradients(view: RunView) -> Finding | None:
     """Gradient norms grow by orders of magnitude and the loss gets worse (or NaN)."""
     if not signal(view):
         return None
     steps, gn = view.steps, view.grad_norm
     base = finite(gn)[0]  # the first step's norm: the growth is measured from the start
-    first = None
-    for s, x in zip(steps, gn, strict=True):
-        if math.isfinite(x) and (x > GROWTH * base or x > ABSOLUTE):
-            first = s
-            break
-        if not math.isfinite(x) and max(finite(gn[: steps.index(s)]) or [0.0]) > 10 * base:
-            first = s  # grew, then overflowed
-            break
+    first = blowup_step(view)
     i = steps.index(first)
     peak = max(finite(gn[: i + 1]) or [float("inf")]) if math.isfinite(gn[i]) else float("inf")
     # per-layer gradient norms at the probe nearest the blow-up (AutoTrainer's first/last ratio)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.lr_opinion import rate_above_range
 from liandan.doctor.rules._common import fix, fixes, g, good_init, init_gain, lower_lr, make
 from liandan.doctor.rules._signal import Signal, any_of, count, signal_of
+from liandan.doctor.rules.exploding_gradients import spared
 from liandan.doctor.view import RunView, finite, typical_lr
 from liandan.registry import register_rule
 
@@ -43,7 +43,7 @@ def signal(view: RunView) -> Signal:
 
 @register_rule(CODE, phase="step", suppresses=("lr_too_high", "dead_relu", "saturated_activations",
                                                "vanishing_gradients", "overfitting", "underfitting", "lr_too_low"),
-               spares=rate_above_range)  # a rate above the range test's range is the cause: reported beside
+               spares=spared)  # the rate above the range test's range, units dead before: reported beside
 def nonfinite_loss(view: RunView) -> Finding | None:
     """The loss or the gradients became NaN/inf (updates skipped; the run may have diverged)."""
     if not signal(view):

@@ -1,0 +1,99 @@
+"""What happened first: dead units before or after a blow-up, a rate judged when the run overflowed
+before its steps could be measured, and a training accuracy that falls under a heavy penalty."""
+
+from __future__ import annotations
+
+import math
+
+from liandan.doctor.engine import run_rules
+from liandan.doctor.rules._signal import signal
+from liandan.doctor.rules.exploding_gradients import units_outlived_blowup
+from liandan.doctor.view import RunView
+from liandan.recipe import load_recipe
+
+NAN = float("nan")
+
+
+def _steps(loss: list[float], gn: list[float]) -> dict:
+    n = list(range(1, len(loss) + 1))
+    return {"type": "steps", "steps": n, "loss": loss, "grad_norm": gn, "applied": [math.isfinite(x) for x in loss]}
+
+
+def _probe(step: int, dead: float, update: float = 0.05) -> dict:
+    return {"type": "probe", "step": step, "layers": {"0": {"update": update, "grad": 1.0}},
+            "acts": {"relu1": {"dead": dead}}}
+
+
+def _epoch(i: int, acc: float, loss: float = 2.3, train_acc: float | None = None) -> dict:
+    return {"type": "epoch", "epoch": i, "step": 20 * (i + 1), "train": {"loss": loss, "accuracy": train_acc or acc},
+            "val": {"loss": loss, "accuracy": acc}}
+
+
+def _view(recipe: dict, recs: list[dict]) -> RunView:
+    return RunView(load_recipe(recipe), "classify", 10, (64,), recs)
+
+
+MLP = {"data": {"source": "digits"}, "model": {"name": "mlp"}, "optim": {"name": "sgd", "lr": 2.0}}
+
+
+def test_units_dead_before_a_nan_are_reported_beside_it(monkeypatch):
+    """SGD at 2.0 on digits (ybigta#11): 78 % of a layer dead at step 16, NaN from step 32 — the units
+    died first, so the NaN does not hide them. Dead only at the probe after the NaN: its consequence."""
+    monkeypatch.setenv("LIANDAN_DOCTOR_RANGE_TEST", "0")  # the rules judge by their own checks: nothing trains
+    loss = [2.3] * 31 + [NAN] * 9
+    gn = [1.0] * 30 + [1e9] + [NAN] * 9
+    for dead_at_16, reported in ((0.78, True), (0.2, False)):
+        recs = [_probe(1, 0.07), _probe(16, dead_at_16), _probe(31, 0.98), _probe(40, 0.98),
+                _steps(loss, gn), _epoch(0, 0.1), _epoch(1, 0.1)]
+        v = _view(MLP, recs)
+        assert signal("dead_relu", v).fires and signal("nonfinite_loss", v).fires
+        assert units_outlived_blowup(v) == ({"dead_relu"} if reported else set())
+        codes = {f.code for f in run_rules(v)}
+        assert ("dead_relu" in codes) is reported and "nonfinite_loss" in codes
+
+
+def test_units_that_outlive_a_blowup_the_run_survived_are_reported():
+    """RMSprop at 0.05 on LeNet (keras#7057): the gradient norm leaps 80,000× in the first steps and
+    falls back; every loss stays finite, 93 % of the units stay dead and the run stays at chance. The
+    same dead units under gradients still blown up at the end stay hidden behind the explosion."""
+    for tail, reported in ((1.0, True), (5e4, False)):
+        gn = [0.17, 1.3e4] + [1.0] * 38 + [tail] * 20
+        recs = [_probe(1, 0.37), _probe(8, 0.89), _probe(30, 0.93), _probe(60, 0.94),
+                _steps([2.3] * 60, gn), _epoch(0, 0.12), _epoch(1, 0.14)]
+        v = _view({**MLP, "optim": {"name": "rmsprop", "lr": 0.05}}, recs)
+        assert signal("exploding_gradients", v).fires
+        assert units_outlived_blowup(v) == ({"dead_relu"} if reported else set())
+
+
+def test_a_run_that_overflows_before_its_steps_are_measured_is_judged_by_the_range_test():
+    """Nesterov at 0.5 (caffe#6162) goes NaN at step 6, before the second probe: no update ratio. The
+    range test places 0.5 80× above its usable range: lr_too_high. Weights 2.4× He-sized blow up at any
+    rate: the init's story, not the rate's."""
+    loss = [1.5, 2.0, 9.0, 80.0, 1e4] + [NAN] * 10
+    gn = [6.0, 50.0, 800.0, 1.3e4, 1e8] + [NAN] * 10
+    rng = {"type": "lr_find", "source": "test", "suggestion": 0.003, "low": 3e-4, "high": 0.0062,
+           "diverged_at": 0.05}
+    for model, fires in (({"name": "lenet5"}, True),
+                         ({"name": "mlp", "hidden": [128] * 6, "init": "normal", "init_std": 0.3}, False)):
+        recs = [_probe(1, 0.4, update=1.27), {"type": "probe", "step": 13, "layers": {"0": {"update": NAN}}},
+                _steps(loss, gn), rng, _epoch(0, NAN)]
+        v = _view({"data": {"source": "digits"}, "model": model, "optim": {"name": "nesterov", "lr": 0.5}}, recs)
+        v.records.append({"type": "meta", "layers": [{"name": str(i), "shape": [128, 128]} for i in range(6)],
+                          "activations": [], "norms": 0, "dropout": []})
+        s = signal("lr_too_high", v)
+        assert s.fires is fires
+        assert (s.find("updates_overflowed") is not None) is fires
+
+
+def test_a_penalty_that_takes_the_fit_away_is_not_mistaken_for_a_generalisation_gap():
+    """L2 0.5 on a digits MLP (keras#4359): training accuracy 0.40 → 0.72 → 0.70 → 0.38 (the epoch's
+    running average), validation 0.24 at the end — a 0.14 gap, yet the fit is being lost on the training
+    set too. A run whose training accuracy holds at 0.38 with validation 0.24 has a real gap."""
+    rc = {"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [256]}, "loss": {"l2": 0.5},
+          "optim": {"name": "adam", "lr": 1e-3}}
+    for train_accs, agrees in (((0.40, 0.72, 0.70, 0.38), True), ((0.36, 0.37, 0.38, 0.38), False)):
+        eps = [_epoch(i, 0.5, loss=2.6, train_acc=a) for i, a in enumerate(train_accs)]
+        eps[-1]["val"]["accuracy"] = 0.24
+        s = signal("over_regularization", _view(rc, eps))
+        assert s.find("not_overfitting").fires is agrees
+        assert s.find("accuracy_gap").value == 0.38 - 0.24
