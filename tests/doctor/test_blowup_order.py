@@ -97,3 +97,20 @@ def test_a_penalty_that_takes_the_fit_away_is_not_mistaken_for_a_generalisation_
         s = signal("over_regularization", _view(rc, eps))
         assert s.find("not_overfitting").fires is agrees
         assert s.find("accuracy_gap").value == 0.38 - 0.24
+
+
+def test_a_gap_counts_against_over_regularization_unless_the_probe_gains(monkeypatch):
+    """Weight decay 0.2 on a BatchNorm ResNet: training accuracy 0.62, validation 0.28 — a gap, so the
+    cheap checks alone do not name the regulariser; the probe without it reaching 0.96 does. A probe
+    that only lowers the training loss (what removing a regulariser does to a run that overfits) does not."""
+    rc = {"data": {"source": "digits"}, "model": {"name": "mlp"}, "optim": {"name": "momentum", "lr": 0.05,
+                                                                               "weight_decay": 0.2}}
+    for probe_acc, fires in ((0.96, True), (0.30, False)):
+        eps = [_epoch(i, 0.3, loss=1.2, train_acc=a) for i, a in enumerate((0.51, 0.59, 0.62))]
+        eps[-1]["val"]["accuracy"] = 0.28
+        probe = {"type": "reg_probe", "patch": {"optim.weight_decay": 0.0}, "steps": 60,
+                 "probe_quality": (probe_acc - 0.1) / 0.9, "probe_train_loss": 0.05}
+        v = _view(rc, [*eps, probe])
+        v.phase = "end"
+        s = signal("over_regularization", v)
+        assert s.fires is fires and s.name == "gap_but_better_without"
