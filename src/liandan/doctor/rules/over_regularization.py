@@ -131,8 +131,9 @@ def _regression(view: RunView) -> Signal:
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """Train loss ≥ 0.35 · ln K, train quality < 0.95, train − val accuracy < 0.05, and dropout ≥ 0.5,
-    L2 ≥ 1e-2, L1 ≥ 1e-3 or heavy weight decay (regression: :func:`_regression`)."""
+    """Train loss ≥ 0.35 · ln K, train quality < 0.95, dropout ≥ 0.5, L2 ≥ 1e-2, L1 ≥ 1e-3 or heavy weight
+    decay, and the probe confirms; with train − val accuracy ≥ 0.05 (and a training accuracy that
+    did not fall ≥ 0.1) only by a quality gain (regression: :func:`_regression`)."""
     if view.is_regression:
         return _regression(view)
     if not view.is_classification:
@@ -160,8 +161,7 @@ def signal(view: RunView) -> Signal:
     better = gain(view, rec, "unregularised_quality_gain")
     if not agree.fires:
         # a gap the running training average does not explain: only a clearly better validation score
-        # without the regulariser names it (a run that overfits would not gain from less of it) — weight
-        # decay 0.2 on a BatchNorm ResNet trains to 0.62 and evaluates at 0.28, at 5e-4 it reaches 0.96
+        # without the regulariser names it (a run that overfits would not gain from less of it)
         return all_of(held, better, name="gap_but_better_without")
     # the cause confirmed: without the regulariser the model generalises better, or the symptom
     # itself goes (its training loss falls below the bar; dropout's noise no longer inflates it)
