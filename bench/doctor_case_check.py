@@ -8,7 +8,8 @@ a planted fault) with the doctor off, and both are scored by the repair judge
 regression, whatever loss or task either run trains with). The fault *shows* when, on every seed
 offset checked,
 
-- the faulty run's outputs or loss are not finite (NaN/inf, skipped steps, status diverged), or
+- the faulty run's outputs or loss are not finite (NaN/inf, skipped steps, status diverged) and,
+  where the case has a fix, the fixed run's are finite (the fix is what cured it), or
 - the fixed run beats it by at least ``--margin`` (0.05 accuracy or R²; for a language model,
   whose outputs the judge cannot score, the validation loss is ≥ 10 % lower), or
 - (cases expecting ``overfitting``) its train − validation gap is ≥ 0.1 and ≥ the fixed run's
@@ -86,22 +87,34 @@ def _scored(m: dict[str, Any] | None) -> bool:
     return m is not None and m.get("higher", True)
 
 
+def learns(run: dict[str, Any]) -> tuple[bool, str]:
+    """(does ``run`` learn?, why): accuracy at least halfway from chance to 1, R² ≥ 0.3, or a
+    language model's validation loss under 60 % of ln(vocabulary)."""
+    v = run["val"]
+    if not _scored(v):  # a language model: loss against the uniform guess, ln |V|
+        ok = run["val_loss"] is not None and run["val_loss"] < 0.6 * math.log(run["vocab"] or 2)
+        return ok, f"val loss {run['val_loss']} vs ln|V| {math.log(run['vocab'] or 2):.3f}"
+    if v["metric"] is None:
+        return False, "outputs not finite"
+    if v["name"] == "accuracy":
+        chance = 1 / (run["classes"] or 2)
+        bar = chance + 0.5 * (1 - chance)
+        return v["metric"] >= bar, f"val accuracy {v['metric']:.3f} (bar {bar:.3f})"
+    return v["metric"] >= 0.3, f"val R² {v['metric']:.3f} (bar 0.300)"
+
+
 def verdict(case: Any, faulty: dict[str, Any], fixed: dict[str, Any] | None) -> tuple[bool, str]:
     """(shows?, why) for one seed."""
     fv = faulty["val"]
     if case.healthy:
-        if not _scored(fv):  # a language model: loss against the uniform guess, ln |V|
-            ok = faulty["val_loss"] is not None and faulty["val_loss"] < 0.6 * math.log(faulty["vocab"] or 2)
-            return ok, f"val loss {faulty['val_loss']} vs ln|V| {math.log(faulty['vocab'] or 2):.3f}"
-        if fv["metric"] is None:
-            return False, "outputs not finite"
-        if fv["name"] == "accuracy":
-            chance = 1 / (faulty["classes"] or 2)
-            bar = chance + 0.5 * (1 - chance)
-            return fv["metric"] >= bar, f"val accuracy {fv['metric']:.3f} (bar {bar:.3f})"
-        return fv["metric"] >= 0.3, f"val R² {fv['metric']:.3f} (bar 0.300)"
+        return learns(faulty)
     if _nonfinite(faulty):
-        return True, f"not finite ({faulty['status']}, {faulty['bad_steps']} bad steps)"
+        why = f"not finite ({faulty['status']}, {faulty['bad_steps']} bad steps)"
+        if not case.fix:  # a planted fault with no fix to compare: the NaN is what it claims
+            return True, why
+        # a NaN shows any fault: the case's fix must then be what cured it (its outputs and loss finite)
+        cured = not _nonfinite(fixed)
+        return cured, f"{why}; fixed run {learns(fixed)[1] if cured else 'not finite: the fix does not cure it'}"
     if "nonfinite_loss" in case.expect:  # its fault is the NaN itself: a run that only learns worse lacks it
         return False, "expects nonfinite_loss, but every loss and output stayed finite"
     xv = fixed["val"]

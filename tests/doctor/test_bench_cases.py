@@ -155,3 +155,27 @@ def test_case_check_compares_a_language_models_loss_lower_is_better():
 
     assert dcc.verdict(case, run(3.97), run(1.25))[0]
     assert not dcc.verdict(case, run(1.25), run(3.97))[0]
+
+
+def test_case_check_a_nan_shows_a_fault_only_when_the_fix_cures_it():
+    """A faulty run gone NaN shows its case's fault only if the fixed run is finite: a fix that
+    diverges too did not cure what the NaN shows. A planted fault with no fix shows by its NaN."""
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import doctor_case_check as dcc
+
+    case = next(c for c in REAL if not c.healthy and "nonfinite_loss" in c.allow + c.expect and c.fix)
+
+    def run(acc: float | None, status: str = "completed", bad: int = 0) -> dict:
+        return {"val": {"name": "accuracy", "metric": acc, "higher": True}, "val_loss": 0.3, "status": status,
+                "bad_steps": bad, "train": None, "vocab": None, "classes": 3}
+
+    nan = run(None, "diverged", 7)
+    assert dcc.verdict(case, nan, run(0.90))[0]
+    assert dcc.verdict(case, nan, run(0.40))[0]  # cured, though it learns little: the NaN was the fault
+    assert not dcc.verdict(case, nan, run(None, "diverged", 3))[0]  # the fix diverges too
+    assert not dcc.verdict(case, nan, run(0.90, "completed", 2))[0]  # finite at the end, but skipped steps
+    assert dcc.verdict(replace(case, fix=None), nan, nan)[0]  # no fix to compare
