@@ -424,6 +424,29 @@ def test_lr_too_high_by_the_rate_ablation(nan: bool):
     assert not signal("lr_too_high", RunView(rc, "classify", 3, (2,), eps + probes + steps + rng + probe(0.15))).fires
 
 
+@pytest.mark.parametrize(("lr", "probe_q", "fires"), [(0.5, 0.92, True), (0.5, 0.05, False), (0.2, 0.92, False)])
+def test_lr_too_high_by_the_typical_rate_where_the_range_test_is_flat(lr: float, probe_q: float, fires: bool):
+    """LeNet-5 under plain SGD at 0.5 on digits stays at chance with steps of 0.7 % of the weights; its
+    range test is flat (the net needs more steps to leave its plateau than the sweep spends on a decade),
+    so no range says where the rate lies. The optimizer's typical rate stands in: 0.5 is a decade above
+    SGD's 0.05, and the recipe at 0.05 reaches 0.93 (ds28481). A probe that gains nothing names nothing;
+    a rate within a decade of the typical one is not probed (its probe record is never asked for)."""
+    from liandan.doctor.rules.lr_too_high import reference_rate
+
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "lenet5"}, "optim": {"name": "sgd", "lr": lr}})
+    eps = _epochs([(2.30, 0.14), (2.31, 0.10), (2.31, 0.08)], [(2.32, 0.10), (2.30, 0.11), (2.30, 0.10)])
+    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 7e-3}}} for s in (1, 45, 90, 135)]
+    n = list(range(1, 136))
+    steps = [{"type": "steps", "steps": n, "loss": [2.30 + 0.01 * (i % 3) for i in n], "grad_norm": [0.2] * len(n),
+              "applied": [True] * len(n)}]
+    flat = [{"type": "lr_find", "source": "test", "suggestion": 1e-3, "low": 1e-4, "high": 1e-2, "informative": False}]
+    probe = [{"type": "rate_probe", "patch": {"optim.lr": 0.05}, "steps": 135, "probe_quality": probe_q}]
+    view = RunView(rc, "classify", 10, (1, 8, 8), eps + probes + steps + flat + probe)
+    assert reference_rate(view) == (0.05, "the typical rate for sgd")
+    s = signal("lr_too_high", view)
+    assert s.fires is fires and s.find("lr_over_typical").fires is (lr >= 0.5)
+
+
 def test_overfitting_when_the_training_error_is_a_tenth_of_the_validation_error():
     """A transformer on 90 digits: one training sample wrong (1.1 % error, loss 0.19 — not near
     zero) against 30 % on 853 validation samples, the validation loss flat: the training set is
@@ -503,3 +526,23 @@ def test_lr_too_low_on_a_language_model_by_the_rate_ablation(probe_val_loss: flo
     assert s.fires is fires
     if fires:
         assert s.find("run_over_probe_val_loss").value == pytest.approx(2.16 / probe_val_loss)
+
+
+def test_a_rate_above_its_optimizers_usual_one_is_not_too_low_on_a_probe_alone():
+    """A GRU on digits under Adam at 5e-3, annealed by a cosine, ends at 0.83; its range test's usable
+    range starts at 0.02, and the recipe at the test's 0.04 reaches 0.92 — yet 5e-3 is five times Adam's
+    usual rate: no lr_too_low. The same run at 3e-4 (under the usual 1e-3) is probed as before."""
+    def view(lr: float) -> RunView:
+        rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "gru"}, "optim": {"name": "adam", "lr": lr}})
+        eps = _epochs([(1.7, 0.49), (0.69, 0.80), (0.51, 0.87)], [(0.94, 0.73), (0.61, 0.84), (0.55, 0.85)])
+        probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 0.02}}} for s in (1, 45, 90, 135)]
+        n = list(range(1, 136))
+        steps = [{"type": "steps", "steps": n, "loss": [2.3 - 1.8 * i / 135 for i in n], "grad_norm": [0.5] * len(n),
+                  "applied": [True] * len(n)}]
+        recs = [{"type": "lr_find", "source": "test", "suggestion": 0.04, "low": 0.02, "high": 0.08},
+                {"type": "rate_probe", "patch": {"optim.lr": 0.04}, "steps": 135, "probe_quality": 0.92}]
+        return RunView(rc, "classify", 10, (8, 8), eps + probes + steps + recs)
+
+    above = signal("lr_too_low", view(5e-3))
+    assert not above.fires and not above.find("lr_at_most_typical").fires
+    assert signal("lr_too_low", view(3e-4)).fires

@@ -20,6 +20,8 @@ The test runs only once the updates are large. Where nothing else shows it but t
 the usable range, an ablation probe trains the recipe at the test's suggestion for the run's steps:
 ending clearly better there (:func:`._retrain.gain`) confirms the rate as the cause (a run that
 settles at a high rate).
+Where the test gives no opinion (a flat sweep), the probe trains at the optimizer's typical rate
+instead, for a rate a decade or more above it.
 The test's own break counts as well: a rate at or above where the sweep's loss diverged, or climbed
 back above its start (:class:`liandan.training.lr_finder.RangeTest`), is condemned like one 10× above.
 Overfitting is not suppressed: a run that fits its training set and loses the validation set is
@@ -168,8 +170,10 @@ def signal(view: RunView) -> Signal:
     poor = all_of(flag("classification", view.is_classification), learns_poorly(view),
                   flag("range test", within.name == "lr_over_range_test"), name="poor_above_range")
     said = [*shows, far, poor]
-    if within.fires and within.name == "lr_over_range_test" and not any(s.fires for s in said):
-        said.append(_probe_gain(view))  # nothing shows it yet: does the test's own rate do clearly better?
+    if within.fires and not any(s.fires for s in said):
+        # nothing shows it yet: does the test's own rate do clearly better? With no opinion from the test
+        # (a flat sweep), the typical rate is asked instead, for a rate a decade or more above it
+        said.append(_probe_gain(view) if within.name == "lr_over_range_test" else rate_ablation(view, True))
     return all_of(big, any_of(*said, name="oscillates"), within)
 
 
@@ -185,7 +189,9 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
     and none of the 41 healthy runs; the rest are language models, runs gone NaN, or ones whose probe
     gains too little.
     A run with no quality scale (a language model) is tested only behind the caller's ``gate`` (its
-    own symptom), and the probe then confirms by a validation loss ≥ 1.2× lower than the run's."""
+    own symptom), and the probe then confirms by a validation loss ≥ 1.2× lower than the run's.
+    Where the test gives no opinion, the optimizer's typical rate stands in for its range and its
+    suggestion, for a rate a decade or more away from it (:func:`reference_rate`)."""
     from liandan.doctor.lr_opinion import usable_range
 
     measured_quality = view.is_classification or view.is_regression
@@ -201,24 +207,42 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
                     flag("finite loss", len(finite(view.loss)) == len(view.loss)),
                     learns_poorly(view, CEILING if view.is_classification else None) if measured_quality else gate,
                     name="below_ceiling")
+    if not above_range:
+        # a rate above its optimizer's usual one is not called too low on a probe alone: a small task's
+        # sweep can place the usable range far above it (a GRU on digits under Adam: from 0.02), and a
+        # run at 5e-3 annealed by a cosine that reaches 0.83 is a healthy recipe however the probe does
+        poorly = all_of(poorly, below("lr_at_most_typical", view.lr, typical_lr(view.optimizer), strict=False),
+                        name="below_ceiling")
     if not poorly.fires:
         return poorly
     rng = usable_range(view)
-    if rng is None:
-        return all_of(poorly, flag("range test", False), name="rate_ablation")
-    outside = above("lr_over_range_test", view.lr, rng["high"]) if above_range \
-        else below("lr_under_range_test", view.lr, rng["low"])
+    if rng is not None:
+        outside = above("lr_over_range_test", view.lr, rng["high"]) if above_range \
+            else below("lr_under_range_test", view.lr, rng["low"])
+    else:
+        # no curve to read a range from — a flat sweep (LeNet-5 under plain SGD needs more steps to leave
+        # its plateau than the sweep spends on a decade: flat over 400 steps, while 0.05 reaches 0.93 in
+        # 135) or no test: the optimizer's typical rate is the reference, for a rate a decade or more away from it
+        typ = typical_lr(view.optimizer)
+        outside = above("lr_over_typical", view.lr, FAR * typ, strict=False) if above_range \
+            else below("lr_under_typical", view.lr, typ / FAR, strict=False)
     if not outside.fires:
         return all_of(poorly, outside, name="rate_ablation")
     return all_of(poorly, outside, _probe_gain(view) if measured_quality else _probe_loss_gain(view),
                   name="rate_ablation")
 
 
-def _probe(view: RunView) -> dict:
+def reference_rate(view: RunView) -> tuple[float, str]:
+    """(the rate a rate probe trains at, where it comes from): the range test's suggestion, or —
+    the test gave no opinion — the optimizer's typical rate (:func:`.view.typical_lr`)."""
     rng = recorded(view)
-    if rng is None:
-        return {"type": RECORD, "skipped": "no range test"}
-    return ablation(view, RECORD, {"optim.lr": float(rng["suggestion"])})
+    if rng is not None:
+        return float(rng["suggestion"]), "the range test's rate"
+    return typical_lr(view.optimizer), f"the typical rate for {view.optimizer}"
+
+
+def _probe(view: RunView) -> dict:
+    return ablation(view, RECORD, {"optim.lr": reference_rate(view)[0]})
 
 
 def _probe_gain(view: RunView) -> Signal:
@@ -250,15 +274,16 @@ def report_probe(view: RunView, ev: dict, causes: list[str]) -> None:
     if rec is None:
         return
     lr, steps = rec["patch"]["optim.lr"], rec["steps"]
+    where = reference_rate(view)[1]
     if rec.get("probe_quality") is not None:
         ev.update(probe_quality=rec["probe_quality"], probe_steps=steps)
-        causes.append(f"the same recipe at the test's rate {lr:.3g} reaches quality {rec['probe_quality']:.2f} "
+        causes.append(f"the same recipe at {where} {lr:.3g} reaches quality {rec['probe_quality']:.2f} "
                       f"(run: {max(view.quality(), 0.0):.2f}) in {steps} steps")
         return
     probe, run = (rec["probe_metrics"].get("val") or {}).get("loss"), finite(view.metric("val", "loss"))
     if probe is not None and run:
         ev.update(probe_val_loss=probe, probe_steps=steps)
-        causes.append(f"the same recipe at the test's rate {lr:.3g} ends at validation loss {probe:.3g} "
+        causes.append(f"the same recipe at {where} {lr:.3g} ends at validation loss {probe:.3g} "
                       f"(run: {run[-1]:.3g})")
 
 

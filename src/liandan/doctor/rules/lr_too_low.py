@@ -10,7 +10,9 @@ Third, the arbiter (:mod:`liandan.doctor.lr_opinion`): the rate lies below the L
 usable range (a decade under its suggestion), so ``liandan lr-find``'s suggestion never draws it.
 A run that learns poorly (or, from scratch, whose loss fell < 30 %) at a rate more than a decade below
 that range is too slow on the test's own evidence, whatever its update ratio (the mirror of
-``lr_too_high``'s condemned rate).
+``lr_too_high``'s condemned rate). Where nothing else shows it, the rate probe of ``lr_too_high``
+(the recipe at the test's suggestion, for the run's steps) decides — for a rate at or below the
+optimizer's usual one only: one above it is not called too low on a probe alone.
 Notes: 欠拟合 原因 3 (学习率太低, 优化太慢, 没收敛); 学习率 "太小会导致陷入局部最优点".
 """
 
