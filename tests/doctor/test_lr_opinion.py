@@ -546,3 +546,21 @@ def test_a_rate_above_its_optimizers_usual_one_is_not_too_low_on_a_probe_alone()
     above = signal("lr_too_low", view(5e-3))
     assert not above.fires and not above.find("lr_at_most_typical").fires
     assert signal("lr_too_low", view(3e-4)).fires
+
+
+def test_a_flat_sweep_leaves_the_typical_rate_to_say_the_rate_is_upstream_of_a_blowup():
+    """A fine-tuned LeNet under Nesterov at 0.5 blows up; its range test's sweep never fell before
+    it broke at 6.6 (no range). The rate is 50× Nesterov's usual 0.01: it is the cause upstream of the
+    blow-up and is reported beside it. At 0.05 (5×), or with no test consulted, it stays hidden."""
+    from liandan.doctor.lr_opinion import rate_above_range
+
+    def view(lr: float, consulted: bool = True) -> RunView:
+        rc = load_recipe({"data": {"source": "shapes"}, "model": {"name": "lenet5"},
+                          "optim": {"name": "nesterov", "lr": lr}})
+        flat = [{"type": "lr_find", "source": "test", "suggestion": 8.8e-7, "low": 8.8e-8, "high": 1.3e-4,
+                 "informative": False, "diverged_at": 6.6}]
+        return RunView(rc, "classify", 10, (1, 16, 16), flat if consulted else [])
+
+    assert rate_above_range(view(0.5)) == {"lr_too_high"}
+    assert rate_above_range(view(0.05)) == set()
+    assert rate_above_range(view(0.5, consulted=False)) == set()

@@ -98,9 +98,17 @@ def rate_above_range(view: Any) -> set[str]:
     """``{"lr_too_high"}`` when the rate is above the range test's usable range (a test this
     diagnosis already consulted). A rule that would hide ``lr_too_high`` as its consequence —
     exploding gradients, a NaN, ReLUs knocked out — spares it then: the rate is the cause upstream
-    of both and is reported beside them; otherwise (an init, unnormalised inputs) it stays hidden."""
+    of both and is reported beside them; otherwise (an init, unnormalised inputs) it stays hidden.
+    A test consulted whose sweep was flat gives no range: the optimizer's typical rate stands in then,
+    for a rate a decade or more above it (a fine-tuned LeNet under Nesterov at 0.5, 50× the usual 0.01,
+    whose sweep never fell before it broke at 6.6)."""
+    from liandan.doctor.view import typical_lr
+
     rng = recorded(view)
-    return {"lr_too_high"} if rng is not None and view.lr > rng["high"] else set()
+    if rng is None:
+        flat = _record(view) is not None
+        return {"lr_too_high"} if flat and view.lr >= 10 * typical_lr(view.optimizer) else set()
+    return {"lr_too_high"} if view.lr > rng["high"] else set()
 
 
 def clear_memo() -> None:
