@@ -26,6 +26,9 @@ import random
 from typing import Any
 
 RECORD = "lr_find"
+# Where the test has no opinion (a flat sweep), a rate this many times from its optimizer's typical
+# one (:func:`liandan.doctor.view.typical_lr`) is judged against that rate instead of a range.
+TYPICAL_FAR = 10.0
 _MEMO: dict[str, dict[str, Any] | None] = {}  # finder key -> summary (None: the test failed here)
 
 
@@ -107,7 +110,7 @@ def rate_above_range(view: Any) -> set[str]:
     rng = recorded(view)
     if rng is None:
         flat = _record(view) is not None
-        return {"lr_too_high"} if flat and view.lr >= 10 * typical_lr(view.optimizer) else set()
+        return {"lr_too_high"} if flat and view.lr >= TYPICAL_FAR * typical_lr(view.optimizer) else set()
     return {"lr_too_high"} if view.lr > rng["high"] else set()
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 
 from liandan.doctor.findings import Finding
-from liandan.doctor.lr_opinion import recorded
+from liandan.doctor.lr_opinion import TYPICAL_FAR, recorded
 from liandan.doctor.rules._common import fix, fixes, g, init_gain, lower_lr, make, pct
 from liandan.doctor.rules._retrain import ablation, cached, confirms
 from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
@@ -224,8 +224,8 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
         # its plateau than the sweep spends on a decade: flat over 400 steps, while 0.05 reaches 0.93 in
         # 135) or no test: the optimizer's typical rate is the reference, for a rate a decade or more away from it
         typ = typical_lr(view.optimizer)
-        outside = above("lr_over_typical", view.lr, FAR * typ, strict=False) if above_range \
-            else below("lr_under_typical", view.lr, typ / FAR, strict=False)
+        outside = above("lr_over_typical", view.lr, TYPICAL_FAR * typ, strict=False) if above_range \
+            else below("lr_under_typical", view.lr, typ / TYPICAL_FAR, strict=False)
     if not outside.fires:
         return all_of(poorly, outside, name="rate_ablation")
     return all_of(poorly, outside, _probe_gain(view) if measured_quality else _probe_loss_gain(view),
