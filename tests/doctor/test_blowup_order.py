@@ -55,9 +55,9 @@ def test_units_dead_before_a_nan_are_reported_beside_it(monkeypatch):
 def test_units_that_outlive_a_blowup_the_run_survived_are_reported():
     """RMSprop at 0.05 on LeNet (keras#7057): the gradient norm leaps 80,000× in the first steps and
     falls back; every loss stays finite, 93 % of the units stay dead and the run stays at chance. The
-    same dead units under gradients still blown up at the end stay hidden behind the explosion."""
-    for tail, reported in ((1.0, True), (5e4, False)):
-        gn = [0.17, 1.3e4] + [1.0] * 38 + [tail] * 20
+    same dead units under gradients that never fall back stay hidden behind the explosion."""
+    for calm, reported in ((1.0, True), (5e4, False)):
+        gn = [0.17, 1.3e4] + [calm] * 38 + [5e4 if calm > 1 else 1.0] * 20
         recs = [_probe(1, 0.37), _probe(8, 0.89), _probe(30, 0.93), _probe(60, 0.94),
                 _steps([2.3] * 60, gn), _epoch(0, 0.12), _epoch(1, 0.14)]
         v = _view({**MLP, "optim": {"name": "rmsprop", "lr": 0.05}}, recs)
@@ -114,3 +114,19 @@ def test_a_gap_counts_against_over_regularization_unless_the_probe_gains(monkeyp
         v.phase = "end"
         s = signal("over_regularization", v)
         assert s.fires is fires and s.name == "gap_but_better_without"
+
+
+def test_units_dead_in_a_lull_between_blowups_are_reported_beside_them():
+    """Momentum SGD at 0.4 on a wine MLP (Google's crash course on dead ReLUs): the gradient norm leaps
+    at step 20, falls back to its start by step 30 while every unit of a layer is dead (the loss sits at
+    ln 3, the net outputs a constant), then the run overflows to NaN at step 45. Dead units in the calm
+    are damage of their own: reported beside the blow-up. Units dead only while the gradients are still
+    blown up are its turmoil, and stay hidden."""
+    loss = [1.1] * 19 + [60.0] * 10 + [1.1] * 15 + [NAN] * 20
+    for calm, reported in ((0.5, True), (4e3, False)):
+        gn = [0.4] * 19 + [4e3] * 10 + [calm] * 15 + [NAN] * 20
+        recs = [_probe(1, 0.1), _probe(10, 0.25), _probe(28, 0.81), _probe(37, 1.0), _probe(55, 0.98),
+                _probe(64, 0.9), _steps(loss, gn), _epoch(0, 0.33), _epoch(1, 0.33)]
+        v = _view({**MLP, "optim": {"name": "momentum", "lr": 0.4}}, recs)
+        assert signal("dead_relu", v).fires and signal("exploding_gradients", v).fires
+        assert units_outlived_blowup(v) == ({"dead_relu"} if reported else set())

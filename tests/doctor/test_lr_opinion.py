@@ -228,6 +228,26 @@ def test_vanishing_needs_a_gradient_at_the_last_layer():
     assert starved.fires
 
 
+def test_vanishing_on_a_wide_first_layer_reads_the_ratio():
+    """A five-layer sigmoid MLP on 16×16 shapes stuck at chance (uvadlc_notebooks#119): the first layer's
+    gradient is 2e-4 of the last's, its norm 1.9e-4 — above AutoTrainer's 1e-4, which was set on small
+    nets (the norm grows with √weights; this layer has 32k). A first layer with a norm of 2e-3 is not
+    starved whatever the ratio says (its last layer's gradient is then huge)."""
+    rc = load_recipe({"data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [128] * 5,
+                                                              "activation": "sigmoid"}})
+    stuck = _epochs([(2.3, 0.1)] * 3, [(2.3, 0.1)] * 3)
+
+    def probes(first: float, last: float) -> list[dict]:
+        layer = lambda g: {"grad": g, "grad_mean": g / 180, "update": 1e-3}  # noqa: E731
+        return [{"type": "probe", "step": s, "applied": True, "acts": {},
+                 "layers": {"0": layer(first), "2": layer(first * 10), "4": layer(last)}} for s in (10, 20, 30)]
+
+    for first, last, fires in ((1.9e-4, 0.95, True), (2e-3, 10.0, False)):
+        s = signal("vanishing_gradients", RunView(rc, "classify", 10, (256,), stuck + probes(first, last)))
+        assert s.fires is fires
+        assert s.find("first_last_ratio").value == pytest.approx(first / last)
+
+
 def test_out_of_range_output_needs_an_output_bounded_by_construction():
     """A regression whose outputs stayed ≥ 0 while the targets reach -2: a wiring error when the model
     ends in a sigmoid/ReLU, a symptom (a collapsed linear head) otherwise."""

@@ -9,8 +9,10 @@ Causes and fixes: notes 梯度爆炸 (原因 1–4, 解决 1–6).
 Dead ReLUs are hidden as the blow-up's consequence, except where they are not (only) that
 (:func:`units_outlived_blowup`): most units of a layer were dead at a probe *before* the first
 blown-up or non-finite step (a cause precedes its effect), or the blow-up was over — every step
-finite, the last gradients back within 10× of the first step's — while the units stayed dead: the
-damage that keeps the run at chance is then the dead units, reported beside the blow-up.
+finite, the last gradients back within 10× of the first step's — while the units stayed dead, or a
+probe found them dead in a lull (finite loss, gradients back within 10× of the first step's) before
+the run blew up again: the damage that keeps the run at chance is then the dead units, reported
+beside the blow-up.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def units_outlived_blowup(view: RunView) -> set[str]:
     """``{"dead_relu"}`` where dead units are not (only) a blow-up's consequence: the dead-ReLU signal
     holds, and most units of a layer were already dead at a probe before the first blown-up or
     non-finite step, or the blow-up was over (every step finite, the median gradient norm of the last
-    10 % of steps within 10× of the first step's) while the units stayed dead."""
+    10 % of steps within 10× of the first step's) while the units stayed dead, or they were dead in a
+    lull between blow-ups (:func:`dead_in_a_lull`)."""
     if not dead_signal(view).fires:
         return set()
     bad = view.bad_steps()
@@ -83,7 +86,26 @@ def units_outlived_blowup(view: RunView) -> set[str]:
     fin = finite(view.grad_norm)
     tail = fin[-max(1, len(fin) // 10):]
     over = not bad and bool(fin) and median(tail) <= 10 * fin[0]
-    return {"dead_relu"} if dead_before or over else set()
+    return {"dead_relu"} if dead_before or over or dead_in_a_lull(view) else set()
+
+
+def dead_in_a_lull(view: RunView) -> bool:
+    """A probe at which most units of a layer were dead while the run was calm: the nearest logged step
+    at or before it has a finite loss and a gradient norm within 10× of the first step's. A blow-up had
+    subsided (or not yet begun) and the net sat with dead units: they are damage of their own, not the
+    blow-up's turmoil."""
+    fin = finite(view.grad_norm)
+    if not fin or not view.steps:
+        return False
+    for p in view.probes:
+        i = max((k for k, st in enumerate(view.steps) if st <= p["step"]), default=None)
+        if i is None or not (math.isfinite(view.loss[i]) and math.isfinite(view.grad_norm[i])):
+            continue
+        if view.grad_norm[i] > 10 * fin[0]:
+            continue
+        if max((a.get("dead", 0.0) for a in p.get("acts", {}).values()), default=0.0) >= DEAD:
+            return True
+    return False
 
 
 def spared(view: RunView) -> set[str]:

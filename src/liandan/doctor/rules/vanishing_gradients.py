@@ -1,7 +1,8 @@
 """vanishing_gradients: the first layers get (almost) no gradient, so they do not learn.
 
-Symptom (AutoTrainer, Zhang et al. ICSE 2021): G_first/G_last < 1e-3 and G_first < 1e-4, the
-L2 norms of the first and last weight gradients; or the first layer's mean |g| < 1e-7
+Symptom (AutoTrainer, Zhang et al. ICSE 2021): G_first/G_last < 1e-3 and G_first small (AutoTrainer:
+< 1e-4; here < 1e-3, as the norm grows with the layer's size), the L2 norms of the first and last weight
+gradients; or the first layer's mean |g| < 1e-7
 (DeepDiagnosis; SageMaker Debugger's VanishingGradient default) while the last layer still gets
 one — zero gradients everywhere are a cut network (a ReLU layer entirely dead: ``dead_relu``; a
 zero init: ``symmetry``), not a gradient shrinking on its way back. Medians over the probe steps.
@@ -39,7 +40,11 @@ from liandan.doctor.view import RunView, median
 from liandan.registry import register_rule
 
 CODE = "vanishing_gradients"
-RATIO, FIRST, MEAN_ABS = 1e-3, 1e-4, 1e-7
+# AutoTrainer bounds G_first by 1e-4 on its small nets; an L2 norm grows with √(weights) at the same
+# per-weight gradient (a 256×128 first layer has ~250× the weights of a 2×64 one: a norm ~16× larger),
+# so the bound here is a decade looser — the ratio carries the test (a 5-layer sigmoid MLP on 16×16
+# shapes at chance: ratio 2e-4, G_first 1.9e-4)
+RATIO, FIRST, MEAN_ABS = 1e-3, 1e-3, 1e-7
 
 
 def _grads(view: RunView) -> tuple[list[dict], dict[str, float], dict[str, float]]:
@@ -52,7 +57,7 @@ def _grads(view: RunView) -> tuple[list[dict], dict[str, float], dict[str, float
 
 @signal_of(CODE)
 def signal(view: RunView) -> Signal:
-    """G_first/G_last < 1e-3 with G_first < 1e-4, or mean |g_first| < 1e-7; the run learns poorly;
+    """G_first/G_last < 1e-3 with G_first < 1e-3, or mean |g_first| < 1e-7; the run learns poorly;
     and not ReLU units killed by large updates (≥ 70 % dead, updates > 1 %: dead_relu's finding)."""
     probes, grads, means = _grads(view)
     names = list(grads)
