@@ -548,6 +548,31 @@ def test_lr_too_low_on_a_language_model_by_the_rate_ablation(probe_val_loss: flo
         assert s.find("run_over_probe_val_loss").value == pytest.approx(2.16 / probe_val_loss)
 
 
+@pytest.mark.parametrize(("probe_val_loss", "fires"), [(1.1, True), (1.9, False)])
+def test_lr_too_high_on_a_language_model_asks_the_probe_by_validation_loss(probe_val_loss: float, fires: bool):
+    """A tiny GPT on grammar under AdamW at 0.03 (LlamaFactory#1122): steps of 2 % of the weights, 3.5×
+    above the range test's usable range (to 8.5e-3), a loss still falling and no accuracy scale to fall
+    short of. The recipe at the test's suggestion ends at validation loss 1.1 against the run's 2.0: the
+    rate. A probe only 1.05× lower names nothing."""
+    rc = load_recipe({"data": {"source": "grammar", "task": "lm"}, "model": {"name": "gpt", "size": "tiny"},
+                      "optim": {"name": "adamw", "lr": 0.03}})
+    n = list(range(1, 58))
+    steps = [{"type": "steps", "steps": n, "loss": [3.0 - 0.9 * s / 57 for s in n], "grad_norm": [1.0] * len(n),
+              "applied": [True] * len(n)}]
+    probes = [{"type": "probe", "step": s, "layers": {"0": {"update": 0.022}}} for s in (1, 20, 40, 57)]
+    eps = [{"type": "epoch", "epoch": i, "step": 19 * (i + 1), "train": {"loss": tl}, "val": {"loss": vl}}
+           for i, (tl, vl) in enumerate([(3.0, 2.31), (2.22, 2.23), (2.09, 2.0)])]
+    recs = [{"type": "lr_find", "source": "test", "suggestion": 8.5e-3, "low": 8.5e-4, "high": 8.5e-3,
+             "diverged_at": 0.095},
+            {"type": "rate_probe", "patch": {"optim.lr": 8.5e-3}, "steps": 57, "probe_quality": None,
+             "probe_metrics": {"val": {"loss": probe_val_loss}}}]
+    v = RunView(rc, "lm", 0, (12,), steps + probes + eps + recs)
+    v.phase = "end"
+    s = signal("lr_too_high", v)
+    assert s.fires is fires
+    assert s.find("run_over_probe_val_loss").value == pytest.approx(2.0 / probe_val_loss)
+
+
 def test_a_rate_above_its_optimizers_usual_one_is_not_too_low_on_a_probe_alone():
     """A GRU on digits under Adam at 5e-3, annealed by a cosine, ends at 0.83; its range test's usable
     range starts at 0.02, and the recipe at the test's 0.04 reaches 0.92 — yet 5e-3 is five times Adam's

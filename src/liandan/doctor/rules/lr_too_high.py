@@ -37,7 +37,17 @@ from liandan.doctor.findings import Finding
 from liandan.doctor.lr_opinion import TYPICAL_FAR, recorded
 from liandan.doctor.rules._common import fix, fixes, g, init_gain, lower_lr, make, pct
 from liandan.doctor.rules._retrain import ablation, cached, confirms
-from liandan.doctor.rules._signal import Signal, above, all_of, any_of, below, flag, learns_poorly, signal_of
+from liandan.doctor.rules._signal import (
+    Signal,
+    above,
+    all_of,
+    any_of,
+    below,
+    below_ceiling,
+    flag,
+    learns_poorly,
+    signal_of,
+)
 from liandan.doctor.rules.overfitting import signal as overfit_signal
 from liandan.doctor.view import ADAPTIVE, RunView, finite, median, typical_lr
 from liandan.registry import register_rule
@@ -46,7 +56,6 @@ CODE = "lr_too_high"
 RECORD = "rate_probe"
 UPDATE, RISE, COLLAPSE, FAR = 1e-2, 2.0, 0.1, 10.0
 LOSS_GAIN = 1.2  # no quality scale: the rate probe's validation loss must end this many times lower
-CEILING = 0.85  # classification quality under which a rate outside the range test's range is tested
 
 
 def update_ratio(view: RunView) -> float:
@@ -171,9 +180,10 @@ def signal(view: RunView) -> Signal:
                   flag("range test", within.name == "lr_over_range_test"), name="poor_above_range")
     said = [*shows, far, poor]
     if within.fires and not any(s.fires for s in said):
-        # nothing shows it yet: does the test's own rate do clearly better? With no opinion from the test
-        # (a flat sweep), the typical rate is asked instead, for a rate a decade or more above it
-        said.append(_probe_gain(view) if within.name == "lr_over_range_test" else rate_ablation(view, True))
+        # nothing shows it yet: does the test's own rate do clearly better (a language model: a validation
+        # loss 1.2× lower)? With no opinion from the test (a flat sweep), the typical rate is asked
+        # instead, for a rate a decade or more above it
+        said.append(_probe_better(view) if within.name == "lr_over_range_test" else rate_ablation(view, True))
     return all_of(big, any_of(*said, name="oscillates"), within)
 
 
@@ -205,7 +215,7 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
     # at a lower rate that stays finite would "gain" whatever blew the run up — a deep init as well
     poorly = all_of(flag("run ended", view.phase == "end"),
                     flag("finite loss", len(finite(view.loss)) == len(view.loss)),
-                    learns_poorly(view, CEILING if view.is_classification else None) if measured_quality else gate,
+                    below_ceiling(view) if measured_quality else gate,
                     name="below_ceiling")
     if not above_range:
         # a rate above its optimizer's usual one is not called too low on a probe alone: a small task's
@@ -228,8 +238,7 @@ def rate_ablation(view: RunView, above_range: bool, gate: Signal | None = None) 
             else below("lr_under_typical", view.lr, typ / TYPICAL_FAR, strict=False)
     if not outside.fires:
         return all_of(poorly, outside, name="rate_ablation")
-    return all_of(poorly, outside, _probe_gain(view) if measured_quality else _probe_loss_gain(view),
-                  name="rate_ablation")
+    return all_of(poorly, outside, _probe_better(view), name="rate_ablation")
 
 
 def reference_rate(view: RunView) -> tuple[float, str]:
@@ -252,6 +261,12 @@ def _probe_gain(view: RunView) -> Signal:
     large and the rate above that range, and nothing else showed it: a run that settles at a high
     rate (mlx#188: Adam at 0.1 on an MLP ends at 0.85 where the test's rate reaches 0.94)."""
     return confirms(view, RECORD, _probe, "lower_rate_quality_gain")
+
+
+def _probe_better(view: RunView) -> Signal:
+    """The rate probe ends clearly better than the run: in quality (:func:`_probe_gain`), or — a run with
+    no quality scale, a language model — in validation loss (:func:`_probe_loss_gain`)."""
+    return _probe_gain(view) if view.is_classification or view.is_regression else _probe_loss_gain(view)
 
 
 def _probe_loss_gain(view: RunView) -> Signal:
