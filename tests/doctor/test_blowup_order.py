@@ -121,9 +121,10 @@ def test_units_dead_in_a_lull_between_blowups_are_reported_beside_them():
     at step 20, falls back to its start by step 30 while every unit of a layer is dead (the loss sits at
     ln 3, the net outputs a constant), then the run overflows to NaN at step 45. Dead units in the calm
     are damage of their own: reported beside the blow-up. Units dead only while the gradients are still
-    blown up are its turmoil, and stay hidden."""
-    loss = [1.1] * 19 + [60.0] * 10 + [1.1] * 15 + [NAN] * 20
-    for calm, reported in ((0.5, True), (4e3, False)):
+    blown up are its turmoil, and stay hidden — as are units dead at 7× the starting loss (momentum at 10
+    on digits: dead units starve the gradient, so it looks calm while the loss is still blown up)."""
+    for calm, lull_loss, reported in ((0.5, 1.1, True), (4e3, 1.1, False), (0.5, 8.0, False)):
+        loss = [1.1] * 19 + [60.0] * 10 + [lull_loss] * 15 + [NAN] * 20
         gn = [0.4] * 19 + [4e3] * 10 + [calm] * 15 + [NAN] * 20
         recs = [_probe(1, 0.1), _probe(10, 0.25), _probe(28, 0.81), _probe(37, 1.0), _probe(55, 0.98),
                 _probe(64, 0.9), _steps(loss, gn), _epoch(0, 0.33), _epoch(1, 0.33)]

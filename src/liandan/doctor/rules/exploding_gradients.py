@@ -10,13 +10,14 @@ Dead ReLUs are hidden as the blow-up's consequence, except where they are not (o
 (:func:`units_outlived_blowup`): most units of a layer were dead at a probe *before* the first
 blown-up or non-finite step (a cause precedes its effect), or the blow-up was over — every step
 finite, the last gradients back within 10× of the first step's — while the units stayed dead, or a
-probe found them dead in a lull (finite loss, gradients back within 10× of the first step's) before
-the run blew up again: the damage that keeps the run at chance is then the dead units, reported
+probe found them dead in a lull (the loss back within 2× of its start, the gradients within 10× of the
+first step's) before the run blew up again: the damage that keeps the run at chance is then the dead units, reported
 beside the blow-up.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 from liandan.doctor.findings import Finding
@@ -91,17 +92,17 @@ def units_outlived_blowup(view: RunView) -> set[str]:
 
 def dead_in_a_lull(view: RunView) -> bool:
     """A probe at which most units of a layer were dead while the run was calm: the nearest logged step
-    at or before it has a finite loss and a gradient norm within 10× of the first step's. A blow-up had
-    subsided (or not yet begun) and the net sat with dead units: they are damage of their own, not the
-    blow-up's turmoil."""
-    fin = finite(view.grad_norm)
-    if not fin or not view.steps:
+    at or before it has a loss within 2× of the first step's and a gradient norm within 10× of the first
+    step's. A blow-up had subsided (or not yet begun) and the net sat with dead units at its starting
+    loss (a constant output): they are damage of their own, not the blow-up's turmoil. The loss is asked
+    too because dead units starve the gradient: a net 99 % dead at 7× its starting loss has calm gradients."""
+    fin, losses = finite(view.grad_norm), finite(view.loss)
+    if not fin or not losses or not losses[0] > 0 or not view.steps:
         return False
+    start = losses[0]  # the first step's, as the gradient's: a run can blow up from its second step
     for p in view.probes:
-        i = max((k for k, st in enumerate(view.steps) if st <= p["step"]), default=None)
-        if i is None or not (math.isfinite(view.loss[i]) and math.isfinite(view.grad_norm[i])):
-            continue
-        if view.grad_norm[i] > 10 * fin[0]:
+        i = bisect.bisect_right(view.steps, p["step"]) - 1
+        if i < 0 or not (view.loss[i] <= 2 * start and view.grad_norm[i] <= 10 * fin[0]):  # NaN compares False
             continue
         if max((a.get("dead", 0.0) for a in p.get("acts", {}).values()), default=0.0) >= DEAD:
             return True
