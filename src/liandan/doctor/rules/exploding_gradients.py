@@ -70,6 +70,11 @@ def blowup_step(view: RunView) -> int | None:
     return None
 
 
+def _worst_dead(probe: dict) -> float:
+    """The largest dead share of any ReLU layer at one probe."""
+    return max((a.get("dead", 0.0) for a in probe.get("acts", {}).values()), default=0.0)
+
+
 def units_outlived_blowup(view: RunView) -> set[str]:
     """``{"dead_relu"}`` where dead units are not (only) a blow-up's consequence: the dead-ReLU signal
     holds, and most units of a layer were already dead at a probe before the first blown-up or
@@ -82,7 +87,7 @@ def units_outlived_blowup(view: RunView) -> set[str]:
     marks = [s for s in (blowup_step(view), bad[0] if bad else None) if s is not None]
     start = min(marks) if marks else None
     dead_before = start is not None and any(
-        p["step"] < start and max((a.get("dead", 0.0) for a in p.get("acts", {}).values()), default=0.0) >= DEAD
+        p["step"] < start and _worst_dead(p) >= DEAD
         for p in view.probes)
     fin = finite(view.grad_norm)
     tail = fin[-max(1, len(fin) // 10):]
@@ -104,7 +109,7 @@ def dead_in_a_lull(view: RunView) -> bool:
         i = bisect.bisect_right(view.steps, p["step"]) - 1
         if i < 0 or not (view.loss[i] <= 2 * start and view.grad_norm[i] <= 10 * fin[0]):  # NaN compares False
             continue
-        if max((a.get("dead", 0.0) for a in p.get("acts", {}).values()), default=0.0) >= DEAD:
+        if _worst_dead(p) >= DEAD:
             return True
     return False
 
